@@ -1,0 +1,36 @@
+"""Named presets: lists of ``key=value`` overrides applied on top of a config's defaults.
+
+Sizes follow the spirit of DreamerV3's model sizes; ``default`` is the small
+model tuned to train CartPole-v1 on two CPU cores in minutes; ``tiny`` exists
+so tests and smoke runs finish in seconds.
+"""
+
+from __future__ import annotations
+
+DREAMER_PRESETS: dict[str, list[str]] = {
+    "tiny": [
+        "model.rssm.deter=32", "model.rssm.hidden=32", "model.rssm.stoch=4", "model.rssm.classes=4",
+        "model.units=32", "model.layers=1", "model.cnn_depth=4", "model.reward_bins=31",
+        "behavior.units=32", "behavior.layers=1", "behavior.horizon=5", "behavior.critic_bins=31",
+        "run.batch_size=4", "run.seq_len=8", "run.prefill=32", "run.train_ratio=64",
+        "run.eval_episodes=2", "run.eval_every=100000000", "run.log_every=50", "run.checkpoint_every=100000000",
+        "run.replay_chunk=32",
+    ],
+    "default": [
+        "model.rssm.deter=128", "model.rssm.hidden=128", "model.rssm.stoch=8", "model.rssm.classes=8",
+        "model.units=128", "model.layers=1", "model.cnn_depth=16", "model.lr=3e-4",
+        "behavior.units=128", "behavior.layers=1", "behavior.actor_lr=1e-4", "behavior.critic_lr=1e-4",
+        "run.batch_size=16", "run.seq_len=32", "run.train_ratio=64",
+        "run.eval_every=2500", "run.checkpoint_every=2500", "run.log_every=500",
+    ],
+    "xs": [
+        "model.rssm.deter=256", "model.rssm.hidden=256", "model.rssm.stoch=32", "model.rssm.classes=16",
+        "model.units=256", "model.layers=1", "model.cnn_depth=24",
+        "behavior.units=256", "behavior.layers=1",
+    ],
+    "s": [],  # the dataclass defaults are DreamerV3's size S: deter 512, units 512, 2 layers, 32x32 latents
+    "m": [
+        "model.rssm.deter=1024", "model.rssm.hidden=640", "model.units=640", "model.layers=3",
+        "model.cnn_depth=48", "behavior.units=640", "behavior.layers=3",
+    ],
+}

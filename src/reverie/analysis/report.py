@@ -1,0 +1,45 @@
+"""End-of-run artifacts a person looks at: the learning curve and a dream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from reverie.analysis.dream import open_loop, prediction_error
+from reverie.analysis.plots import plot_dream_vectors, plot_learning_curve, write_dream_video
+from reverie.training.evaluate import run_episodes
+from reverie.training.logger import read_metrics
+
+
+def write_learning_curve(run_dir: Path, out: Path | None = None) -> Path:
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    return plot_learning_curve(metrics, out or run_dir / "learning_curve.png", title=run_dir.name)
+
+
+def write_dream(agent: Any, make_env: Callable[[], Any], out: Path, context: int = 5,
+                horizon: int = 45) -> tuple[Path, dict[str, float]]:
+    """Run one greedy episode, predict its continuation open-loop, and write a video or plot.
+
+    Returns (the file written, per-key open-loop MSE averaged over the imagined steps).
+    """
+    _, episode = run_episodes(agent, [make_env], explore=False, record=True)
+    length = episode["action"].shape[0]
+    context = min(context, max(length - 1, 1))
+    end = min(length, context + horizon)
+    if end - context < 1:
+        raise ValueError(f"the episode lasted {length} steps, too short for a dream after {context} context steps")
+    obs = {k: episode[k][:end] for k in agent.obs_spec}
+    pred = open_loop(agent.wm, obs, episode["action"][:end], context, device=agent.device)
+    errors = {k: float(prediction_error(obs[k][context:], pred[k][context:]).mean()) for k in obs}
+    images = [k for k in obs if obs[k].dtype == np.uint8 and obs[k].ndim == 4]
+    if images:
+        k = images[0]
+        path = write_dream_video(obs[k], pred[k], context, out.with_suffix(".gif"))
+    else:
+        keys = sorted(obs)
+        real = np.concatenate([obs[k].reshape(end, -1) for k in keys], -1)
+        imag = np.concatenate([pred[k].reshape(end, -1) for k in keys], -1)
+        path = plot_dream_vectors(real, imag, context, out.with_suffix(".png"))
+    return Path(path), errors

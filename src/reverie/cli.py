@@ -1,0 +1,158 @@
+"""The ``reverie`` command: train, eval, dream, config.
+
+Every error a user can cause (unknown environment, mistyped config key,
+foreign or corrupt checkpoint, a run folder of another agent) is printed as
+one sentence and exits with status 2; nothing in the run folder is touched
+before the inputs have been checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_AGENT = "dreamer"
+
+
+def _default_run_dir(agent: str, env: str, obs: str, seed: int) -> Path:
+    safe = env.replace(":", "-").replace("/", "-")
+    return Path("runs") / f"{agent}-{safe}-{obs}-s{seed}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from reverie.agents.registry import resolve_config
+    from reverie.training import session
+
+    overrides = list(args.overrides)
+    for flag, key in (("env", "run.env"), ("obs", "run.obs"), ("steps", "run.steps"), ("seed", "run.seed"),
+                      ("device", "run.device")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg = resolve_config(args.agent, args.preset, overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(args.agent, cfg.run.env, cfg.run.obs,
+                                                                       cfg.run.seed)
+    result = session.train(args.agent, cfg, run_dir)
+    c = result.counters
+    print(f"\n{args.agent} on {cfg.run.env} ({cfg.run.obs}): {c.env_steps} env steps, {c.updates} updates, "
+          f"{c.episodes} episodes in {c.wall_time / 60:.1f} min")
+    print(f"evaluation return: {result.eval_return:.1f} +- {result.eval_return_std:.1f} "
+          f"over {cfg.run.eval_episodes} episodes")
+    for name, path in result.artifacts.items():
+        print(f"{name}: {path}")
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import functools
+
+    from reverie.training import session
+    from reverie.training.evaluate import run_episodes
+
+    agent, cfg, make, meta = session.load_run(args.run_dir, device=args.device)
+    base = cfg.run.seed + 50_000
+    returns, _ = run_episodes(agent, [functools.partial(make, base + i) for i in range(args.episodes)])
+    print(json.dumps({"return_mean": float(returns.mean()), "return_std": float(returns.std()),
+                      "episodes": int(len(returns)), "step": int(meta["step"])}))
+    return 0
+
+
+def _dream(args: argparse.Namespace) -> int:
+    import functools
+
+    from reverie.analysis.report import write_dream
+    from reverie.training import session
+
+    agent, cfg, make, _ = session.load_run(args.run_dir, device=args.device)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "dream"
+    path, errors = write_dream(agent, functools.partial(make, cfg.run.seed + 777), out.with_suffix(""),
+                               context=args.context, horizon=args.horizon)
+    if args.out and path != Path(args.out):
+        path.replace(args.out)
+        path = Path(args.out)
+    print(json.dumps({"file": str(path), "open_loop_mse": errors}))
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from reverie.agents.registry import resolve_config
+    from reverie.config import to_dict
+
+    cfg = resolve_config(args.agent, args.preset, list(args.overrides))
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The error classes that describe a user's mistake in one sentence (not a bug in reverie)."""
+    from reverie.config import ConfigError
+    from reverie.envs import EnvError
+    from reverie.planning import PlanningError
+    from reverie.replay import ReplayError
+    from reverie.training.checkpoint import CheckpointError
+    from reverie.training.run_dir import RunFolderError
+
+    return (ConfigError, EnvError, CheckpointError, RunFolderError, ReplayError, PlanningError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reverie", description="Learned world models: train, evaluate, dream.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an agent (resumes if the run folder holds the same run)")
+    p.add_argument("agent", nargs="?", default=DEFAULT_AGENT, help="agent to train (default: dreamer)")
+    p.add_argument("--env", help="SUITE:TASK, e.g. gym:CartPole-v1, dmc:cartpole-swingup, atari:Pong")
+    p.add_argument("--obs", choices=["state", "pixels"], help="observation type")
+    p.add_argument("--steps", type=int, help="environment steps to train for")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-dir", help="run folder (default: runs/AGENT-ENV-OBS-sSEED)")
+    p.add_argument("--preset", help="named settings (dreamer: tiny, default, xs, s, m)")
+    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, see 'reverie config'")
+    p.set_defaults(fn=_train)
+
+    p = sub.add_parser("eval", help="evaluate the newest checkpoint of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--device")
+    p.set_defaults(fn=_eval)
+
+    p = sub.add_parser("dream", help="real vs imagined futures from an open-loop rollout")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="output file (.gif for pixels, .png for vectors)")
+    p.add_argument("--context", type=int, default=5, help="observed steps before imagining")
+    p.add_argument("--horizon", type=int, default=45, help="imagined steps")
+    p.add_argument("--device")
+    p.set_defaults(fn=_dream)
+
+    p = sub.add_parser("config", help="print the resolved config of an agent and preset")
+    p.add_argument("agent", nargs="?", default=DEFAULT_AGENT)
+    p.add_argument("--preset")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(fn=_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "episodes", 1) is not None and getattr(args, "episodes", 1) < 1:
+        print("error: --episodes must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        errors = _user_errors()
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("stopped; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

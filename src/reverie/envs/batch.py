@@ -1,0 +1,274 @@
+"""Step several environments together, in this process or one subprocess each.
+
+Every value of a batched step dict has a leading ``[N]`` axis. An env whose
+previous step had ``is_last`` is reset on the next ``step`` call instead of
+stepped (its action is ignored) and returns its ``is_first`` step, so a
+driver can call ``step`` forever. Before the first ``reset`` every env counts
+as finished, so the first ``step`` also resets them all.
+
+With ``parallel=True`` each env lives in its own process (``forkserver``
+where the platform has it, else ``spawn``: never ``fork``, which copies
+threads and OpenGL/torch state badly). The env constructors are sent with
+cloudpickle, so lambdas and closures work. Each env is seeded by its own
+constructor, so parallel and serial runs give identical steps.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from reverie.envs.spaces import ActionSpec, ArraySpec, Env, EnvError
+
+try:  # gymnasium depends on cloudpickle, so it is normally present
+    import cloudpickle as _pickler
+except ImportError:  # pragma: no cover - plain pickle still handles module-level functions
+    _pickler = pickle
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def _worker(conn, payload: bytes) -> None:
+    """Subprocess loop: build the env, then answer ``(command, data)`` messages until 'close'.
+
+    Replies are ``("ok", result)`` or ``("error", message)``; an exception
+    never kills the loop, so the parent decides what to do.
+    """
+    env = None
+    try:
+        env = pickle.loads(payload)()  # constructor sent by our own parent, not a file
+        conn.send(("ok", (env.obs_spec, env.act_spec)))
+    except BaseException as err:  # noqa: BLE001 - every failure must reach the parent
+        conn.send(("error", _describe(err), traceback.format_exc()))
+    try:
+        while True:
+            command, data = conn.recv()
+            if command == "close":
+                break
+            try:
+                if env is None:
+                    raise EnvError("the environment could not be built")
+                conn.send(("ok", _run(env, command, data)))
+            except Exception as err:  # noqa: BLE001
+                conn.send(("error", _describe(err), traceback.format_exc()))
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass  # parent went away or was interrupted: just exit
+    finally:
+        if env is not None:
+            try:
+                env.close()
+            except Exception:  # noqa: BLE001 - closing is best effort on the way out
+                pass
+        conn.close()
+
+
+def _run(env: Env, command: str, data: Any) -> Any:
+    if command == "reset":
+        return env.reset()
+    if command == "step":
+        return env.step(data)
+    if command == "render":
+        return env.render()
+    raise EnvError(f"unknown BatchEnv command {command!r}")
+
+
+class _LocalHandle:
+    """An env in this process with the same send/receive shape as a worker."""
+
+    def __init__(self, env_fn: Callable[[], Env]):
+        self.env = env_fn()
+        self._result: Any = None
+
+    def specs(self):
+        return self.env.obs_spec, self.env.act_spec
+
+    def send(self, command: str, data: Any = None) -> None:
+        self._result = _run(self.env, command, data)
+
+    def receive(self, index: int) -> dict[str, np.ndarray]:
+        result, self._result = self._result, None
+        return result
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class _WorkerHandle:
+    """An env in a subprocess, spoken to over a pipe."""
+
+    def __init__(self, env_fn: Callable[[], Env], context):
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_worker, args=(child, _pickler.dumps(env_fn)), daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._closed = False
+
+    def specs_reply(self, index: int):
+        return self.receive(index)
+
+    def send(self, command: str, data: Any = None) -> None:
+        try:
+            self._conn.send((command, data))
+        except (BrokenPipeError, OSError):
+            pass  # the matching receive() reports the dead worker
+
+    def receive(self, index: int):
+        try:
+            reply = self._conn.recv()
+        except (EOFError, OSError, ConnectionError):
+            code = self._process.exitcode
+            raise EnvError(f"environment {index}'s worker process died (exit code {code})") from None
+        if reply[0] == "error":
+            error = EnvError(f"environment {index} failed in its worker process: {reply[1]}")
+            error.worker_traceback = reply[2]  # the full story, for whoever debugs the env
+            raise error
+        return reply[1]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._conn.send(("close", None))
+        except (BrokenPipeError, OSError):
+            pass
+        self._process.join(timeout=2.0)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout=2.0)
+        self._conn.close()
+
+
+def _start_context():
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+class BatchEnv:
+    """``N`` environments with identical specs, stepped as one.
+
+    Args:
+        env_fns: one constructor per env, each returning an ``Env`` (seed them
+            differently, e.g. ``functools.partial(make_env, name, seed=i)``).
+        parallel: run each env in its own subprocess.
+
+    Attributes:
+        num_envs: ``N``.
+        obs_spec, act_spec: the specs shared by every env (no batch axis).
+    """
+
+    def __init__(self, env_fns: list[Callable[[], Env]], parallel: bool = False):
+        if not env_fns:
+            raise EnvError("BatchEnv needs at least one environment constructor")
+        self.num_envs = len(env_fns)
+        self.parallel = bool(parallel)
+        self._handles: list[Any] = []
+        self._needs_reset = np.ones(self.num_envs, dtype=bool)
+        try:
+            if self.parallel:
+                context = _start_context()
+                self._handles = [_WorkerHandle(fn, context) for fn in env_fns]
+                specs = self._gather(lambda i, h: h.specs_reply(i))
+            else:
+                for fn in env_fns:
+                    self._handles.append(_LocalHandle(fn))
+                specs = [h.specs() for h in self._handles]
+        except BaseException:
+            self.close()
+            raise
+        self.obs_spec: dict[str, ArraySpec] = specs[0][0]
+        self.act_spec: ActionSpec = specs[0][1]
+        for i, (obs_spec, act_spec) in enumerate(specs):
+            if obs_spec != self.obs_spec or act_spec != self.act_spec:
+                self.close()
+                raise EnvError(
+                    f"environment {i} has specs ({obs_spec}, {act_spec}) but environment 0 has "
+                    f"({self.obs_spec}, {self.act_spec}): a BatchEnv needs identical envs"
+                )
+
+    def _gather(self, receive: Callable[[int, Any], Any]) -> list[Any]:
+        """Receive from every handle even after a failure, so pipes stay in step; then raise the first."""
+        results, first_error = [], None
+        for i, handle in enumerate(self._handles):
+            try:
+                results.append(receive(i, handle))
+            except EnvError as err:
+                first_error = first_error or err
+                results.append(None)
+        if first_error is not None:
+            raise first_error
+        return results
+
+    @staticmethod
+    def _stack(steps: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {key: np.stack([s[key] for s in steps]) for key in steps[0]}
+
+    def reset(self) -> dict[str, np.ndarray]:
+        """Reset every env; each value is ``[N, ...]`` and ``is_first`` is all True."""
+        for handle in self._handles:
+            handle.send("reset")
+        steps = self._stack(self._gather(lambda i, h: h.receive(i)))
+        self._needs_reset = steps["is_last"].copy()
+        return steps
+
+    def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        """Step every env (reset those that just ended); ``actions`` is ``[N]`` int or ``[N, A]`` float."""
+        actions = self._check_actions(actions)
+        for i, handle in enumerate(self._handles):
+            if self._needs_reset[i]:
+                handle.send("reset")
+            else:
+                handle.send("step", actions[i])
+        steps = self._stack(self._gather(lambda i, h: h.receive(i)))
+        self._needs_reset = steps["is_last"].copy()
+        return steps
+
+    def _check_actions(self, actions) -> np.ndarray:
+        actions = np.asarray(actions)
+        if self.act_spec.discrete:
+            if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
+                got = f"{actions.dtype}{list(actions.shape)}"
+                raise EnvError(f"BatchEnv.step needs int actions [{self.num_envs}], got {got}")
+            return actions.astype(np.int64)
+        expected = (self.num_envs, self.act_spec.size)
+        if actions.shape != expected:
+            raise EnvError(
+                f"BatchEnv.step needs float actions {list(expected)} in [-1, 1], got {list(actions.shape)}"
+            )
+        return actions.astype(np.float32)
+
+    def render(self) -> np.ndarray:
+        """Frames of every env, uint8 ``[N, H, W, 3]``."""
+        for handle in self._handles:
+            handle.send("render")
+        return np.stack(self._gather(lambda i, h: h.receive(i)))
+
+    def close(self) -> None:
+        """Close every env and end every worker process (safe to call twice)."""
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            try:
+                handle.close()
+            except Exception:  # noqa: BLE001 - close the others regardless
+                pass
+
+    def __enter__(self) -> BatchEnv:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

@@ -1,0 +1,279 @@
+"""Adapter from a gymnasium environment to reverie's step-dict convention.
+
+Observation spaces become specs as follows (``size`` only when given):
+
+- ``Box`` uint8 ``[H, W, 3]`` -> an image (resized to ``image_size``);
+- any other ``Box`` -> flattened float32 ``[D]``;
+- ``Discrete(n)`` -> one-hot float32 ``[n]``; ``MultiBinary`` -> flattened float32;
+- ``Dict`` -> each entry by its own key, converted as above.
+
+A top-level non-Dict observation is called ``image`` if it is an image and
+``vector`` otherwise. ``obs="pixels"`` ignores the observation and returns
+``env.render()`` (``render_mode="rgb_array"``) as ``image`` instead.
+
+Actions: ``Discrete`` takes an int index, ``Box`` takes float32 ``[A]`` in
+[-1, 1] rescaled to the true bounds. ``terminated`` sets ``is_last`` and
+``is_terminal``; ``truncated`` (e.g. gymnasium's TimeLimit) sets ``is_last``
+only, so value targets keep bootstrapping through time limits.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from PIL import Image
+
+from reverie.envs.spaces import (
+    STEP_KEYS,
+    ActionSpec,
+    ArraySpec,
+    EnvError,
+    discrete_index,
+    make_step,
+    unit_to_bounds,
+)
+
+OBS_MODES = ("state", "pixels")
+
+
+def resize_image(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """Resize uint8 ``frame [H, W, 3]`` to ``size = (height, width)`` with PIL (bilinear, antialiased)."""
+    if size is None or tuple(frame.shape[:2]) == tuple(size):
+        return frame
+    height, width = size
+    image = Image.fromarray(np.ascontiguousarray(frame))
+    return np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.uint8)
+
+
+def check_image_frame(frame: Any, what: str) -> np.ndarray:
+    """``frame`` as uint8 ``[H, W, 3]``, or :class:`EnvError` naming ``what`` produced it."""
+    arr = np.asarray(frame) if frame is not None else None
+    if arr is None or arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        got = "None" if arr is None else f"{arr.dtype}{list(arr.shape)}"
+        raise EnvError(f"{what} must return a uint8 [H, W, 3] frame, got {got}")
+    return arr
+
+
+def _is_image_space(space: gym.Space) -> bool:
+    return (
+        isinstance(space, gym.spaces.Box)
+        and space.dtype == np.uint8
+        and len(space.shape) == 3
+        and space.shape[2] == 3
+    )
+
+
+def _obs_converter(
+    space: gym.Space, where: str, image_size: tuple[int, int] | None
+) -> tuple[ArraySpec, Callable[[Any], np.ndarray]]:
+    """The spec of one observation entry and the function turning raw values into it."""
+    if _is_image_space(space):
+        shape = (*image_size, 3) if image_size is not None else tuple(space.shape)
+        spec = ArraySpec(shape, np.dtype(np.uint8))
+        return spec, lambda x: resize_image(np.asarray(x, np.uint8), image_size)
+    if isinstance(space, (gym.spaces.Box, gym.spaces.MultiBinary)):
+        dim = int(np.prod(space.shape))
+        return ArraySpec((dim,), np.dtype(np.float32)), lambda x: np.asarray(x, np.float32).reshape(dim)
+    if isinstance(space, gym.spaces.Discrete):
+        n, start = int(space.n), int(space.start)
+        eye = np.eye(n, dtype=np.float32)
+        return ArraySpec((n,), np.dtype(np.float32)), lambda x: eye[int(x) - start].copy()
+    raise EnvError(
+        f"observation space {where} is {space}, which reverie does not support: use Box, "
+        "Discrete, MultiBinary or a Dict of those (e.g. wrap the env with "
+        "gymnasium.wrappers.FlattenObservation)"
+    )
+
+
+def _action_converter(space: gym.Space) -> tuple[ActionSpec, Callable[[Any], Any]]:
+    """The action spec in the model's convention and the map back to the env's own actions."""
+    if isinstance(space, gym.spaces.Discrete):
+        n, start = int(space.n), int(space.start)
+        return ActionSpec(discrete=True, size=n), lambda a: start + discrete_index(a, n)
+    if isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating):
+        low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+            raise EnvError(
+                f"action space {space} has unbounded dimensions, so [-1, 1] cannot be rescaled "
+                "onto it: give the env finite bounds (e.g. gymnasium.wrappers.ClipAction)"
+            )
+        dtype = space.dtype
+        return (
+            ActionSpec(discrete=False, size=int(np.prod(space.shape))),
+            lambda a: unit_to_bounds(a, low, high).astype(dtype),
+        )
+    raise EnvError(
+        f"action space {space} is not supported: reverie handles Discrete and float Box "
+        "actions (e.g. wrap MultiDiscrete actions into a Discrete with your own wrapper)"
+    )
+
+
+def find_gym_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """Look up a registered id, importing ``module`` first for ``"module:Id-v0"``.
+
+    Raises :class:`EnvError` with close matches when the id is unknown.
+    """
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            raise EnvError(
+                f"cannot import module {module!r} named in gym id {env_id!r} ({err}); "
+                "check that it is installed and on the Python path"
+            ) from None
+    try:
+        return gym.spec(name)
+    except gym.error.Error:
+        pass
+    ids = list(gym.registry.keys())
+    close = difflib.get_close_matches(name, ids, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
+        "; register it with gymnasium.register or write 'gym:your_module:Id-v0' so the "
+        "module that registers it is imported first"
+    )
+    raise EnvError(f"gymnasium has no environment {name!r}{hint}") from None
+
+
+def _supports_rgb_array(env_spec: gym.envs.registration.EnvSpec) -> bool:
+    """Whether the entry point declares ``rgb_array`` rendering (checked before construction)."""
+    creator = env_spec.entry_point
+    if isinstance(creator, str):
+        try:
+            creator = gym.envs.registration.load_env_creator(creator)
+        except (ImportError, AttributeError, ValueError):
+            return False
+    metadata = getattr(creator, "metadata", None)
+    return isinstance(metadata, dict) and "rgb_array" in (metadata.get("render_modes") or ())
+
+
+class GymEnv:
+    """A gymnasium environment speaking step dicts.
+
+    Args:
+        env: a registered id (``"CartPole-v1"``, ``"my_pkg.module:MyEnv-v0"``)
+            or an already built ``gymnasium.Env``.
+        obs: ``"state"`` (the env's observation) or ``"pixels"`` (rendered frames).
+        seed: seeds the first reset (later resets continue that random stream);
+            ``None`` leaves the env unseeded.
+        image_size: ``(height, width)`` every image observation is resized to;
+            ``None`` keeps the native size.
+        make_kwargs: extra keyword arguments for ``gymnasium.make``.
+    """
+
+    def __init__(
+        self,
+        env: str | gym.Env,
+        obs: str = "state",
+        seed: int | None = 0,
+        image_size: tuple[int, int] | None = None,
+        **make_kwargs: Any,
+    ):
+        if obs not in OBS_MODES:
+            raise EnvError(f"obs={obs!r} is not an observation mode: choose one of {OBS_MODES}")
+        if isinstance(env, str):
+            env_spec = find_gym_spec(env)
+            if obs == "pixels" or _supports_rgb_array(env_spec):
+                make_kwargs.setdefault("render_mode", "rgb_array")
+            env = gym.make(env_spec, **make_kwargs)
+        elif not isinstance(env, gym.Env):
+            raise EnvError(f"GymEnv needs a gymnasium id or gymnasium.Env, got {type(env).__name__}")
+        self._env = env
+        self._pixels = obs == "pixels"
+        self._seed = seed
+        self._image_size = image_size
+        self._needs_reset = True
+        self._frame: np.ndarray | None = None
+        name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+        self.name = name
+
+        if self._pixels:
+            if env.render_mode != "rgb_array":
+                raise EnvError(
+                    f"obs='pixels' needs {name} built with render_mode='rgb_array', "
+                    f"it has render_mode={env.render_mode!r}"
+                )
+            h, w = image_size if image_size is not None else self._probe_frame_size()
+            self.obs_spec = {"image": ArraySpec((h, w, 3), np.dtype(np.uint8))}
+            self._convert: dict[str, Callable[[Any], np.ndarray]] = {}
+        else:
+            self.obs_spec, self._convert = self._observation_specs(env.observation_space)
+        self.act_spec, self._to_env_action = _action_converter(env.action_space)
+
+    def _observation_specs(self, space: gym.Space):
+        if isinstance(space, gym.spaces.Dict):
+            specs, converters = {}, {}
+            for key, sub in space.spaces.items():
+                if not isinstance(key, str) or key in STEP_KEYS:
+                    raise EnvError(
+                        f"Dict observation key {key!r} clashes with the step-dict keys {STEP_KEYS} "
+                        "or is not a string: rename it in the env"
+                    )
+                if isinstance(sub, gym.spaces.Dict):
+                    raise EnvError(
+                        f"Dict observation entry {key!r} is itself a Dict: flatten nested Dicts "
+                        "into one level of keys"
+                    )
+                specs[key], converters[key] = _obs_converter(sub, f"entry {key!r}", self._image_size)
+            return specs, converters
+        spec, convert = _obs_converter(space, "", self._image_size)
+        key = "image" if spec.is_image else "vector"
+        return {key: spec}, {key: convert}
+
+    def _probe_frame_size(self) -> tuple[int, int]:
+        # Native pixel size is only known after a render, which needs a reset.
+        # The first real reset() reseeds, so this probe does not change the episode it starts.
+        self._env.reset(seed=self._seed)
+        frame = check_image_frame(self._env.render(), f"{self.name}.render()")
+        return frame.shape[0], frame.shape[1]
+
+    def _observe(self, raw_obs: Any) -> dict[str, np.ndarray]:
+        if self._pixels:
+            self._frame = check_image_frame(self._env.render(), f"{self.name}.render()")
+            return {"image": resize_image(self._frame, self._image_size)}
+        if len(self._convert) == 1 and not isinstance(raw_obs, dict):
+            (key, convert), = self._convert.items()
+            return {key: convert(raw_obs)}
+        return {key: convert(raw_obs[key]) for key, convert in self._convert.items()}
+
+    def reset(self) -> dict[str, np.ndarray]:
+        """First step of a new episode; obs keys as in ``obs_spec``."""
+        if self._seed is not None:
+            raw, _ = self._env.reset(seed=self._seed)
+            self._seed = None  # later resets continue the seeded stream
+        else:
+            raw, _ = self._env.reset()
+        self._needs_reset = False
+        return make_step(self._observe(raw), is_first=True)
+
+    def step(self, action) -> dict[str, np.ndarray]:
+        """Act once; ``action`` is an int index or float32 ``[A]`` in [-1, 1]."""
+        if self._needs_reset:
+            raise EnvError(f"{self.name}: call reset() before step(), and again after a step with is_last")
+        raw, reward, terminated, truncated, _ = self._env.step(self._to_env_action(action))
+        terminated, truncated = bool(terminated), bool(truncated)
+        self._needs_reset = terminated or truncated
+        return make_step(
+            self._observe(raw),
+            reward=float(reward),
+            is_last=terminated or truncated,
+            is_terminal=terminated,
+        )
+
+    def render(self) -> np.ndarray:
+        """The current frame at the env's native size, uint8 ``[H, W, 3]``."""
+        if self._pixels and self._frame is not None:
+            return self._frame
+        if self._env.render_mode != "rgb_array":
+            raise EnvError(
+                f"{self.name} was not built with render_mode='rgb_array', so it cannot render frames"
+            )
+        return check_image_frame(self._env.render(), f"{self.name}.render()")
+
+    def close(self) -> None:
+        self._env.close()

@@ -1,0 +1,159 @@
+"""Observation and action specs shared by every environment adapter.
+
+An environment in reverie speaks dictionaries of numpy arrays. Observations
+carry their own keys (``vector`` for state features, ``image`` for pixels,
+or a user's Dict keys) plus four bookkeeping keys that every step has:
+
+- ``reward``: float32 scalar, the reward received on arriving at this step
+  (0 on the first step of an episode);
+- ``is_first``: bool, this step starts an episode;
+- ``is_last``: bool, this step ends an episode (terminated or truncated);
+- ``is_terminal``: bool, the episode ended because the task ended
+  (terminated), not because of a time limit (truncated). Bootstrapping uses
+  ``1 - is_terminal``.
+
+Actions always cross the adapter boundary in the model's convention:
+discrete actions as an integer index, continuous actions as float32 in
+``[-1, 1]`` per dimension (the adapter rescales to the true bounds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+#: Keys every step dictionary carries besides the observation keys.
+STEP_KEYS = ("reward", "is_first", "is_last", "is_terminal")
+
+
+class EnvError(ValueError):
+    """A bad environment name, setting, action or space, said in one sentence."""
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Shape and dtype of one observation entry (without batch dimensions)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3 and np.dtype(self.dtype) == np.uint8
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """The action space in the model's convention.
+
+    ``discrete=True``: ``size`` choices, actions are integer indices.
+    ``discrete=False``: ``size`` dimensions, actions are float32 in [-1, 1].
+    """
+
+    discrete: bool
+    size: int
+
+    def sample(self, rng: np.random.Generator, batch: int) -> np.ndarray:
+        """Uniform random actions, ``[batch]`` int64 or ``[batch, size]`` float32."""
+        if self.discrete:
+            return rng.integers(0, self.size, size=(batch,), dtype=np.int64)
+        return rng.uniform(-1.0, 1.0, size=(batch, self.size)).astype(np.float32)
+
+
+@runtime_checkable
+class Env(Protocol):
+    """What every adapter and wrapper offers (one environment, no batch axis).
+
+    ``obs_spec`` holds the observation keys only (``vector`` float32 ``[D]``,
+    ``image`` uint8 ``[H, W, 3]``, or a user's Dict keys); every step dict
+    also has the :data:`STEP_KEYS`.
+    """
+
+    obs_spec: dict[str, ArraySpec]
+    act_spec: ActionSpec
+
+    def reset(self) -> dict[str, np.ndarray]:
+        """Start an episode: obs + ``reward=0, is_first=True, is_last=False, is_terminal=False``."""
+        ...
+
+    def step(self, action) -> dict[str, np.ndarray]:
+        """Act once: ``action`` is an int index or float32 ``[A]`` in [-1, 1]."""
+        ...
+
+    def render(self) -> np.ndarray:
+        """The current frame for videos, uint8 ``[H, W, 3]``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def make_step(
+    obs: dict[str, np.ndarray],
+    reward: float = 0.0,
+    is_first: bool = False,
+    is_last: bool = False,
+    is_terminal: bool = False,
+) -> dict[str, np.ndarray]:
+    """One step dict: ``obs`` plus 0-d numpy ``reward`` (float32) and the three bool flags."""
+    step = dict(obs)
+    step["reward"] = np.asarray(reward, dtype=np.float32)
+    step["is_first"] = np.asarray(is_first, dtype=bool)
+    step["is_last"] = np.asarray(is_last, dtype=bool)
+    step["is_terminal"] = np.asarray(is_terminal, dtype=bool)
+    return step
+
+
+def check_step(step: dict[str, np.ndarray], obs_spec: dict[str, ArraySpec]) -> None:
+    """Raise :class:`EnvError` unless ``step`` matches ``obs_spec`` and the step-dict convention."""
+    missing = [k for k in (*obs_spec, *STEP_KEYS) if k not in step]
+    if missing:
+        raise EnvError(f"step dict lacks keys {missing}; it has {sorted(step)}")
+    for key, spec in obs_spec.items():
+        value = step[key]
+        if value.shape != tuple(spec.shape) or value.dtype != np.dtype(spec.dtype):
+            raise EnvError(
+                f"observation {key!r} is {value.dtype}{list(value.shape)} but its spec "
+                f"says {np.dtype(spec.dtype)}{list(spec.shape)}"
+            )
+    if step["reward"].dtype != np.float32 or step["reward"].shape != ():
+        reward = step["reward"]
+        raise EnvError(f"reward must be a float32 scalar, got {reward.dtype}{list(reward.shape)}")
+    for flag in STEP_KEYS[1:]:
+        if step[flag].dtype != bool or step[flag].shape != ():
+            raise EnvError(f"{flag} must be a bool scalar, got {step[flag].dtype}{list(step[flag].shape)}")
+    if step["is_terminal"] and not step["is_last"]:
+        raise EnvError("a step with is_terminal=True must also have is_last=True")
+
+
+def discrete_index(action, size: int) -> int:
+    """The integer in ``[0, size)`` that ``action`` (int, numpy integer or one-element array) names."""
+    arr = np.asarray(action)
+    if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise EnvError(
+            f"a discrete action must be one integer index in [0, {size}), got {arr.dtype}{list(arr.shape)}"
+        )
+    index = int(arr.reshape(()))
+    if not 0 <= index < size:
+        raise EnvError(f"discrete action {index} is out of range: choose an index in [0, {size})")
+    return index
+
+
+def unit_to_bounds(action, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Map float ``action [A]`` from [-1, 1] onto ``[low, high]`` (both ``[A]``), clipping first.
+
+    Clipping means a policy that overshoots [-1, 1] still gives a valid
+    action: -1 maps to ``low``, +1 to ``high``, 0 to their midpoint.
+    """
+    arr = np.asarray(action, dtype=np.float64)
+    if arr.shape != low.shape:
+        if arr.size != low.size:
+            raise EnvError(
+                f"a continuous action must be float32 [{low.size}] in [-1, 1], got shape {list(arr.shape)}"
+            )
+        arr = arr.reshape(low.shape)
+    if not np.all(np.isfinite(arr)):
+        raise EnvError(f"continuous action contains NaN or inf: {arr.tolist()}")
+    arr = np.clip(arr, -1.0, 1.0)
+    return low + (arr + 1.0) * 0.5 * (high - low)

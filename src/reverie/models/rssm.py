@@ -1,0 +1,158 @@
+"""Recurrent state-space model: a deterministic GRU memory plus a stochastic latent.
+
+Two latent families share the code path:
+
+- ``categorical`` (DreamerV2/V3): ``stoch`` groups of ``classes`` one-hot
+  variables, sampled with straight-through gradients and a uniform mix
+  (``unimix``) in the probabilities;
+- ``gaussian`` (PlaNet/DreamerV1): a diagonal Normal with a softplus std
+  floored at ``min_std``, sampled with the reparameterisation trick.
+
+State keys: ``deter [.., D]``, ``stoch [.., S, C]`` (categorical) or
+``[.., S]`` (gaussian), plus the distribution parameters ``logit [.., S, C]``
+or ``mean``/``std [.., S]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reverie.models.base import State, stack_states
+from reverie.nn import MLP, GRUCell, OneHotDist, categorical_kl
+
+
+@dataclass(frozen=True)
+class RSSMConfig:
+    """Sizes of the recurrent state-space model."""
+
+    deter: int = 512
+    """Size of the deterministic GRU state."""
+    hidden: int = 512
+    """Width of the layers around the GRU."""
+    stoch: int = 32
+    """Number of stochastic variables (categorical groups or Gaussian dims)."""
+    classes: int = 32
+    """Classes per categorical variable (ignored for the Gaussian latent)."""
+    latent: Literal["categorical", "gaussian"] = "categorical"
+    """Latent family: categorical (DreamerV2/V3) or gaussian (PlaNet/DreamerV1)."""
+    unimix: float = 0.01
+    """Uniform mixture in the categorical probabilities."""
+    min_std: float = 0.1
+    """Floor of the Gaussian latent's standard deviation."""
+
+
+class RSSM(nn.Module):
+    """The recurrent state-space model; see the module docstring for the state layout."""
+
+    def __init__(self, cfg: RSSMConfig, embed_dim: int, action_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.action_dim = action_dim
+        stoch_flat = cfg.stoch * cfg.classes if cfg.latent == "categorical" else cfg.stoch
+        dist_out = stoch_flat if cfg.latent == "categorical" else 2 * cfg.stoch
+        self.img_in = MLP(stoch_flat + action_dim, None, cfg.hidden, 1)
+        self.gru = GRUCell(cfg.hidden, cfg.deter)
+        self.prior_head = MLP(cfg.deter, dist_out, cfg.hidden, 1)
+        self.post_head = MLP(cfg.deter + embed_dim, dist_out, cfg.hidden, 1)
+        self.feat_dim = cfg.deter + stoch_flat
+
+    # -- state helpers -------------------------------------------------------------------------
+    def initial(self, batch: int, device: torch.device | str | None = None) -> State:
+        device = device or next(self.parameters()).device
+        cfg = self.cfg
+        deter = torch.zeros(batch, cfg.deter, device=device)
+        if cfg.latent == "categorical":
+            z = torch.zeros(batch, cfg.stoch, cfg.classes, device=device)
+            return {"deter": deter, "stoch": z, "logit": z}
+        z = torch.zeros(batch, cfg.stoch, device=device)
+        return {"deter": deter, "stoch": z, "mean": z, "std": torch.ones_like(z)}
+
+    def features(self, state: State) -> Tensor:
+        stoch = state["stoch"]
+        if self.cfg.latent == "categorical":
+            stoch = stoch.flatten(-2)
+        return torch.cat([state["deter"], stoch], -1)
+
+    def _dist_state(self, raw: Tensor, sample: bool, generator: torch.Generator | None = None) -> State:
+        """Turn a head's raw output ``[N, dist_out]`` into latent entries of a state."""
+        cfg = self.cfg
+        if cfg.latent == "categorical":
+            logit = raw.float().reshape(*raw.shape[:-1], cfg.stoch, cfg.classes)
+            dist = OneHotDist(logit, cfg.unimix)
+            stoch = dist.sample(generator) if sample else dist.mode()
+            return {"stoch": stoch, "logit": dist.logits}
+        mean, std = raw.float().chunk(2, -1)
+        std = F.softplus(std) + cfg.min_std
+        if sample:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+            stoch = mean + std * noise
+        else:
+            stoch = mean
+        return {"stoch": stoch, "mean": mean, "std": std}
+
+    # -- transitions ---------------------------------------------------------------------------
+    def _advance(self, state: State, action: Tensor) -> Tensor:
+        """The deterministic part of one step: new ``deter [N, D]``."""
+        stoch = state["stoch"].flatten(-2) if self.cfg.latent == "categorical" else state["stoch"]
+        x = self.img_in(torch.cat([stoch, action], -1))
+        return self.gru(x, state["deter"])
+
+    def img_step(self, state: State, action: Tensor, sample: bool = True,
+                 generator: torch.Generator | None = None) -> State:
+        """Prior step: state ``[N]``, action ``[N, A]`` -> next state ``[N]``."""
+        deter = self._advance(state, action)
+        return {"deter": deter, **self._dist_state(self.prior_head(deter), sample, generator)}
+
+    def prior(self, deter: Tensor, sample: bool = True) -> State:
+        """Prior latent for given deterministic states ``[..., D]`` (any leading axes)."""
+        return {"deter": deter, **self._dist_state(self.prior_head(deter), sample)}
+
+    def observe(self, embed: Tensor, action: Tensor, is_first: Tensor, state: State | None = None,
+                sample: bool = True) -> tuple[State, State]:
+        """Posterior filtering over a sequence.
+
+        embed ``[B, T, E]``, action ``[B, T, A]`` (leading into step t), is_first ``[B, T]``.
+        Returns (posterior states ``[B, T]``, last posterior state ``[B]``). The prior is not
+        computed inside the loop: only ``deter`` is sequential, so :meth:`prior` can be applied
+        to all posterior ``deter`` at once afterwards.
+        """
+        b, t = embed.shape[:2]
+        if state is None:
+            state = self.initial(b, embed.device)
+        init = self.initial(b, embed.device)
+        keep = (~is_first.bool()).float()  # [B, T]
+        posts = []
+        for i in range(t):
+            m = keep[:, i]
+            # Episode boundaries inside a sequence reset the memory and the incoming action.
+            state = {k: v * m.view(-1, *[1] * (v.dim() - 1)) + init[k] * (1 - m).view(-1, *[1] * (v.dim() - 1))
+                     for k, v in state.items()}
+            deter = self._advance(state, action[:, i] * m[:, None])
+            raw = self.post_head(torch.cat([deter, embed[:, i]], -1))
+            state = {"deter": deter, **self._dist_state(raw, sample)}
+            posts.append(state)
+        return stack_states(posts, 1), state
+
+    # -- divergences ---------------------------------------------------------------------------
+    def kl(self, post: State, prior: State) -> tuple[Tensor, Tensor]:
+        """(dynamics KL, representation KL) per step ``[...]``, summed over latent variables.
+
+        Both equal KL(post || prior) in value; the dynamics term only trains the prior
+        and the representation term only trains the posterior (stop-gradients differ).
+        """
+        if self.cfg.latent == "categorical":
+            dyn = categorical_kl(post["logit"].detach(), prior["logit"]).sum(-1)
+            rep = categorical_kl(post["logit"], prior["logit"].detach()).sum(-1)
+            return dyn, rep
+
+        def gauss_kl(m1, s1, m2, s2):
+            return (torch.log(s2 / s1) + (s1 ** 2 + (m1 - m2) ** 2) / (2 * s2 ** 2) - 0.5).sum(-1)
+
+        dyn = gauss_kl(post["mean"].detach(), post["std"].detach(), prior["mean"], prior["std"])
+        rep = gauss_kl(post["mean"], post["std"], prior["mean"].detach(), prior["std"].detach())
+        return dyn, rep

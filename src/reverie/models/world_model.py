@@ -1,0 +1,150 @@
+"""The RSSM world model of PlaNet and Dreamer: encoder, RSSM, decoder, reward and continuation heads.
+
+Losses follow DreamerV3: reconstruction (symlog MSE for vectors, MSE for
+images), reward as a symlog two-hot distribution, continuation as a
+Bernoulli, and the KL between posterior and prior split into a dynamics term
+(trains the prior) and a representation term (trains the posterior), each
+clipped from below at ``free_nats``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from reverie.envs.spaces import ActionSpec, ArraySpec
+from reverie.models.base import State
+from reverie.models.codecs import MultiDecoder, MultiEncoder
+from reverie.models.rssm import RSSM, RSSMConfig
+from reverie.nn import MLP, Bernoulli, TwoHotDist, symlog_bins
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    """Architecture and loss weights of the RSSM world model."""
+
+    rssm: RSSMConfig = field(default_factory=RSSMConfig)
+    """The recurrent state-space model's sizes and latent family."""
+    units: int = 512
+    """Width of the encoder, decoder and head MLPs."""
+    layers: int = 2
+    """Hidden layers of the encoder, decoder and head MLPs."""
+    cnn_depth: int = 32
+    """Channels of the first convolution (doubling per stage) for image observations."""
+    reward_bins: int = 255
+    """Bins of the symlog two-hot reward head."""
+    free_nats: float = 1.0
+    """KL values below this are not penalised (free bits), per step."""
+    dyn_scale: float = 0.5
+    """Weight of the dynamics KL term (trains the prior)."""
+    rep_scale: float = 0.1
+    """Weight of the representation KL term (trains the posterior)."""
+    rec_scale: float = 1.0
+    """Weight of the observation reconstruction loss."""
+    reward_scale: float = 1.0
+    """Weight of the reward prediction loss."""
+    cont_scale: float = 1.0
+    """Weight of the continuation prediction loss."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    grad_clip: float = 1000.0
+    """Global gradient-norm clip."""
+
+
+class RSSMWorldModel(nn.Module):
+    """Implements :class:`reverie.models.base.WorldModel` with an RSSM.
+
+    Actions enter the model as float vectors ``[..., A]``: one-hot for
+    discrete action spaces, values in [-1, 1] for continuous ones.
+    """
+
+    def __init__(self, obs_spec: dict[str, ArraySpec], act_spec: ActionSpec, cfg: WorldModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.obs_spec = dict(obs_spec)
+        self.act_spec = act_spec
+        self.encoder = MultiEncoder(obs_spec, cfg.units, cfg.layers, cfg.cnn_depth)
+        self.rssm = RSSM(cfg.rssm, self.encoder.out_dim, act_spec.size)
+        feat = self.rssm.feat_dim
+        self.decoder = MultiDecoder(obs_spec, feat, cfg.units, cfg.layers, cfg.cnn_depth)
+        self.reward_head = MLP(feat, cfg.reward_bins, cfg.units, cfg.layers, zero_out=True)
+        self.cont_head = MLP(feat, 1, cfg.units, cfg.layers)
+        self.register_buffer("bins", symlog_bins(cfg.reward_bins), persistent=False)
+
+    # -- the interface -------------------------------------------------------------------------
+    def initial(self, batch: int) -> State:
+        return self.rssm.initial(batch)
+
+    def features(self, state: State) -> Tensor:
+        return self.rssm.features(state)
+
+    def embed(self, obs: dict[str, Tensor]) -> Tensor:
+        self.check_obs(obs)
+        return self.encoder(obs)
+
+    def observe(self, obs: dict[str, Tensor], action: Tensor, is_first: Tensor,
+                state: State | None = None) -> tuple[State, State]:
+        return self.rssm.observe(self.embed(obs), action, is_first, state)
+
+    def step(self, state: State, action: Tensor) -> State:
+        return self.rssm.img_step(state, action)
+
+    def reward_dist(self, state: State) -> TwoHotDist:
+        return TwoHotDist(self.reward_head(self.features(state)), self.bins)
+
+    def reward(self, state: State) -> Tensor:
+        return self.reward_dist(state).mean()
+
+    def cont(self, state: State) -> Tensor:
+        return Bernoulli(self.cont_head(self.features(state)).squeeze(-1)).probs
+
+    def decode(self, state: State) -> dict[str, Tensor]:
+        out = {}
+        for k, dist in self.decoder(self.features(state)).items():
+            x = dist.mode()
+            out[k] = ((x + 0.5) * 255).clamp(0, 255) if self.obs_spec[k].is_image else x
+        return out
+
+    # -- training ------------------------------------------------------------------------------
+    def loss(self, batch: dict[str, Tensor], state: State | None = None
+             ) -> tuple[dict[str, Tensor], dict[str, float], State, State]:
+        """batch: obs keys ``[B, T, ...]``, ``action [B, T, A]``, ``reward``, ``is_first``,
+        ``is_terminal`` ``[B, T]``. Returns per-step losses ``[B, T]`` already weighted by the
+        config's scales, metrics, posterior states ``[B, T]`` and the last state ``[B]``."""
+        cfg = self.cfg
+        obs = {k: batch[k] for k in self.obs_spec}
+        post, last = self.observe(obs, batch["action"], batch["is_first"], state)
+        prior = self.rssm.prior(post["deter"])
+        dyn, rep = self.rssm.kl(post, prior)                        # [B, T]
+        feat = self.features(post)                                  # [B, T, F]
+        rec = 0.0
+        for k, dist in self.decoder(feat).items():
+            target = batch[k].float() / 255.0 - 0.5 if self.obs_spec[k].is_image else batch[k]
+            rec = rec + dist.loss(target)
+        reward = TwoHotDist(self.reward_head(feat), self.bins).loss(batch["reward"])
+        cont_target = 1.0 - batch["is_terminal"].float()
+        cont = Bernoulli(self.cont_head(feat).squeeze(-1)).loss(cont_target)
+        losses = {
+            "rec": cfg.rec_scale * rec,
+            "reward": cfg.reward_scale * reward,
+            "cont": cfg.cont_scale * cont,
+            "dyn": cfg.dyn_scale * torch.clamp(dyn, min=cfg.free_nats),
+            "rep": cfg.rep_scale * torch.clamp(rep, min=cfg.free_nats),
+        }
+        metrics = {"wm/kl": float(dyn.detach().mean()), "wm/rec": float(rec.detach().mean())}
+        return losses, metrics, post, last
+
+    def check_obs(self, obs: dict[str, Tensor]) -> None:
+        """Raise a clear error if observation keys or shapes differ from the spec."""
+        for k, spec in self.obs_spec.items():
+            if k not in obs:
+                raise ValueError(f"observation is missing key '{k}' (the model was built for keys "
+                                 f"{sorted(self.obs_spec)})")
+            shape = tuple(obs[k].shape[obs[k].dim() - len(spec.shape):]) if obs[k].dim() >= len(spec.shape) else ()
+            if shape != tuple(spec.shape):
+                raise ValueError(f"observation '{k}' has shape {tuple(obs[k].shape)}, but the model expects "
+                                 f"[..., {', '.join(map(str, spec.shape))}]")

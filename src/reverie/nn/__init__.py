@@ -1,0 +1,12 @@
+"""Layers, distributions and transforms shared by every model family."""
+
+from reverie.nn.distributions import (Bernoulli, BoundedNormal, ImageMSE, OneHotDist, SymlogMSE, TwoHotDist,
+                                      categorical_kl)
+from reverie.nn.functional import lambda_returns, symexp, symlog, symlog_bins, twohot
+from reverie.nn.layers import MLP, ChannelNorm, ConvDecoder, ConvEncoder, GRUCell
+
+__all__ = [
+    "Bernoulli", "BoundedNormal", "ChannelNorm", "ConvDecoder", "ConvEncoder", "GRUCell", "ImageMSE", "MLP",
+    "OneHotDist", "SymlogMSE", "TwoHotDist", "categorical_kl", "lambda_returns", "symexp", "symlog",
+    "symlog_bins", "twohot",
+]

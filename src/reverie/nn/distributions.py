@@ -1,0 +1,156 @@
+"""Distribution objects with ``mode``, ``sample``, ``log_prob``, ``entropy`` and ``loss``.
+
+They are deliberately small: each holds tensors of one batch shape and
+offers what the world model and actor-critic need, nothing more.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from reverie.nn.functional import symexp, symlog, twohot
+
+
+class OneHotDist:
+    """Categorical over the last axis, sampled as straight-through one-hot vectors.
+
+    logits: ``[..., K]``. ``unimix`` mixes the probabilities with a uniform
+    distribution (DreamerV3 uses 1%) so no class ever has zero probability,
+    which keeps KL terms and policy log-probabilities bounded.
+    """
+
+    def __init__(self, logits: Tensor, unimix: float = 0.0):
+        if unimix > 0:
+            probs = F.softmax(logits.float(), -1)
+            probs = (1 - unimix) * probs + unimix / logits.shape[-1]
+            logits = torch.log(probs)
+        self.logits = torch.log_softmax(logits.float(), -1)
+
+    @property
+    def probs(self) -> Tensor:
+        return self.logits.exp()
+
+    def mode(self) -> Tensor:
+        idx = self.logits.argmax(-1)
+        hard = F.one_hot(idx, self.logits.shape[-1]).to(self.logits.dtype)
+        return hard + self.probs - self.probs.detach()
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """One-hot sample whose gradient flows into the probabilities (straight-through)."""
+        probs = self.probs
+        flat = probs.reshape(-1, probs.shape[-1])
+        idx = torch.multinomial(flat.detach(), 1, generator=generator).squeeze(-1)
+        hard = F.one_hot(idx, probs.shape[-1]).to(probs.dtype).reshape(probs.shape)
+        return hard + probs - probs.detach()
+
+    def log_prob(self, onehot: Tensor) -> Tensor:
+        return (onehot * self.logits).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return -(self.probs * self.logits).sum(-1)
+
+
+def categorical_kl(lhs_logits: Tensor, rhs_logits: Tensor) -> Tensor:
+    """KL(lhs || rhs) for log-softmax logits ``[..., K]``, summed over the last axis."""
+    return (lhs_logits.exp() * (lhs_logits - rhs_logits)).sum(-1)
+
+
+class TwoHotDist:
+    """A scalar predicted as a distribution over symlog-spaced bins (DreamerV3).
+
+    logits: ``[..., K]``; bins: ``[K]`` in symlog space. ``mode`` returns the
+    expected value transformed back with symexp. ``loss(target)`` is the
+    cross-entropy against the two-hot encoding of ``symlog(target)``.
+    """
+
+    def __init__(self, logits: Tensor, bins: Tensor):
+        self.logits = logits.float()
+        self.bins = bins
+
+    def mean(self) -> Tensor:
+        """Expected value in the original (symexp'd) space, ``[...]``."""
+        return symexp((F.softmax(self.logits, -1) * self.bins).sum(-1))
+
+    mode = mean
+
+    def log_prob(self, target: Tensor) -> Tensor:
+        enc = twohot(symlog(target.float()), self.bins)
+        return (enc * torch.log_softmax(self.logits, -1)).sum(-1)
+
+    def loss(self, target: Tensor) -> Tensor:
+        return -self.log_prob(target)
+
+
+class SymlogMSE:
+    """A deterministic prediction in symlog space; ``loss`` is squared error summed over event dims."""
+
+    def __init__(self, pred: Tensor, event_dims: int = 1):
+        self.pred = pred.float()
+        self.dims = tuple(range(-event_dims, 0))
+
+    def mode(self) -> Tensor:
+        return symexp(self.pred)
+
+    def loss(self, target: Tensor) -> Tensor:
+        return ((self.pred - symlog(target.float())) ** 2).sum(self.dims)
+
+
+class ImageMSE:
+    """Images predicted in [-0.5, 0.5]; ``loss`` is squared error summed over H, W, C."""
+
+    def __init__(self, pred: Tensor):
+        self.pred = pred.float()
+
+    def mode(self) -> Tensor:
+        return self.pred
+
+    def loss(self, target: Tensor) -> Tensor:
+        return ((self.pred - target.float()) ** 2).sum((-3, -2, -1))
+
+
+class Bernoulli:
+    """Binary outcome from a logit ``[...]``; ``mode`` is the probability-thresholded value."""
+
+    def __init__(self, logits: Tensor):
+        self.logits = logits.float()
+
+    @property
+    def probs(self) -> Tensor:
+        return torch.sigmoid(self.logits)
+
+    def mode(self) -> Tensor:
+        return (self.logits > 0).float()
+
+    def loss(self, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(self.logits, target.float(), reduction="none")
+
+
+class BoundedNormal:
+    """Diagonal Normal for actions in [-1, 1] (DreamerV3's actor head).
+
+    mean = tanh(raw_mean); std = (max_std - min_std) * sigmoid(raw_std + 2) + min_std.
+    Samples are clipped to [-1, 1] with a straight-through gradient.
+    """
+
+    def __init__(self, raw_mean: Tensor, raw_std: Tensor, min_std: float = 0.1, max_std: float = 1.0):
+        self.loc = torch.tanh(raw_mean.float())
+        self.scale = (max_std - min_std) * torch.sigmoid(raw_std.float() + 2.0) + min_std
+
+    def mode(self) -> Tensor:
+        return self.loc
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        eps = torch.randn(self.loc.shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype)
+        x = self.loc + self.scale * eps
+        return x + (x.clamp(-1, 1) - x).detach()
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        z = (x - self.loc) / self.scale
+        return (-0.5 * z ** 2 - torch.log(self.scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return (0.5 + 0.5 * math.log(2 * math.pi) + torch.log(self.scale)).sum(-1)

@@ -1,0 +1,448 @@
+"""Safe, atomic checkpoints: tensors in safetensors, everything else in JSON.
+
+One checkpoint is a pair of files in the run's checkpoint folder::
+
+    ckpt-000012345.safetensors   every tensor, flattened to "module/param" keys
+                                 (ckpt-000012345-b.safetensors while a save
+                                 of the same step replaces it)
+    ckpt-000012345.json          the commit marker: format, step, agent, the
+                                 user's meta (config, counters), the nesting
+                                 structure with every non-tensor leaf, and the
+                                 size and SHA-256 of the weights file
+
+The weights are written first (temp file, fsync, rename), the JSON last, so
+a checkpoint exists exactly when its JSON does: a process killed at any
+moment leaves either the previous complete checkpoint or the new one, and at
+worst some stray temp files that the next save removes.
+
+Nothing is ever unpickled: an optimiser ``state_dict()`` (tensors mixed with
+ints, floats, tuples and integer keys) is split by :func:`split_state` into
+flat tensors plus a JSON structure and rebuilt exactly by :func:`join_state`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "FORMAT_VERSION",
+    "join_state",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "save_checkpoint",
+    "split_state",
+]
+
+#: Bumped when the file layout changes incompatibly; older readers refuse newer files.
+FORMAT_VERSION = 1
+_FORMAT = "reverie-checkpoint"
+_NAME = re.compile(r"^ckpt-(\d+)\.json$")
+_WEIGHTS = re.compile(r"^ckpt-(\d+)(?:-b)?\.safetensors$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is corrupt, truncated, foreign or for another agent."""
+
+
+# --------------------------------------------------------------------------
+# Nested state <-> (flat tensors, JSON structure)
+# --------------------------------------------------------------------------
+
+
+def split_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state into flat tensors and a JSON-able structure.
+
+    ``state`` may nest dicts (str or int keys), lists and tuples whose leaves are
+    tensors, numpy arrays, bools, ints, floats (NaN/inf included), strings or
+    None, e.g. ``{"model": module.state_dict(), "opt": optimizer.state_dict()}``.
+    Tensors are named by their path (``"model/encoder.0.weight"``,
+    ``"opt/state/0/exp_avg"``); the structure records every name, container
+    type and non-tensor leaf, so :func:`join_state` rebuilds ``state`` exactly.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _encode(state, prefix, tensors)
+    return tensors, structure
+
+
+def join_state(tensors: dict[str, torch.Tensor], structure: Any) -> Any:
+    """Inverse of :func:`split_state`: rebuild the nested state from its two halves."""
+    return _decode(structure, tensors)
+
+
+def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return {"__tensor__": _add(tensors, path, obj)}
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise CheckpointError(f"state entry '{path}' is an object array; only numeric arrays can be saved")
+        return {"__ndarray__": _add(tensors, path, torch.from_numpy(np.ascontiguousarray(obj)))}
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else {"__float__": repr(obj)}
+    if isinstance(obj, dict):
+        plain = all(isinstance(k, str) and not k.startswith("__") for k in obj)
+        items = [(k, _encode(v, _child(path, k), tensors)) for k, v in obj.items()]
+        if plain:
+            return dict(items)
+        for k, _ in items:
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise CheckpointError(f"state entry '{path}' has key {k!r}; only str and int keys can be saved")
+        # Integer keys (optimiser state is keyed by parameter index) survive as pairs.
+        return {"__dict__": [[k, v] for k, v in items]}
+    if isinstance(obj, (list, tuple)):
+        kind = "__tuple__" if isinstance(obj, tuple) else "__list__"
+        return {kind: [_encode(v, _child(path, i), tensors) for i, v in enumerate(obj)]}
+    raise CheckpointError(
+        f"state entry '{path}' has type {type(obj).__name__}; checkpoints hold tensors, arrays, numbers, "
+        "strings, None and dicts/lists of them"
+    )
+
+
+def _child(path: str, key: Any) -> str:
+    return f"{path}/{key}" if path else str(key)
+
+
+def _add(tensors: dict[str, torch.Tensor], name: str, tensor: torch.Tensor) -> str:
+    name = name or "tensor"
+    if name in tensors:  # keys containing '/' can collide after joining: disambiguate
+        i = 1
+        while f"{name}#{i}" in tensors:
+            i += 1
+        name = f"{name}#{i}"
+    tensors[name] = tensor
+    return name
+
+
+def _decode(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(node, list):
+        raise CheckpointError("checkpoint structure is malformed (bare list)")
+    if not isinstance(node, dict):
+        return node
+    if len(node) == 1:
+        (tag, body), = node.items()
+        if tag == "__tensor__":
+            return tensors[body]
+        if tag == "__ndarray__":
+            return tensors[body].numpy()
+        if tag == "__float__":
+            return float(body)
+        if tag == "__list__":
+            return [_decode(v, tensors) for v in body]
+        if tag == "__tuple__":
+            return tuple(_decode(v, tensors) for v in body)
+        if tag == "__dict__":
+            return {k: _decode(v, tensors) for k, v in body}
+    return {k: _decode(v, tensors) for k, v in node.items()}
+
+
+# --------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    step: int,
+    tensors: dict[str, Any],
+    meta: dict[str, Any],
+    keep: int | None = 3,
+) -> Path:
+    """Write checkpoint ``step`` into ``directory`` atomically; return the path of its JSON file.
+
+    ``tensors``: a nested state such as ``{"world_model": wm.state_dict(),
+    "optimizer": opt.state_dict()}`` (see :func:`split_state`). ``meta``:
+    JSON-able facts to keep with it (``agent`` name, ``config`` dict, counters).
+    ``keep``: how many newest complete checkpoints to keep (None keeps all).
+    Saving a step that already exists replaces it.
+    """
+    if keep is not None and keep < 1:
+        raise ValueError(f"keep must be at least 1 (or None to keep all), got {keep}")
+    step = int(step)
+    if step < 0:
+        raise ValueError(f"checkpoint step must be >= 0, got {step}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / f"ckpt-{step:09d}.json"
+    previous = _read_marker(marker)
+    # Replacing an existing step: write the weights under the other of two
+    # names, so the old JSON keeps describing intact old weights until the
+    # new JSON replaces it in one rename.
+    weights = directory / f"ckpt-{step:09d}.safetensors"
+    if previous is not None and previous["weights"]["file"] == weights.name:
+        weights = directory / f"ckpt-{step:09d}-b.safetensors"
+
+    flat, structure = split_state(tensors)
+    record = {
+        "format": _FORMAT,
+        "format_version": FORMAT_VERSION,
+        "reverie_version": _reverie_version(),
+        "step": step,
+        "agent": meta.get("agent"),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "meta": meta,
+        "structure": structure,
+    }
+    try:  # fail before touching any file if the meta cannot be written
+        json.dumps(record, default=_json_default)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint meta is not JSON-serialisable ({e}); pass plain values") from None
+
+    _write_weights(weights, flat)
+    record["weights"] = {"file": weights.name, "bytes": weights.stat().st_size, "sha256": _sha256(weights)}
+    _atomic_write(marker, json.dumps(record, default=_json_default, indent=1).encode("utf-8"))
+    _fsync_dir(directory)  # the commit point
+    _prune(directory, keep)
+    return marker
+
+
+def _write_weights(path: Path, flat: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    seen: set[tuple[int, int]] = set()
+    ready = {}
+    for name, t in flat.items():
+        t = t.detach().to("cpu")
+        # safetensors refuses tensors that share storage (tied weights, views):
+        # give every repeat its own copy.
+        ptr = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) if t.numel() else None
+        if ptr is not None and ptr in seen or not t.is_contiguous():
+            t = t.clone(memory_format=torch.contiguous_format)
+        elif ptr is not None:
+            seen.add(ptr)
+        ready[name] = t
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(ready, str(tmp), metadata={"format": _FORMAT})
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the renames durable across power loss; not supported on every OS.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _prune(directory: Path, keep: int | None) -> None:
+    """Drop all but the newest ``keep`` complete checkpoints and the debris of killed saves."""
+    complete = list_checkpoints(directory)
+    for marker in complete[:-keep] if keep is not None else []:
+        weights = marker.with_name(_read_marker(marker)["weights"]["file"])
+        marker.unlink(missing_ok=True)  # un-commit first, then drop the weights
+        weights.unlink(missing_ok=True)
+    live = set()
+    for marker in list_checkpoints(directory):
+        live.add(_read_marker(marker)["weights"]["file"])
+    newest = _step_of(complete[-1]) if complete else -1
+    for path in directory.iterdir():
+        name = path.name
+        if name.startswith(".ckpt-") and ".tmp-" in name:
+            path.unlink(missing_ok=True)  # temp file of a killed save
+        elif (m := _WEIGHTS.match(name)) and name not in live and int(m.group(1)) <= newest:
+            path.unlink(missing_ok=True)  # weights no JSON refers to: killed save or replaced step
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (Path, os.PathLike)):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+def _reverie_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("reverie")
+    except Exception:  # running from a source tree without installed metadata
+        return "unknown"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# Finding and loading
+# --------------------------------------------------------------------------
+
+
+def _step_of(marker: Path) -> int:
+    return int(_NAME.match(marker.name).group(1))
+
+
+def _read_marker(marker: Path) -> dict | None:
+    """The parsed JSON of a complete checkpoint, or None if it is torn, foreign or lacks weights."""
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        if not _WEIGHTS.match(record["weights"]["file"]):
+            return None
+        weights = marker.with_name(record["weights"]["file"])
+        if record.get("format") != _FORMAT or weights.stat().st_size != record["weights"]["bytes"]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """JSON paths of the complete checkpoints in ``directory``, oldest step first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    markers = [p for p in directory.iterdir() if _NAME.match(p.name)]
+    return sorted((m for m in markers if _read_marker(m) is not None), key=_step_of)
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """JSON path of the newest complete checkpoint in ``directory``, or None if there is none.
+
+    Torn saves (weights without JSON, temp files, a weights file whose size
+    differs from the recorded one) are ignored.
+    """
+    complete = list_checkpoints(directory)
+    return complete[-1] if complete else None
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    expected_agent: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    verify: bool = True,
+) -> tuple[Any, dict[str, Any]]:
+    """Load a checkpoint; return ``(state nested as saved, meta)``.
+
+    ``path``: the checkpoint's ``.json`` or ``.safetensors`` file, or a folder
+    (its newest complete checkpoint). ``meta`` is the saved meta plus ``step``,
+    ``format_version``, ``reverie_version`` and ``created``. ``verify`` checks
+    the weights' SHA-256. Tensors are placed on ``device``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"no complete checkpoint in {path}; train first or point at a checkpoint file")
+        path = found
+    if path.suffix == ".safetensors" and (m := _WEIGHTS.match(path.name)):
+        path = path.with_name(f"ckpt-{m.group(1)}.json")
+    elif path.suffix != ".json":
+        raise CheckpointError(
+            f"{path} is not a reverie checkpoint (expected a ckpt-*.json or ckpt-*.safetensors file; "
+            "reverie never loads pickled .pt/.pth files)"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (an interrupted save leaves no JSON); "
+                              "resume from an earlier one")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise _corrupt(path, f"unreadable JSON: {e}") from None
+    if not isinstance(record, dict) or record.get("format") != _FORMAT:
+        what = f"a JSON {type(record).__name__}"
+        if isinstance(record, dict):
+            what += " with keys " + ", ".join(sorted(map(str, record))[:6])
+        raise CheckpointError(
+            f"{path} is not a reverie checkpoint ({what}, no 'format': '{_FORMAT}'); "
+            "expected a ckpt-*.json written by reverie's save_checkpoint"
+        )
+    version = record.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version!r}, newer than this reverie reads "
+            f"({FORMAT_VERSION}); upgrade reverie"
+        )
+    agent = record.get("agent")
+    if expected_agent is not None and agent != expected_agent:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to agent {agent!r}, but {expected_agent!r} was expected; "
+            "point at a checkpoint of the same agent or use a fresh run folder"
+        )
+    try:
+        info = record["weights"]
+        structure = record["structure"]
+        if not _WEIGHTS.match(info["file"]):
+            raise ValueError(info["file"])
+        weights = path.with_name(info["file"])
+    except (KeyError, TypeError, ValueError):
+        raise _corrupt(path, "JSON lacks a valid weights record") from None
+    if not weights.is_file():
+        raise _corrupt(path, f"weights file {weights.name} is missing")
+    size = weights.stat().st_size
+    if size != info.get("bytes"):
+        raise _corrupt(weights, f"{size} bytes on disk, {info.get('bytes')} recorded")
+    if verify and _sha256(weights) != info.get("sha256"):
+        raise _corrupt(weights, "SHA-256 does not match the recorded one")
+    try:
+        from safetensors.torch import load_file
+
+        flat = load_file(str(weights), device=str(device))
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise _corrupt(weights, f"{type(e).__name__}: {e}") from None
+    try:
+        state = join_state(flat, structure)
+    except (KeyError, CheckpointError, TypeError, ValueError) as e:
+        raise _corrupt(path, f"structure does not match the weights: {e}") from None
+    meta = dict(record.get("meta") or {})
+    meta.update(
+        step=record["step"],
+        format_version=version,
+        reverie_version=record.get("reverie_version"),
+        created=record.get("created"),
+    )
+    return state, meta
+
+
+def _corrupt(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path} is corrupt or truncated ({why}); delete it or resume from an earlier one"
+    )

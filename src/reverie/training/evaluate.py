@@ -1,0 +1,43 @@
+"""Greedy evaluation episodes, run side by side in one batch of environments."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from reverie.agents.base import Agent, to_model_action
+from reverie.envs import BatchEnv, Env
+
+
+def run_episodes(agent: Agent, env_fns: list[Callable[[], Env]], explore: bool = False,
+                 record: bool = False, max_steps: int = 100_000) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """Run one episode in each environment of ``env_fns`` until all have ended.
+
+    Returns (episode returns ``[N]``, the first environment's episode as ``{key: [T, ...]}``
+    with model-space ``action`` leading into each step, when ``record``).
+    """
+    envs = BatchEnv(env_fns, parallel=False)
+    try:
+        n = envs.num_envs
+        step = envs.reset()
+        state = agent.init_state(n)
+        prev = np.zeros((n, envs.act_spec.size), np.float32)
+        returns = np.zeros(n)
+        done = np.zeros(n, bool)
+        episode: list[dict[str, np.ndarray]] = []
+        for _ in range(max_steps):
+            step = dict(step, action=prev)
+            if record and not done[0]:
+                episode.append({k: np.asarray(v[0]) for k, v in step.items()})
+            returns += np.where(done, 0.0, step["reward"])
+            done |= step["is_last"]
+            if done.all():
+                break
+            env_action, model_action, state = agent.act(step, state, explore)
+            prev = to_model_action(env_action, envs.act_spec)
+            step = envs.step(env_action)
+        recorded = {k: np.stack([s[k] for s in episode]) for k in episode[0]} if record else None
+        return returns, recorded
+    finally:
+        envs.close()

@@ -1,0 +1,192 @@
+"""The training loop: collect, train at a replay ratio, evaluate, checkpoint, resume.
+
+This is the shell around the pure parts: it alone touches the environment,
+the run folder, the clock and the loggers. Re-running the same command on the
+same run folder resumes from the newest complete checkpoint with its replay.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from reverie.agents.base import Agent, to_model_action
+from reverie.config import save_config, to_dict
+from reverie.envs import BatchEnv
+from reverie.replay import Replay
+from reverie.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from reverie.training.evaluate import run_episodes
+from reverie.training.logger import MetricsLogger, read_metrics
+from reverie.training.progress import Progress
+from reverie.training.run_config import RunConfig
+from reverie.training.run_dir import RunFolder
+
+
+@dataclass
+class Counters:
+    """Progress of a run; saved with every checkpoint."""
+
+    env_steps: int = 0
+    agent_steps: int = 0
+    updates: int = 0
+    episodes: int = 0
+    wall_time: float = 0.0
+    last_eval: int = 0
+    last_log: int = 0
+    last_checkpoint: int = 0
+
+
+@dataclass
+class RunResult:
+    """What a finished (or interrupted) run reports."""
+
+    run_dir: Path
+    counters: Counters
+    eval_return: float | None
+    eval_return_std: float | None
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+class Trainer:
+    """Drives one run of ``agent`` on environments built by ``make_env(seed)``."""
+
+    def __init__(self, agent: Agent, cfg: Any, run: RunConfig, folder: RunFolder,
+                 make_env: Callable[[int], Any], action_repeat: int, console: Callable[[str], None] = print):
+        self.agent, self.cfg, self.run, self.folder = agent, cfg, run, folder
+        self.action_repeat = action_repeat
+        self.make_env = make_env
+        self.say = console
+        self.counters = Counters()
+        self.replay = Replay(folder.replay, capacity=run.replay_capacity, seq_len=run.seq_len,
+                             chunk_size=run.replay_chunk, eviction=run.replay_eviction, seed=run.seed)
+        self.latest_eval: tuple[float, float] | None = None
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def resume(self) -> bool:
+        path = latest_checkpoint(self.folder.checkpoints)
+        if path is None:
+            return False
+        tensors, meta = load_checkpoint(path, expected_agent=self.agent.name, device=self.agent.device)
+        self.agent.load_tensors(tensors)
+        self.counters = Counters(**meta["counters"])
+        if "rng" in meta:
+            torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
+        self.folder.truncate_metrics(self.counters.env_steps)
+        evals = [m for m in read_metrics(self.folder.metrics) if "eval/return" in m]
+        if evals:
+            self.latest_eval = (evals[-1]["eval/return"], evals[-1].get("eval/return_std", 0.0))
+        self.say(f"resuming {self.folder.path} from step {self.counters.env_steps} "
+                 f"({len(self.replay)} replay steps)")
+        return True
+
+    def checkpoint(self) -> None:
+        self.replay.flush()
+        c = self.counters
+        c.last_checkpoint = c.env_steps
+        meta = {"agent": self.agent.name, "config": to_dict(self.cfg), "counters": vars(c).copy(),
+                "rng": torch.get_rng_state().tolist()}
+        save_checkpoint(self.folder.checkpoints, c.env_steps, self.agent.tensors(), meta, keep=2)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, logger: MetricsLogger, record: bool = False) -> dict[str, np.ndarray] | None:
+        run = self.run
+        seeds = [run.seed + 10_000 + 1000 * self.counters.env_steps + i for i in range(run.eval_episodes)]
+        returns, episode = run_episodes(self.agent, [functools.partial(self.make_env, s) for s in seeds], record=record)
+        self.latest_eval = (float(returns.mean()), float(returns.std()))
+        logger.log(self.counters.env_steps, {"eval/return": self.latest_eval[0],
+                                              "eval/return_std": self.latest_eval[1],
+                                              "eval/episodes": len(returns)})
+        self.counters.last_eval = self.counters.env_steps
+        return episode
+
+    # -- the loop ------------------------------------------------------------------------------
+    def train(self) -> RunResult:
+        run, c = self.run, self.counters
+        repeat = self.action_repeat
+        per_step = run.num_envs * repeat                     # env steps per batched agent step
+        prefill = max(run.prefill, math.ceil(run.seq_len / run.num_envs))
+        tokens = run.batch_size * run.seq_len
+        envs = BatchEnv([functools.partial(self.make_env, run.seed + 100 * i + c.agent_steps) for i in range(run.num_envs)],
+                        parallel=run.parallel_envs)
+        logger = MetricsLogger(self.folder.path)
+        progress = Progress(total=run.steps, start=c.env_steps)
+        rng = np.random.default_rng(run.seed + c.agent_steps)
+        act_spec = envs.act_spec
+        started = time.perf_counter() - c.wall_time
+        interrupted = False
+        try:
+            step = envs.reset()
+            state = self.agent.init_state(run.num_envs)
+            prev = np.zeros((run.num_envs, act_spec.size), np.float32)
+            ep_return = np.zeros(run.num_envs)
+            ep_length = np.zeros(run.num_envs, np.int64)
+            train_metrics: list[dict[str, float]] = []
+            while c.env_steps < run.steps:
+                prev[step["is_first"]] = 0.0
+                step = dict(step, action=prev)
+                self.replay.add(step)
+                ep_return += step["reward"]
+                ep_length += 1
+                for i in np.flatnonzero(step["is_last"]):
+                    c.episodes += 1
+                    logger.log(c.env_steps, {"train/episode_return": float(ep_return[i]),
+                                             "train/episode_length": int(ep_length[i]) * repeat})
+                    progress.episode(float(ep_return[i]))
+                ep_return[step["is_last"]] = 0.0
+                ep_length[step["is_last"]] = 0
+                if c.agent_steps < prefill:
+                    env_action = act_spec.sample(rng, run.num_envs)
+                else:
+                    env_action, _, state = self.agent.act(step, state, explore=True)
+                prev = to_model_action(env_action, act_spec)
+                step = envs.step(env_action)
+                c.agent_steps += 1
+                c.env_steps += per_step
+                if c.agent_steps >= prefill:
+                    owed = int((c.agent_steps - prefill + 1) * run.num_envs * run.train_ratio / tokens) - c.updates
+                    for _ in range(max(owed, 0)):
+                        train_metrics.append(self.agent.train(self.replay.sample(run.batch_size)))
+                        c.updates += 1
+                c.wall_time = time.perf_counter() - started
+                progress.update(c.env_steps, c.updates, c.wall_time, self.latest_eval)
+                if c.env_steps - c.last_log >= run.log_every and train_metrics:
+                    logger.log(c.env_steps, self._summarise(train_metrics))
+                    train_metrics = []
+                    c.last_log = c.env_steps
+                if c.env_steps - c.last_eval >= run.eval_every:
+                    self.evaluate(logger)
+                if c.env_steps - c.last_checkpoint >= run.checkpoint_every:
+                    self.checkpoint()
+        except KeyboardInterrupt:
+            interrupted = True
+            self.say("interrupted: saving a checkpoint so the same command resumes")
+        finally:
+            progress.close()
+            envs.close()
+        c.wall_time = time.perf_counter() - started
+        if interrupted:
+            self.checkpoint()
+            logger.close()
+            raise KeyboardInterrupt
+        if c.last_eval != c.env_steps or self.latest_eval is None:
+            self.evaluate(logger)
+        self.checkpoint()
+        logger.close()
+        mean, std = self.latest_eval
+        return RunResult(self.folder.path, c, mean, std)
+
+    def _summarise(self, metrics: list[dict[str, float]]) -> dict[str, float]:
+        keys = metrics[-1].keys()
+        out = {f"train/{k}": float(np.nanmean([m[k] for m in metrics if k in m])) for k in keys}
+        out["train/updates"] = self.counters.updates
+        out["train/updates_per_second"] = self.counters.updates / max(self.counters.wall_time, 1e-9)
+        out["train/replay_steps"] = len(self.replay)
+        return out

@@ -1,0 +1,138 @@
+"""The run folder: one directory per run holding everything the run produced.
+
+Layout::
+
+    run.json            agent name and creation time (tells a reverie run folder apart)
+    config.yaml         the resolved config
+    metrics.jsonl       one JSON object per log step, each with "step"
+    tb/                 TensorBoard events
+    checkpoints/        ckpt-<step>.safetensors + ckpt-<step>.json
+    replay/             replay chunks (.npz)
+    learning_curve.png, dream.gif / dream.png, summary.json   written at the end
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from reverie.config import ConfigError, to_dict
+
+#: Config keys that may change between a run and its resumption.
+RESUMABLE_CHANGES = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log_every", "run.checkpoint_every",
+                     "run.device", "run.threads", "run.parallel_envs")
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be used for this run."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunFolder:
+    """Paths of a run folder and the checks that keep runs from clobbering each other."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.meta = self.path / "run.json"
+        self.config = self.path / "config.yaml"
+        self.metrics = self.path / "metrics.jsonl"
+        self.checkpoints = self.path / "checkpoints"
+        self.replay = self.path / "replay"
+
+    def read_meta(self) -> dict[str, Any] | None:
+        if not self.meta.exists():
+            return None
+        try:
+            return json.loads(self.meta.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunFolderError(f"{self.meta} is unreadable ({e}); it is not a usable reverie run folder") from None
+
+    @classmethod
+    def existing(cls, path: str | os.PathLike) -> "RunFolder":
+        """A folder that must already hold a reverie run (for eval, dream, analyze)."""
+        folder = cls(path)
+        if not folder.path.is_dir():
+            raise RunFolderError(f"run folder {folder.path} does not exist; train first with "
+                                 f"'reverie train --run-dir {folder.path}'")
+        if folder.read_meta() is None:
+            raise RunFolderError(f"{folder.path} is not a reverie run folder (no run.json)")
+        return folder
+
+    @classmethod
+    def prepare(cls, path: str | os.PathLike, agent: str, cfg: Any) -> tuple["RunFolder", bool]:
+        """Create the folder for a new run, or check it matches for a resumption.
+
+        Returns (folder, resuming). Never overwrites anything of another run.
+        """
+        folder = cls(path)
+        meta = folder.read_meta()
+        new = to_dict(cfg)
+        if meta is None:
+            if folder.path.exists() and any(folder.path.iterdir()):
+                raise RunFolderError(f"{folder.path} is not empty and is not a reverie run folder; "
+                                     "choose a new --run-dir")
+            folder.path.mkdir(parents=True, exist_ok=True)
+            now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            atomic_write_text(folder.meta, json.dumps({"agent": agent, "created": now}) + "\n")
+            cls._write_config(folder, cfg)
+            return folder, False
+        if meta.get("agent") != agent:
+            raise RunFolderError(f"{folder.path} holds a '{meta.get('agent')}' run, not '{agent}'; "
+                                 "choose another --run-dir or the same agent")
+        if folder.config.exists():
+            import yaml
+            try:
+                old = yaml.safe_load(folder.config.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise RunFolderError(f"{folder.config} is unreadable ({e})") from None
+            a, b = _flatten(old), _flatten(new)
+            changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+            if changed:
+                shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in changed[:5])
+                raise RunFolderError(f"{folder.path} was trained with other settings ({shown}); resume with the "
+                                     "same settings or choose a new --run-dir")
+        cls._write_config(folder, cfg)
+        return folder, True
+
+    @staticmethod
+    def _write_config(folder: "RunFolder", cfg: Any) -> None:
+        from reverie.config import save_config
+        save_config(cfg, folder.config)
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop metric lines logged after ``step`` (work a resumption rolls back), atomically."""
+        if not self.metrics.exists():
+            return
+        kept = []
+        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line from a kill
+        atomic_write_text(self.metrics, "".join(line + "\n" for line in kept))
+
+
+__all__ = ["ConfigError", "RunFolder", "RunFolderError", "atomic_write_text"]

@@ -1,0 +1,106 @@
+"""Wiring a run together: config -> environment -> agent -> trainer -> artifacts.
+
+The CLI calls these; they are also the Python entry points for users who do
+not want the command line.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from reverie.agents.registry import agent_entry
+from reverie.config import load_config, to_dict
+from reverie.envs import make_env
+from reverie.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from reverie.training.loop import RunResult, Trainer
+from reverie.training.run_config import RunConfig
+from reverie.training.run_dir import RunFolder, RunFolderError, atomic_write_text
+
+#: Action repeat per suite when the config leaves it unset.
+SUITE_ACTION_REPEAT = {"atari": 4, "dmc": 2}
+
+
+def action_repeat_of(run: RunConfig) -> int:
+    return run.action_repeat or SUITE_ACTION_REPEAT.get(run.env.partition(":")[0], 1)
+
+
+def env_factory(run: RunConfig) -> Callable[[int], Any]:
+    """A picklable ``seed -> Env`` for the run's environment."""
+    size = (run.image_size, run.image_size)
+    return functools.partial(_make, run.env, run.obs, action_repeat_of(run), size, run.time_limit)
+
+
+def _make(name, obs, repeat, size, time_limit, seed):
+    return make_env(name, obs=obs, seed=seed, action_repeat=repeat, size=size, time_limit=time_limit)
+
+
+def build_agent(agent_name: str, cfg: Any, make: Callable[[int], Any]) -> Any:
+    probe = make(cfg.run.seed)
+    try:
+        obs_spec, act_spec = probe.obs_spec, probe.act_spec
+    finally:
+        probe.close()
+    return agent_entry(agent_name).build(obs_spec, act_spec, cfg, cfg.run.device)
+
+
+def _setup_torch(run: RunConfig) -> None:
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    torch.manual_seed(run.seed)
+    if run.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RunFolderError(f"device '{run.device}' was asked for but no CUDA device is available; "
+                             "use run.device=cpu")
+
+
+def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], None] = print) -> RunResult:
+    """Train (or resume) ``agent_name`` with ``cfg`` in ``run_dir``; write the end-of-run artifacts."""
+    from reverie.analysis.report import write_dream, write_learning_curve
+
+    run = cfg.run
+    _setup_torch(run)
+    make = env_factory(run)
+    agent = build_agent(agent_name, cfg, make)   # checks the environment before touching the folder
+    folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)
+    trainer = Trainer(agent, cfg, run, folder, make, action_repeat_of(run), console=say)
+    trainer.resume()
+    result = trainer.train()
+    result.artifacts["learning_curve"] = write_learning_curve(folder.path)
+    dream_path, errors = write_dream(agent, functools.partial(make, run.seed + 999), folder.path / "dream")
+    result.artifacts["dream"] = dream_path
+    summary = {
+        "agent": agent_name, "env": run.env, "obs": run.obs, "env_steps": result.counters.env_steps,
+        "updates": result.counters.updates, "episodes": result.counters.episodes,
+        "wall_time_s": round(result.counters.wall_time, 1), "eval/return": result.eval_return,
+        "eval/return_std": result.eval_return_std, "dream/open_loop_mse": errors,
+        "artifacts": {k: str(v) for k, v in result.artifacts.items()},
+    }
+    atomic_write_text(folder.path / "summary.json", json.dumps(summary, indent=1) + "\n")
+    return result
+
+
+def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Any, Any, Callable[[int], Any], dict]:
+    """(agent with the newest checkpoint loaded, config, env factory, checkpoint meta) of a run folder."""
+    folder = RunFolder.existing(run_dir)
+    name = folder.read_meta()["agent"]
+    entry = agent_entry(name)
+    cfg = load_config(entry.config_cls, folder.config)
+    if device is not None:
+        from dataclasses import replace
+        cfg = replace(cfg, run=replace(cfg.run, device=device))
+    _setup_torch(cfg.run)
+    make = env_factory(cfg.run)
+    agent = build_agent(name, cfg, make)
+    path = latest_checkpoint(folder.checkpoints)
+    if path is None:
+        raise CheckpointError(f"{folder.path} has no complete checkpoint yet; train longer or resume the run")
+    tensors, meta = load_checkpoint(path, expected_agent=name, device=agent.device)
+    agent.load_tensors(tensors)
+    return agent, cfg, make, meta
+
+
+__all__ = ["action_repeat_of", "build_agent", "env_factory", "load_run", "to_dict", "train"]
