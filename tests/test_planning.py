@@ -7,6 +7,7 @@ brute-force best path of a small decision tree, and hand-computed MPPI weights.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -19,6 +20,7 @@ from reverie.planning import (
     PlanningError,
     ShootingSettings,
     WarmStart,
+    categorical_candidates,
     cem,
     colored_noise,
     gradient,
@@ -202,7 +204,7 @@ def test_continuation_probability_acts_as_a_discount(name):
     assert torch.allclose(result.action, expected[:, 0], atol=tolerance), (result.action, expected[:, 0])
 
 
-def test_cem_options_still_find_the_lqr_action_and_kept_elites_never_lose_the_best():
+def test_cem_options_still_find_the_lqr_action():
     model = double_integrator()
     expected = lqr_actions(model, X0, HORIZON)
     result = cem(
@@ -211,8 +213,17 @@ def test_cem_options_still_find_the_lqr_action_and_kept_elites_never_lose_the_be
         CEMSettings(horizon=HORIZON, candidates=500, elites=50, momentum=0.1, noise_beta=2.0, keep_elites=0.3, seed=3),
     )
     assert torch.allclose(result.action, expected[:, 0], atol=0.03)
+
+
+def test_kept_elites_never_lose_the_best_candidate():
+    model = double_integrator()
+    # few, noisy candidates: without keeping elites the best return of an iteration often drops
+    noisy = CEMSettings(horizon=HORIZON, candidates=20, elites=5, iterations=10, min_std=0.5, seed=3)
+    dropped = cem(model, model.start(X0), noisy).best_return
+    assert (dropped[1:] < dropped[:-1]).any()
     # kept elites are re-imagined by a deterministic model, so the best return cannot drop
-    assert (result.best_return[1:] >= result.best_return[:-1] - 1e-6).all()
+    kept = cem(model, model.start(X0), dataclasses.replace(noisy, keep_elites=0.2)).best_return
+    assert (kept[1:] >= kept[:-1]).all()
 
 
 # ---------------------------------------------------------------------------
@@ -321,6 +332,9 @@ def test_discrete_planners_find_the_best_path_of_a_decision_tree(name):
         assert paths[row].tolist() == list(path)
         assert torch.equal(result.action[row], torch.nn.functional.one_hot(torch.tensor(path[0]), choices).float())
     assert torch.allclose(result.probs.sum(-1), torch.ones(2, depth))
+    # the warm start is the plan shifted by one step, with a uniform last step
+    assert torch.equal(result.warm.probs[:, :-1], result.probs[:, 1:])
+    assert torch.allclose(result.warm.probs[:, -1], torch.full((2, choices), 1 / choices))
 
 
 class CashOut:
@@ -379,12 +393,14 @@ def test_candidates_with_nan_or_inf_returns_are_never_selected(name):
     model = Treacherous()
     settings = {"shooting": {}, "cem": dict(candidates=200, elites=20), "mppi": dict(temperature=0.05),
                 "gradient": dict(restarts=4, iterations=30)}[name]
-    result = plan(name, model, torch.zeros(2, 1), horizon=2, seed=0, **settings)
-    plan_ = result.mean
-    assert torch.isfinite(plan_).all()
-    assert ((plan_ >= -0.8) & (plan_ <= 0.5)).all(), plan_
+    state = torch.zeros(2, 1)
+    result = plan(name, model, state, horizon=2, seed=0, **settings)
+    chosen = result.mean  # [B, H, A]
+    assert ((chosen >= -0.8) & (chosen <= 0.5)).all(), chosen
     assert (result.action > 0.3).all(), result.action  # close to the best finite reward
-    assert torch.isfinite(result.best_return).all()
+    returns, _ = rollout_returns(model, state, chosen[:, None], ShootingSettings(horizon=2))
+    assert torch.isfinite(returns).all()
+    assert torch.isfinite(result.best_return[0]).all()
 
 
 class PartlyBroken:
@@ -480,13 +496,13 @@ def test_a_dict_state_model_plans_exactly_like_its_tensor_twin(name):
     assert torch.allclose(from_dict.best_return, from_flat.best_return, atol=1e-6)
 
 
-class Bandit:
-    """state [N, 2] = (target, last action); reward = -(action - target)^2 each step."""
+class Reach:
+    """state [N, 2] = (target, position); position += action; reward = -(position - target)^2."""
 
     action_size = 1
 
     def step(self, state, action):
-        return torch.cat([state[:, :1], action], dim=1)
+        return torch.stack([state[:, 0], state[:, 1] + action[:, 0]], dim=1)
 
     def reward(self, state):
         return -((state[:, 1] - state[:, 0]) ** 2)
@@ -499,11 +515,14 @@ def test_prior_policy_candidates_roll_out_the_policy_on_their_own_states():
 
     def policy(states):
         seen.append(states.shape[0])
-        return states[:, :1]  # the perfect action for its own environment
+        # perfect only on its own imagined trajectory: the first step reaches the target, then stays
+        return (states[:, :1] - states[:, 1:]).clamp(-1.0, 1.0)
 
-    model = Bandit()
+    model = Reach()
     shot = plan("shooting", model, state, horizon=3, candidates=4, policy_candidates=1, policy=policy, seed=0)
     assert torch.equal(shot.action, targets)
+    assert torch.equal(shot.mean[:, 1:], torch.zeros(3, 2, 1))
+    assert torch.equal(shot.best_return, torch.zeros(1, 3))
     assert seen == [3] * 3  # one call per horizon step, on the B * P policy rows only
     best = plan("cem", model, state, horizon=3, candidates=8, elites=2, iterations=2, policy_candidates=2,
                 return_best=True, policy=policy, seed=0)
@@ -595,20 +614,23 @@ def test_plan_entry_point_matches_direct_calls_and_explains_mistakes():
         plan("cem", model, state, candidate=10)
     with pytest.raises(PlanningError, match="takes CEMSettings"):
         plan("cem", model, state, MPPISettings())
+    class NoSize:
+        step, reward = Reach.step, Reach.reward
+
     with pytest.raises(PlanningError, match="action size"):
-        plan("cem", Treacherous.__new__(type("NoSize", (), {"step": None, "reward": None})), state)
+        plan("cem", NoSize(), state)
     with pytest.raises(PlanningError, match="batch size"):
         plan("cem", DictState(model), {"deter": torch.zeros(2, 2), "stoch": torch.zeros(3, 1)})
     with pytest.raises(PlanningError, match="warm start"):
         plan("cem", model, state, warm=WarmStart(mean=torch.zeros(5, 4, 1)))
     with pytest.raises(PlanningError, match="value"):
-        plan("cem", Bandit(), torch.zeros(1, 2), use_value=True, candidates=10, elites=2, iterations=1)
+        plan("cem", Reach(), torch.zeros(1, 2), use_value=True, candidates=10, elites=2, iterations=1)
     with pytest.raises(PlanningError, match="continuous"):
         plan("mppi", model, state, discrete=True)
     with pytest.raises(PlanningError, match="elites"):
         plan("cem", model, state, candidates=10, elites=20)
     with pytest.raises(PlanningError, match=r"reward\(state\)"):
-        class WrongReward(Bandit):
+        class WrongReward(Reach):
             def reward(self, state):
                 return torch.zeros(state.shape[0], 2)
 
@@ -633,3 +655,24 @@ def test_colored_noise_has_unit_variance_and_the_requested_spectrum(beta):
     assert slope.item() == pytest.approx(-beta, abs=0.15)
     lag1 = (noise[:, 1:] * noise[:, :-1]).mean().item()
     assert (lag1 < 0.05) if beta == 0 else (lag1 > 0.3)
+
+
+def test_categorical_candidates_follow_their_probabilities_step_by_step():
+    probs = torch.tensor([[[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]]])  # [B=1, H=2, K=3]
+    draws = categorical_candidates(probs, 20000, generator=torch.Generator().manual_seed(0))
+    assert draws.shape == (1, 20000, 2, 3)
+    assert torch.equal(draws.sum(-1), torch.ones(1, 20000, 2))  # one-hot
+    assert torch.allclose(draws.mean(1), probs, atol=0.015)
+
+
+def test_mppi_sample_action_draws_around_the_elites():
+    model = Reach()
+    state = torch.tensor([[0.7, 0.0]])
+    actions = torch.cat([
+        plan("mppi", model, state, horizon=1, candidates=64, elites=8, iterations=3, temperature=0.01,
+             sample_action=True, seed=seed).action
+        for seed in range(40)
+    ])
+    assert actions.abs().max() <= 1.0
+    assert actions.std() > 0.01  # sampled, not the deterministic mean
+    assert actions.mean().item() == pytest.approx(0.7, abs=0.1)

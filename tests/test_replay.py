@@ -103,10 +103,12 @@ def test_round_trip_flush_and_reload(tmp_path):
     assert again.num_sequences == replay.num_sequences == 2 * (30 - 6 + 1)
     assert_same_chunks(replay, again)
     assert again.stats["episode_starts"] == replay.stats["episode_starts"]
+    assert again.stats["clock"] == replay.stats["clock"] == 60  # recency ages carry over
     # Reloading twice gives the same layout, so the same seed gives the same batches.
     third = Replay(tmp_path, capacity=1000, seq_len=6, chunk_size=8)
-    for key, value in again.sample(16).items():
-        np.testing.assert_array_equal(value, third.sample(16)[key])
+    batch_again, batch_third = again.sample(16), third.sample(16)
+    for key, value in batch_again.items():
+        np.testing.assert_array_equal(value, batch_third[key])
 
 
 def test_flush_then_continue_leaves_no_duplicates(tmp_path):
@@ -116,6 +118,8 @@ def test_flush_then_continue_leaves_no_duplicates(tmp_path):
     fill(replay, streams=2, steps=2, start=5)
     replay.flush()
     assert len(chunk_files(tmp_path)) == 2  # the growing chunk replaced its own file
+    peek = Replay(tmp_path, capacity=1000, seq_len=3, chunk_size=8)
+    assert stored_tags(peek) == {(s, t) for s in range(2) for t in range(7)}
     fill(replay, streams=2, steps=7, start=7)  # completes the chunk, starts the next
     replay.flush()
     assert len(chunk_files(tmp_path)) == 4
@@ -261,10 +265,11 @@ def test_loading_more_than_capacity_keeps_the_newest(tmp_path):
 
 def test_reservoir_keeps_capacity_and_a_uniform_sample_over_time():
     kept_times = []
+    steps = [make_step(1, t) for t in range(801)]  # 200 complete chunks plus one step of the next
     for seed in range(40):
         replay = Replay(None, capacity=40, seq_len=2, chunk_size=4, eviction="reservoir", seed=seed)
-        for t in range(801):  # 200 complete chunks plus one step of the next
-            replay.add(make_step(1, t))
+        for step in steps:
+            replay.add(step)
             assert len(replay) <= 40
         times = sorted(t for _, t in stored_tags(replay))
         assert len(times) == 37  # 9 complete chunks + the 1-step chunk in progress
@@ -282,8 +287,9 @@ def test_reservoir_keeps_exactly_the_smallest_keys(tmp_path):
     # Keys are drawn once per chunk from the second child of the seed's sequence.
     keys = np.random.default_rng(np.random.SeedSequence(5).spawn(2)[1]).random(100)
     kept = sorted({t // 4 for _, t in stored_tags(replay)})
-    assert kept == sorted(np.argsort(keys)[: len(kept)].tolist())
-    assert len(chunk_files(tmp_path)) == len(kept) == 10
+    # Complete chunks may use 40 - 1 * 4 = 36 steps: the 9 smallest keys of all 100.
+    assert kept == sorted(np.argsort(keys)[:9].tolist())
+    assert chunk_files(tmp_path) == [f"chunk-{4 * j:012d}-0000.npz" for j in kept]
 
 
 # ---------------------------------------------------------------------- damaged and foreign files
@@ -292,20 +298,38 @@ def test_reservoir_keeps_exactly_the_smallest_keys(tmp_path):
 def test_truncated_chunk_is_skipped_with_a_warning_and_left_in_place(tmp_path):
     replay = Replay(tmp_path, capacity=1000, seq_len=3, chunk_size=4)
     fill(replay, streams=1, steps=16)
-    victim = tmp_path / "chunk-000000000004-0000.npz"
-    content = victim.read_bytes()
-    victim.write_bytes(content[: len(content) // 2])
-    with pytest.warns(UserWarning, match="unreadable replay chunk.*chunk-000000000004-0000"):
+    middle, last = tmp_path / "chunk-000000000004-0000.npz", tmp_path / "chunk-000000000012-0000.npz"
+    size = middle.stat().st_size
+    for victim in (middle, last):
+        victim.write_bytes(victim.read_bytes()[: size // 2])
+    with pytest.warns(UserWarning, match="unreadable replay chunk") as caught:
         again = Replay(tmp_path, capacity=1000, seq_len=3, chunk_size=4)
-    assert victim.stat().st_size == len(content) // 2
-    assert stored_tags(again) == {(0, t) for t in range(16) if not 4 <= t < 8}
+    assert sum("unreadable" in str(w.message) for w in caught) == 2
+    assert middle.stat().st_size == last.stat().st_size == size // 2
+    assert stored_tags(again) == {(0, t) for t in range(12) if not 4 <= t < 8}
     # The gap breaks the chain: no sequence may bridge t=3 -> t=8.
-    assert again.num_sequences == len(reference_starts(again, 3)) == 2 + 6
+    assert again.num_sequences == len(reference_starts(again, 3)) == 2 + 2
     check_batch(again.sample(100), 100, 3)
-    assert again.stats["files_skipped"] == 1
-    # New data never overwrites the skipped file's name.
+    assert again.stats["files_skipped"] == 2
+    # New chunks never take a skipped file's name (the last one's birth would be next).
     fill(again, streams=1, steps=8, first_stream=5)
-    assert victim.stat().st_size == len(content) // 2
+    again.flush()
+    assert last.stat().st_size == size // 2
+    assert len(chunk_files(tmp_path)) == 6
+
+
+def test_stale_partial_chunk_is_not_glued_to_its_successor(tmp_path):
+    replay = Replay(tmp_path, capacity=1000, seq_len=3, chunk_size=8)
+    fill(replay, streams=1, steps=5)
+    replay.flush()
+    first = tmp_path / "chunk-000000000000-0000.npz"
+    stale = first.read_bytes()  # 5 of its 8 steps, as a backup restore might bring back
+    fill(replay, streams=1, steps=11, start=5)  # completes it and the next chunk
+    first.write_bytes(stale)
+    again = Replay(tmp_path, capacity=1000, seq_len=3, chunk_size=8)
+    assert stored_tags(again) == {(0, t) for t in range(16) if not 5 <= t < 8}
+    assert again.num_sequences == len(reference_starts(again, 3)) == 3 + 6
+    check_batch(again.sample(100), 100, 3)
 
 
 def test_bit_flip_and_leftover_temp_file_are_reported(tmp_path):

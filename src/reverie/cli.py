@@ -21,11 +21,18 @@ def _default_run_dir(agent: str, env: str, obs: str, seed: int) -> Path:
     return Path("runs") / f"{agent}-{safe}-{obs}-s{seed}"
 
 
+def _agent_and_overrides(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The optional AGENT positional also catches a first ``key=value``; give it back to the overrides."""
+    if "=" in args.agent:
+        return DEFAULT_AGENT, [args.agent, *args.overrides]
+    return args.agent, list(args.overrides)
+
+
 def _train(args: argparse.Namespace) -> int:
     from reverie.agents.registry import resolve_config
     from reverie.training import session
 
-    overrides = list(args.overrides)
+    args.agent, overrides = _agent_and_overrides(args)
     for flag, key in (("env", "run.env"), ("obs", "run.obs"), ("steps", "run.steps"), ("seed", "run.seed"),
                       ("device", "run.device")):
         value = getattr(args, flag)
@@ -83,7 +90,8 @@ def _config(args: argparse.Namespace) -> int:
     from reverie.agents.registry import resolve_config
     from reverie.config import to_dict
 
-    cfg = resolve_config(args.agent, args.preset, list(args.overrides))
+    agent, overrides = _agent_and_overrides(args)
+    cfg = resolve_config(agent, args.preset, overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     return 0
 

@@ -2,21 +2,21 @@
 
 A chunk is ``L`` consecutive steps of one stream (one environment worker),
 stored as an uncompressed (or compressed) ``.npz`` with one array
-``[L, *shape]`` per step key plus a few 0-d metadata arrays whose names
-start with ``__``:
+``[L, *shape]`` per step key plus two metadata arrays (few members keep
+loading fast): ``__key__``, the chunk's reservoir priority (float64, uniform
+in [0, 1)), and ``__meta__``, int64 ``[7]`` holding :data:`META_FIELDS`:
 
-- ``__format__``: file format version (:data:`FORMAT_VERSION`);
-- ``__birth__``: the replay clock (steps added over all streams and
-  sessions) when the chunk's first step was added; with ``__stream__`` it
-  names the chunk uniquely, so re-writing a growing chunk replaces its file;
-- ``__stream__``: index of the stream within the session that wrote it;
-- ``__prev_birth__``: ``__birth__`` of the previous chunk of the same stream
-  (-1 if this chunk starts the stream); sequences may run across that link;
-- ``__offset__``: steps of this stream stored before this chunk, so a link is
+- ``format``: file format version (:data:`FORMAT_VERSION`);
+- ``birth``: the replay clock (steps added over all streams and sessions)
+  when the chunk's first step was added; with ``stream`` it names the chunk
+  uniquely, so re-writing a growing chunk replaces its file;
+- ``stream``: index of the stream within the session that wrote it;
+- ``prev_birth``: ``birth`` of the previous chunk of the same stream (-1 if
+  this chunk starts the stream); sequences may run across that link;
+- ``offset``: steps of this stream stored before this chunk, so a link is
   only followed when the two chunks really are back to back in time;
-- ``__stop__``: the replay clock when the file was written;
-- ``__streams__``: how many streams the writing session had;
-- ``__key__``: the chunk's reservoir priority, uniform in [0, 1).
+- ``stop``: the replay clock when the file was written;
+- ``streams``: how many streams the writing session had.
 
 Files are written to a hidden temporary name in the same folder, fsynced,
 then moved over the final name with :func:`os.replace`, and the folder is
@@ -37,16 +37,8 @@ import numpy as np
 from reverie.replay.errors import ReplayFormatError
 
 FORMAT_VERSION = 1
-META_KEYS = (
-    "__format__",
-    "__birth__",
-    "__stream__",
-    "__prev_birth__",
-    "__offset__",
-    "__stop__",
-    "__streams__",
-    "__key__",
-)
+META_FIELDS = ("format", "birth", "stream", "prev_birth", "offset", "stop", "streams")
+META_KEYS = ("__meta__", "__key__")
 _NAME = re.compile(r"^chunk-(\d+)-(\d+)\.npz$")
 TEMP_SUFFIX = ".tmp"
 
@@ -90,16 +82,11 @@ def write_chunk(
     final = directory / meta.name
     temp = directory / f".{meta.name}.{os.getpid()}{TEMP_SUFFIX}"
     arrays = dict(data)
-    arrays.update(
-        __format__=np.int64(FORMAT_VERSION),
-        __birth__=np.int64(meta.birth),
-        __stream__=np.int64(meta.stream),
-        __prev_birth__=np.int64(meta.prev_birth),
-        __offset__=np.int64(meta.offset),
-        __stop__=np.int64(meta.stop),
-        __streams__=np.int64(meta.streams),
-        __key__=np.float64(meta.key),
+    arrays["__meta__"] = np.array(
+        [FORMAT_VERSION, meta.birth, meta.stream, meta.prev_birth, meta.offset, meta.stop, meta.streams],
+        np.int64,
     )
+    arrays["__key__"] = np.float64(meta.key)
     save = np.savez_compressed if compress else np.savez
     try:
         with open(temp, "wb") as handle:
@@ -160,15 +147,15 @@ def split_chunk(path: Path, arrays: dict[str, np.ndarray]) -> tuple[ChunkMeta, d
     Raises :class:`ReplayFormatError` naming ``path`` if it is not.
     """
     missing = [key for key in META_KEYS if key not in arrays]
-    if missing:
+    if missing or arrays["__meta__"].shape != (len(META_FIELDS),) or arrays["__key__"].shape != ():
         raise ReplayFormatError(
-            f"{path} is not a reverie replay chunk (it lacks {', '.join(missing)}); "
+            f"{path} is not a reverie replay chunk (it lacks {', '.join(missing) or 'valid metadata'}); "
             "move foreign files out of the replay folder or give the replay its own folder"
         )
-    version = int(arrays["__format__"])
-    if version != FORMAT_VERSION:
+    fields = dict(zip(META_FIELDS, (int(value) for value in arrays["__meta__"])))
+    if fields["format"] != FORMAT_VERSION:
         raise ReplayFormatError(
-            f"{path} has replay chunk format {version}, this reverie reads format "
+            f"{path} has replay chunk format {fields['format']}, this reverie reads format "
             f"{FORMAT_VERSION}; open it with the reverie version that wrote it"
         )
     data = {key: value for key, value in arrays.items() if not key.startswith("__")}
@@ -180,21 +167,15 @@ def split_chunk(path: Path, arrays: dict[str, np.ndarray]) -> tuple[ChunkMeta, d
         )
     if next(iter(lengths.values())) < 1:
         raise ReplayFormatError(f"{path} is an empty replay chunk; move it out of the replay folder")
-    meta = ChunkMeta(
-        birth=int(arrays["__birth__"]),
-        stream=int(arrays["__stream__"]),
-        prev_birth=int(arrays["__prev_birth__"]),
-        offset=int(arrays["__offset__"]),
-        stop=int(arrays["__stop__"]),
-        streams=int(arrays["__streams__"]),
-        key=float(arrays["__key__"]),
-    )
+    del fields["format"]
+    meta = ChunkMeta(**fields, key=float(arrays["__key__"]))
     return meta, data
 
 
 def describe_schema(schema: dict[str, tuple[tuple[int, ...], np.dtype]]) -> str:
     """``{key: (shape, dtype)}`` as a short readable string for error messages."""
-    return "{" + ", ".join(f"{k}: {shape} {np.dtype(dt).name}" for k, (shape, dt) in sorted(schema.items())) + "}"
+    parts = (f"{key}: {shape} {np.dtype(dtype).name}" for key, (shape, dtype) in sorted(schema.items()))
+    return "{" + ", ".join(parts) + "}"
 
 
 def schema_of(data: dict[str, np.ndarray], leading: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

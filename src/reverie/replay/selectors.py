@@ -120,27 +120,26 @@ def gather_index(
     Returns:
         ``[B, T]`` int64; row ``b`` lists the stored steps of sequence ``b`` in time order.
     """
-    end = offset + seq_len  # exclusive end, counted from the start of the first chunk
-    hops = [slot]
-    starts = [np.zeros_like(offset)]  # where each hop's chunk begins, same origin as `end`
-    covered = length[slot].astype(np.int64)
+    position = offset[:, None] + np.arange(seq_len)  # [B, T], from the start of the first chunk
+    row_slot = np.repeat(slot[:, None], seq_len, axis=1)  # [B, T] slot holding each step
+    within = position.copy()  # [B, T] step index inside that slot
+    current = slot
+    begin = np.zeros_like(offset)  # [B] where `current` starts, same origin as `position`
+    covered = length[slot].astype(np.int64)  # [B] steps available up to the end of `current`
     while True:
-        more = covered < end
-        if not more.any():
+        beyond = position >= covered[:, None]  # [B, T] steps that lie past `current`
+        if not beyond.any():
             break
-        following = np.where(more, next_slot[hops[-1]], hops[-1])
+        more = beyond[:, -1]  # the last step is the first to run out
+        following = np.where(more, next_slot[current], current)
         if (following[more] < 0).any():
             raise AssertionError("replay slot chain broken under a sampled sequence")
-        hops.append(following)
-        # Rows already covered get a start past their end, so no step selects that hop.
-        starts.append(np.where(more, covered, end))
+        begin = np.where(more, covered, begin)
+        row_slot = np.where(beyond, following[:, None], row_slot)
+        within = np.where(beyond, position - begin[:, None], within)
         covered = covered + np.where(more, length[following], 0)
-    chain = np.stack(hops, axis=1)  # [B, H]
-    begin = np.stack(starts, axis=1)  # [B, H]
-    position = offset[:, None] + np.arange(seq_len)  # [B, T]
-    hop = (position[:, :, None] >= begin[:, None, :]).sum(axis=2) - 1  # [B, T]
-    rows = np.arange(len(slot))[:, None]
-    return chain[rows, hop] * width + (position - begin[rows, hop])
+        current = following
+    return row_slot * width + within
 
 
 def fifo_victim(evictable: np.ndarray, birth: np.ndarray, stream: np.ndarray) -> int:

@@ -20,18 +20,20 @@ so ``len(replay) <= capacity`` after every :meth:`add`.
 - ``eviction="fifo"``: the chunk with the earliest start goes first, and
   its file is deleted.
 - ``eviction="reservoir"``: every chunk gets an i.i.d. uniform key when it is
-  started and the complete chunk with the largest key goes (file deleted).
-  The kept complete chunks are therefore a uniform random subset of all
-  complete chunks ever added (exactly so while all chunks have
-  ``chunk_size`` steps; chunks cut short by a flush before a restart count
-  as one chunk each), plus the in-progress chunks.
+  started. Complete chunks may use ``capacity - N * chunk_size`` steps (the
+  rest is reserved for the ``N`` in-progress chunks); beyond that the
+  complete chunk with the largest key goes (file deleted). So the kept
+  complete chunks are exactly the ``(capacity - N * chunk_size) //
+  chunk_size`` chunks with the smallest keys among all complete chunks ever
+  added, a uniform random subset of them, plus the in-progress chunks.
+  (Chunks cut short by a flush before a restart count as chunks too, which
+  makes the subset uniform over chunks rather than exactly over steps.)
 
 Not thread-safe: call it from one thread (the training loop).
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 import warnings
 from pathlib import Path
@@ -41,10 +43,10 @@ import numpy as np
 from reverie.replay import chunkfile, selectors
 from reverie.replay.chunkfile import ChunkMeta, ChunkUnreadable
 from reverie.replay.errors import ReplayError, ReplayFormatError
+from reverie.replay.slots import Schema, SlotTable
 
 EVICTIONS = ("fifo", "reservoir")
 SAMPLINGS = ("uniform", "recency")
-Schema = dict[str, tuple[tuple[int, ...], np.dtype]]
 
 
 class Replay:
@@ -81,8 +83,7 @@ class Replay:
         compress: bool = False,
     ) -> None:
         for name, value in (("capacity", capacity), ("seq_len", seq_len), ("chunk_size", chunk_size)):
-            if int(value) != value or value < 1:
-                raise ReplayError(f"Replay {name} must be a positive integer, got {value!r}")
+            _check_positive_int(f"Replay {name}", value)
         if eviction not in EVICTIONS:
             raise ReplayError(f"Replay eviction must be one of {EVICTIONS}, got {eviction!r}")
         if sampling not in SAMPLINGS:
@@ -101,25 +102,18 @@ class Replay:
         self._sample_rng = np.random.default_rng(sample_seed)
         self._key_rng = np.random.default_rng(key_seed)
 
-        self._schema: Schema | None = None
-        self._data: dict[str, np.ndarray] = {}  # key -> [S, W, *shape]
-        self._width = self.chunk_size  # W; larger if loaded chunks are longer
-        self._slots = 0  # S
-        self._free: list[int] = []  # heap of free slot rows
-        self._ids: dict[tuple[int, int], int] = {}  # (birth, stream) -> slot
-        self._meta_arrays()
+        self._table = SlotTable()
         self._num_streams = 0  # N, fixed by the first add
         self._loaded_streams = 1  # N of the newest loaded chunk, for recency before the first add
-        self._current = np.zeros(0, np.int64)  # [N] in-progress slot per stream, -1 between chunks
+        self._current = np.zeros(0, np.int64)  # [N] in-progress slot of each stream
         self._last_birth = np.zeros(0, np.int64)  # [N] birth of each stream's latest chunk, -1 none
-        self._stream_steps = np.zeros(0, np.int64)  # [N] steps each stream has added
+        self._stream_steps = 0  # steps each stream has added (all equal: streams move in lockstep)
+        self._fill = 0  # steps in each stream's in-progress chunk
         self._clock = 0  # steps added over all streams and sessions; orders and names chunks
         self._size = 0
-        self._cache: tuple[np.ndarray, np.ndarray] | None = None  # (counts, cumulative mass)
-        self._counters = dict.fromkeys(
-            ("steps_added", "episodes_added", "chunks_written", "chunks_evicted", "chunks_loaded", "files_skipped"),
-            0,
-        )
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None  # (counts [S], cumulative mass [S])
+        lifetime = ("steps_added", "episodes_added", "chunks_written", "chunks_evicted", "chunks_loaded")
+        self._counters = dict.fromkeys((*lifetime, "files_skipped"), 0)
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._load()
@@ -136,34 +130,40 @@ class Replay:
         Side effects: writes each chunk that this step completes to the
         folder and may evict (and delete) old chunks.
         """
+        table = self._table
         step = {key: np.asarray(value) for key, value in step.items()}
         streams = self._check_step(step)
         if self._num_streams == 0:
-            self._start_streams(streams)
-        starting = np.flatnonzero(self._current < 0)
-        for stream in starting:  # once per chunk_size steps, not per element
-            self._current[stream] = self._open_chunk(int(stream))
-        slots = self._current.copy()
-        fill = self._length[slots]
+            self._num_streams = streams
+            self._current = np.full(streams, -1, np.int64)
+            self._last_birth = np.full(streams, -1, np.int64)
+        if self._fill == 0:  # streams move in lockstep, so they start chunks together
+            for stream in range(streams):
+                self._current[stream] = self._open_chunk(stream)
+        slots = self._current.copy()  # [N]
         for key, value in step.items():
-            self._data[key][slots, fill] = value
-        is_first = step["is_first"].astype(bool)
-        self._length[slots] += 1
-        self._first_count[slots] += is_first
+            table.data[key][slots, self._fill] = value
+        self._fill += 1
+        table.length[slots] = self._fill
+        is_first = step["is_first"]
+        starts = int(np.count_nonzero(is_first))
+        if starts:
+            table.first_count[slots] += is_first.astype(bool)
         self._stream_steps += 1
         self._size += streams
         self._clock += streams
         self._counters["steps_added"] += streams
-        self._counters["episodes_added"] += int(is_first.sum())
-        complete = self._length[slots] >= self.chunk_size  # [N]; streams move in lockstep
-        done = slots[complete]
-        self._in_progress[done] = False
-        self._current[complete] = -1
-        self._evict()
-        for slot in done:
-            if self._used[slot]:  # a reservoir may evict a chunk the moment it completes
-                self._write(int(slot))
+        self._counters["episodes_added"] += starts
         self._cache = None
+        if self._fill < self.chunk_size:
+            self._evict()
+            return
+        table.in_progress[slots] = False
+        self._fill = 0
+        self._evict()
+        for slot in slots:
+            if table.used[slot]:  # a reservoir may evict a chunk the moment it completes
+                self._write(int(slot))
 
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
         """Draw ``batch_size`` sequences (with replacement).
@@ -173,26 +173,24 @@ class Replay:
             consecutive in one stream, possibly across episodes (see
             ``is_first``) and chunks.
         """
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ReplayError(f"Replay.sample batch_size must be a positive integer, got {batch_size!r}")
+        _check_positive_int("Replay.sample batch_size", batch_size)
         counts, mass = self._sampling_table()
         if mass.size == 0 or mass[-1] <= 0:
             raise ReplayError(
                 f"the replay holds no sequence of seq_len={self.seq_len} steps yet "
-                f"({self._size} steps in {int(self._used.sum())} chunks); collect more before sampling"
+                f"({self._size} steps in {int(self._table.used.sum())} chunks); collect more before sampling"
             )
-        if self.sampling == "uniform":
-            slot, offset = selectors.draw_uniform(counts, mass, self._sample_rng, int(batch_size))
-        else:
-            slot, offset = selectors.draw_weighted(counts, mass, self._sample_rng, int(batch_size))
-        index = selectors.gather_index(slot, offset, self.seq_len, self._length, self._next, self._width)
-        return {key: array.reshape(-1, *array.shape[2:])[index] for key, array in self._data.items()}
+        draw = selectors.draw_uniform if self.sampling == "uniform" else selectors.draw_weighted
+        slot, offset = draw(counts, mass, self._sample_rng, int(batch_size))
+        table = self._table
+        index = selectors.gather_index(slot, offset, self.seq_len, table.length, table.next, table.width)
+        return {key: array.reshape(-1, *array.shape[2:])[index] for key, array in table.data.items()}
 
     def flush(self) -> None:
         """Write every chunk not yet on disk in full (the in-progress ones); adding may go on after."""
         if self.directory is None:
             return
-        for slot in np.flatnonzero(self._used & (self._written < self._length)):
+        for slot in np.flatnonzero(self._table.used & (self._table.written < self._table.length)):
             self._write(int(slot))
 
     def __len__(self) -> int:
@@ -208,12 +206,13 @@ class Replay:
     @property
     def stats(self) -> dict[str, int]:
         """Figures for logging: stored steps, chunks, sequences, episode starts and lifetime counters."""
+        table = self._table
         return {
             "steps": self._size,
-            "chunks": int(self._used.sum()),
-            "chunks_in_progress": int((self._used & self._in_progress).sum()),
+            "chunks": int(table.used.sum()),
+            "chunks_in_progress": int(table.in_progress.sum()),
             "sequences": self.num_sequences,
-            "episode_starts": int(self._first_count[self._used].sum()),
+            "episode_starts": int(table.first_count.sum()),
             "streams": self._num_streams,
             "clock": self._clock,
             **self._counters,
@@ -221,10 +220,8 @@ class Replay:
 
     def chunks(self):
         """Yield the stored chunks oldest first, each ``{key: [L, *shape]}`` (copies)."""
-        used = np.flatnonzero(self._used)
-        for slot in used[np.lexsort((self._stream[used], self._birth[used]))]:
-            length = self._length[slot]
-            yield {key: array[slot, :length].copy() for key, array in self._data.items()}
+        for slot in self._table.oldest_first():
+            yield {key: rows.copy() for key, rows in self._table.rows(slot).items()}
 
     def __repr__(self) -> str:
         where = "memory" if self.directory is None else str(self.directory)
@@ -233,65 +230,10 @@ class Replay:
             f"chunk_size={self.chunk_size}, eviction={self.eviction!r}, sampling={self.sampling!r})"
         )
 
-    # ------------------------------------------------------------------ slot table
-
-    def _meta_arrays(self) -> None:
-        """Per-slot bookkeeping, each ``[S]`` (grown together by :meth:`_grow`)."""
-        self._length = np.zeros(0, np.int64)
-        self._next = np.zeros(0, np.int64)  # following slot of the same stream, -1 none
-        self._prev = np.zeros(0, np.int64)  # preceding slot of the same stream, -1 none
-        self._birth = np.zeros(0, np.int64)
-        self._stream = np.zeros(0, np.int64)
-        self._prev_birth = np.zeros(0, np.int64)
-        self._offset = np.zeros(0, np.int64)  # stream steps before this chunk
-        self._streams_of = np.zeros(0, np.int64)  # N of the session that made the chunk
-        self._key = np.zeros(0, np.float64)
-        self._written = np.zeros(0, np.int64)  # steps in its file, -1 no file
-        self._first_count = np.zeros(0, np.int64)
-        self._used = np.zeros(0, bool)
-        self._in_progress = np.zeros(0, bool)
-
-    def _grow(self, slots: int) -> None:
-        """Make room for at least ``slots`` rows; new rows are free."""
-        old = self._slots
-        new = max(slots, 2 * old)
-        for key, array in self._data.items():
-            # np.empty reserves address space; pages cost memory once written.
-            bigger = np.empty((new, self._width, *array.shape[2:]), array.dtype)
-            bigger[:old] = array
-            self._data[key] = bigger
-        fills = {"_next": -1, "_prev": -1, "_prev_birth": -1, "_written": -1}
-        for name in ("_length", "_next", "_prev", "_birth", "_stream", "_prev_birth", "_offset",
-                     "_streams_of", "_key", "_written", "_first_count", "_used", "_in_progress"):
-            array = getattr(self, name)
-            extra = np.full(new - old, fills.get(name, 0), array.dtype)
-            setattr(self, name, np.concatenate([array, extra]))
-        for row in range(old, new):
-            heapq.heappush(self._free, row)
-        self._slots = new
-
-    def _take_slot(self) -> int:
-        if not self._free:
-            self._grow(self._slots + 1)
-        return heapq.heappop(self._free)
-
-    def _set_schema(self, schema: Schema, width: int) -> None:
-        self._schema = schema
-        self._width = width
-        self._data = {key: np.empty((0, width, *shape), dtype) for key, (shape, dtype) in schema.items()}
-        self._grow(math.ceil(self.capacity / self.chunk_size) + 1)
-
-    def _link(self, slot: int) -> None:
-        """Join ``slot`` to the stored chunk before it in its stream, if that one is back to back."""
-        before = self._ids.get((int(self._prev_birth[slot]), int(self._stream[slot])))
-        if before is not None and self._offset[before] + self._length[before] == self._offset[slot]:
-            self._next[before] = slot
-            self._prev[slot] = before
-
     # ------------------------------------------------------------------ adding
 
     def _check_step(self, step: dict[str, np.ndarray]) -> int:
-        """Validate one add (fixing the schema on the very first); returns ``N``."""
+        """Validate one add; the first one fixes the schema. Returns ``N``."""
         bad = [key for key in step if key.startswith("__")]
         if bad or "is_first" not in step:
             raise ReplayError(
@@ -300,106 +242,87 @@ class Replay:
         scalars = [key for key, value in step.items() if value.ndim < 1]
         if scalars:
             raise ReplayError(f"step values must be [num_streams, ...], but {scalars} are scalars")
-        if self._schema is None:
-            self._set_schema(chunkfile.schema_of(step, leading=1), self.chunk_size)
-        if set(step) != set(self._schema):
-            raise ReplayError(
-                f"step keys {sorted(step)} differ from the keys this replay stores {sorted(self._schema)}"
-                + ("" if self.directory is None else f" (in {self.directory}); use a fresh folder for new data")
-            )
         sizes = {key: value.shape[0] for key, value in step.items()}
         streams = next(iter(sizes.values()))
         if len(set(sizes.values())) != 1 or streams < 1:
-            raise ReplayError(f"every step value must be [num_streams, ...] with one num_streams, got {sizes}")
+            raise ReplayError(f"every step value must be [num_streams, ...] with one num_streams, not {sizes}")
         if self._num_streams and streams != self._num_streams:
             raise ReplayError(f"this replay receives {self._num_streams} streams per add, got {streams}")
-        for key, value in step.items():
-            shape, dtype = self._schema[key]
-            if value.shape[1:] != shape or not np.can_cast(value.dtype, dtype, "same_kind"):
-                raise ReplayError(
-                    f"step key {key!r} is {value.shape[1:]} {value.dtype} per stream but the replay stores "
-                    f"{shape} {np.dtype(dtype).name}"
-                    + ("" if self.directory is None else f" (in {self.directory}); use a fresh folder for new data")
-                )
-        return streams
-
-    def _start_streams(self, streams: int) -> None:
-        if self.capacity < streams * self.chunk_size:
+        if not self._num_streams and self.capacity < streams * self.chunk_size:
             raise ReplayError(
                 f"Replay capacity={self.capacity} cannot hold one in-progress chunk per stream "
                 f"({streams} streams x chunk_size={self.chunk_size}); raise capacity or lower chunk_size"
             )
-        self._num_streams = streams
-        self._current = np.full(streams, -1, np.int64)
-        self._last_birth = np.full(streams, -1, np.int64)
-        self._stream_steps = np.zeros(streams, np.int64)
+        schema = self._table.schema
+        if schema is None:
+            self._allocate(chunkfile.schema_of(step, leading=1), self.chunk_size, extra=streams)
+            return streams
+        where = "" if self.directory is None else f" (in {self.directory}); use a fresh folder for new data"
+        if set(step) != set(schema):
+            raise ReplayError(
+                f"step keys {sorted(step)} differ from the keys this replay stores {sorted(schema)}{where}"
+            )
+        for key, value in step.items():
+            shape, dtype = schema[key]
+            if value.shape[1:] != shape or not np.can_cast(value.dtype, dtype, "same_kind"):
+                raise ReplayError(
+                    f"step key {key!r} is {value.shape[1:]} {value.dtype} per stream but the replay stores "
+                    f"{shape} {np.dtype(dtype).name}{where}"
+                )
+        return streams
+
+    def _allocate(self, schema: Schema, width: int, extra: int) -> None:
+        self._table.allocate(schema, width, math.ceil(self.capacity / self.chunk_size) + extra)
 
     def _open_chunk(self, stream: int) -> int:
-        slot = self._take_slot()
-        self._length[slot] = 0
-        self._birth[slot] = self._clock
-        self._stream[slot] = stream
-        self._prev_birth[slot] = self._last_birth[stream]
-        self._offset[slot] = self._stream_steps[stream]
-        self._streams_of[slot] = self._num_streams
-        self._key[slot] = self._key_rng.random()
-        self._written[slot] = -1
-        self._first_count[slot] = 0
-        self._used[slot] = True
-        self._in_progress[slot] = True
-        self._ids[(self._clock, stream)] = slot
+        meta = ChunkMeta(
+            birth=self._clock,
+            stream=stream,
+            prev_birth=int(self._last_birth[stream]),
+            offset=self._stream_steps,
+            stop=self._clock,
+            streams=self._num_streams,
+            key=float(self._key_rng.random()),
+        )
+        slot = self._table.open(meta, in_progress=True)
+        self._table.link(slot)
         self._last_birth[stream] = self._clock
-        self._link(slot)
         return slot
 
     # ------------------------------------------------------------------ eviction and files
 
     def _evict(self) -> None:
-        while self._size > self.capacity:
-            evictable = self._used & ~self._in_progress
+        """Drop complete chunks until the store fits (see the module docstring for the rule)."""
+        table = self._table
+        if self.eviction == "fifo":
+            budget, reserved = self.capacity, 0
+        else:
+            # The reservoir keeps room for a full chunk per stream, so complete chunks are
+            # only ever judged by their keys, never by how full the in-progress ones are.
+            budget = self.capacity - self._num_streams * self.chunk_size
+            reserved = self._fill * self._num_streams
+        while self._size - reserved > budget:
+            evictable = table.used & ~table.in_progress
             if not evictable.any():
-                return  # only in-progress data left; _start_streams rules this out for new data
+                return  # only in-progress data left; _check_step rules this out
             if self.eviction == "fifo":
-                victim = selectors.fifo_victim(evictable, self._birth, self._stream)
+                victim = selectors.fifo_victim(evictable, table.birth, table.stream)
             else:
-                victim = selectors.reservoir_victim(evictable, self._key)
-            self._remove(victim)
-
-    def _remove(self, slot: int) -> None:
-        if self._written[slot] >= 0 and self.directory is not None:
-            path = self.directory / chunkfile.chunk_name(int(self._birth[slot]), int(self._stream[slot]))
-            path.unlink(missing_ok=True)
-        if self._prev[slot] >= 0:
-            self._next[self._prev[slot]] = -1
-        if self._next[slot] >= 0:
-            self._prev[self._next[slot]] = -1
-        del self._ids[(int(self._birth[slot]), int(self._stream[slot]))]
-        self._size -= int(self._length[slot])
-        self._length[slot] = 0
-        self._next[slot] = self._prev[slot] = -1
-        self._used[slot] = self._in_progress[slot] = False
-        self._first_count[slot] = 0
-        self._written[slot] = -1
-        heapq.heappush(self._free, slot)
-        self._counters["chunks_evicted"] += 1
-        self._cache = None
+                victim = selectors.reservoir_victim(evictable, table.key)
+            if table.written[victim] >= 0 and self.directory is not None:
+                name = chunkfile.chunk_name(int(table.birth[victim]), int(table.stream[victim]))
+                (self.directory / name).unlink(missing_ok=True)
+            self._size -= int(table.length[victim])
+            table.release(victim)
+            self._counters["chunks_evicted"] += 1
+            self._cache = None
 
     def _write(self, slot: int) -> None:
         if self.directory is None:
             return
-        length = int(self._length[slot])
-        meta = ChunkMeta(
-            birth=int(self._birth[slot]),
-            stream=int(self._stream[slot]),
-            prev_birth=int(self._prev_birth[slot]),
-            offset=int(self._offset[slot]),
-            stop=self._clock,
-            streams=int(self._streams_of[slot]),
-            key=float(self._key[slot]),
-        )
-        data = {key: array[slot, :length] for key, array in self._data.items()}
-        chunkfile.write_chunk(self.directory, meta, data, self.compress)
-        self._written[slot] = length
+        meta = self._table.meta(slot, stop=self._clock)
+        chunkfile.write_chunk(self.directory, meta, self._table.rows(slot), self.compress)
+        self._table.written[slot] = self._table.length[slot]
         self._counters["chunks_written"] += 1
 
     def _load(self) -> None:
@@ -439,39 +362,35 @@ class Replay:
             records.append((meta, data))
         if not records:
             return
+        # Everything is validated before anything is placed or evicted, so a foreign
+        # file stops the load before a single chunk file is deleted.
         records.sort(key=lambda record: (record[0].birth, record[0].stream))
         longest = max(next(iter(data.values())).shape[0] for _, data in records)
-        self._set_schema(schema_source[1], max(self.chunk_size, longest))
-        for meta, data in records:
-            if (meta.birth, meta.stream) in self._ids:
+        self._allocate(schema_source[1], max(self.chunk_size, longest), extra=len(records))
+        self._loaded_streams = max(1, records[-1][0].streams)
+        records.reverse()
+        while records:  # pop as we copy, so the loaded arrays are freed as the slots fill
+            meta, data = records.pop()
+            if self._table.holds(meta.birth, meta.stream):
                 warnings.warn(
                     f"skipping a second copy of replay chunk {meta.name} in {self.directory}", stacklevel=3
                 )
                 self._counters["files_skipped"] += 1
                 continue
-            self._insert_loaded(meta, data)
-        self._loaded_streams = max(1, records[-1][0].streams)
+            self._place_loaded(meta, data)
         self._evict()
         self._cache = None
 
-    def _insert_loaded(self, meta: ChunkMeta, data: dict[str, np.ndarray]) -> None:
-        slot = self._take_slot()
+    def _place_loaded(self, meta: ChunkMeta, data: dict[str, np.ndarray]) -> None:
+        table = self._table
+        slot = table.open(meta, in_progress=False)
         length = next(iter(data.values())).shape[0]
         for key, value in data.items():
-            self._data[key][slot, :length] = value
-        self._length[slot] = length
-        self._birth[slot] = meta.birth
-        self._stream[slot] = meta.stream
-        self._prev_birth[slot] = meta.prev_birth
-        self._offset[slot] = meta.offset
-        self._streams_of[slot] = meta.streams
-        self._key[slot] = meta.key
-        self._written[slot] = length
-        self._first_count[slot] = int(np.count_nonzero(data["is_first"]))
-        self._used[slot] = True
-        self._in_progress[slot] = False
-        self._ids[(meta.birth, meta.stream)] = slot
-        self._link(slot)  # records come in birth order, so the predecessor is already placed
+            table.data[key][slot, :length] = value
+        table.length[slot] = length
+        table.written[slot] = length
+        table.first_count[slot] = int(np.count_nonzero(data["is_first"]))
+        table.link(slot)  # chunks come in birth order, so a predecessor is already placed
         self._size += length
         self._clock = max(self._clock, meta.stop, meta.birth + 1)
         self._counters["chunks_loaded"] += 1
@@ -481,14 +400,25 @@ class Replay:
     def _sampling_table(self) -> tuple[np.ndarray, np.ndarray]:
         """``(counts [S], cumulative mass [S])``, recomputed only after the store changed."""
         if self._cache is None:
-            counts = selectors.sequence_counts(self._length, self._next, self.seq_len)
+            table = self._table
+            counts = selectors.sequence_counts(table.length, table.next, self.seq_len)
             if self.sampling == "uniform":
                 mass = np.cumsum(counts)
             else:
                 generation = self.chunk_size * (self._num_streams or self._loaded_streams)
                 weights = selectors.recency_weights(
-                    counts, self._birth, self._clock, generation, self.recency_exponent
+                    counts, table.birth, self._clock, generation, self.recency_exponent
                 )
                 mass = np.cumsum(weights)
             self._cache = (counts, mass)
         return self._cache
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    """Accept ints and integral floats >= 1 (configs often say 1e6); refuse the rest clearly."""
+    try:
+        ok = not isinstance(value, bool) and float(value).is_integer() and value >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ReplayError(f"{name} must be a positive integer, got {value!r}")
