@@ -19,8 +19,8 @@ DREAMER_PRESETS: dict[str, list[str]] = {
     "default": [
         "model.rssm.deter=128", "model.rssm.hidden=128", "model.rssm.stoch=8", "model.rssm.classes=8",
         "model.units=128", "model.layers=1", "model.cnn_depth=16", "model.lr=3e-4",
-        "behavior.units=128", "behavior.layers=1", "behavior.actor_lr=1e-4", "behavior.critic_lr=1e-4",
-        "run.batch_size=16", "run.seq_len=32", "run.train_ratio=64",
+        "behavior.units=128", "behavior.layers=1", "behavior.actor_lr=1e-4", "behavior.critic_lr=3e-4",
+        "run.batch_size=16", "run.seq_len=32", "run.train_ratio=128",
         "run.eval_every=2500", "run.checkpoint_every=2500", "run.log_every=500",
     ],
     "xs": [

@@ -84,7 +84,9 @@ class ActorCritic(nn.Module):
 
     # -- heads ---------------------------------------------------------------------------------
     def policy(self, feat: Tensor) -> OneHotDist | BoundedNormal:
-        raw = self.actor(feat)
+        return self._dist(self.actor(feat))
+
+    def _dist(self, raw: Tensor) -> OneHotDist | BoundedNormal:
         if self.act_spec.discrete:
             return OneHotDist(raw, self.cfg.unimix)
         mean, std = raw.chunk(2, -1)
@@ -96,16 +98,29 @@ class ActorCritic(nn.Module):
         return TwoHotDist(net(feat), self.bins).mean()
 
     # -- imagination ---------------------------------------------------------------------------
-    def imagine(self, wm: WorldModel, start: State, horizon: int) -> tuple[State, Tensor]:
-        """Roll the policy out in the model: states ``[H + 1, N]`` (start first), actions ``[H, N, A]``."""
-        states, actions = [start], []
+    def imagine(self, wm: WorldModel, start: State, horizon: int) -> tuple[State, Tensor, Tensor]:
+        """Roll the policy out in the model.
+
+        Returns states ``[H + 1, N]`` (start first), actions ``[H, N, A]`` and the actor's raw
+        outputs ``[H, N, O]``. The actor's forward pass always records gradients (it is reused
+        for the loss, so the policy is evaluated once per state); the model's steps record them
+        only if the caller enabled gradients.
+        """
+        states, actions, raws = [start], [], []
         state = start
         for _ in range(horizon):
-            action = self.policy(wm.features(state).detach()).sample()
+            with torch.enable_grad():
+                raw = self.actor(wm.features(state).detach())
+            action = self._dist(raw).sample()
+            if not torch.is_grad_enabled():
+                action = action.detach()
             state = wm.step(state, action)
             states.append(state)
             actions.append(action)
-        return stack_states(states, 0), torch.stack(actions)
+            raws.append(raw)
+        with torch.enable_grad():
+            raw = torch.stack(raws)
+        return stack_states(states, 0), torch.stack(actions), raw
 
     def _normalise(self, ret: Tensor) -> Tensor:
         """Update the percentile EMA with ``ret`` and return the scale ``max(1, P95 - P5)``."""
@@ -130,17 +145,19 @@ class ActorCritic(nn.Module):
         cfg = self.cfg
         backprop = cfg.actor_grad == "dynamics"
         with torch.set_grad_enabled(backprop):
-            traj, actions = self.imagine(wm, start, cfg.horizon)
+            traj, actions, raw = self.imagine(wm, start, cfg.horizon)
             feat = wm.features(traj)                                   # [H + 1, N, F]
             reward = wm.reward({k: v[1:] for k, v in traj.items()})    # [H, N]
             cont = wm.cont({k: v[1:] for k, v in traj.items()})        # [H, N]
+        critic_logits = self.critic(feat.detach())                     # [H + 1, N, bins], one pass for both uses
         with torch.no_grad():
-            value = self.value(feat.detach())                          # [H + 1, N]
+            value = TwoHotDist(critic_logits.detach(), self.bins).mean()            # [H + 1, N]
+            slow_target = self.value(feat[:-1].detach(), slow=True)                 # [H, N]
             # weight[t]: probability that step t of the rollout is still inside the episode.
-            weight = torch.cumprod(torch.cat([start_cont[None], cont[:-1]], 0), 0)  # [H, N]
+            weight = torch.cumprod(torch.cat([start_cont[None], cont[:-1].detach()], 0), 0)  # [H, N]
         ret = lambda_returns(reward, value, cfg.gamma * cont, cfg.lam)            # [H, N]
         scale = self._normalise(ret)
-        dist = self.policy(feat[:-1].detach())
+        dist = self._dist(raw)
         entropy = dist.entropy()                                                 # [H, N]
         if backprop:
             objective = ret / scale
@@ -148,11 +165,8 @@ class ActorCritic(nn.Module):
             adv = (ret - value[:-1]).detach() / scale
             objective = dist.log_prob(actions.detach()) * adv
         actor_loss = -(weight * (objective + cfg.entropy * entropy)).mean()
+        critic_dist = TwoHotDist(critic_logits[:-1], self.bins)
         target = ret.detach()
-        critic_feat = feat[:-1].detach()
-        critic_dist = TwoHotDist(self.critic(critic_feat), self.bins)
-        with torch.no_grad():
-            slow_target = self.value(critic_feat, slow=True)
         critic_loss = (weight * (critic_dist.loss(target) + cfg.slow_reg * critic_dist.loss(slow_target))).mean()
         metrics = {
             "ac/return": float(ret.detach().mean()), "ac/value": float(value.mean()),

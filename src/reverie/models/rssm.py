@@ -72,6 +72,11 @@ class RSSM(nn.Module):
         z = torch.zeros(batch, cfg.stoch, device=device)
         return {"deter": deter, "stoch": z, "mean": z, "std": torch.ones_like(z)}
 
+    def _reset(self, state: State, keep: Tensor) -> State:
+        """Replace the states where ``keep [N]`` is 0 by the initial state."""
+        init = self.initial(keep.shape[0], keep.device)
+        return {k: torch.where(keep.view(-1, *[1] * (v.dim() - 1)) > 0, v, init[k]) for k, v in state.items()}
+
     def features(self, state: State) -> Tensor:
         stoch = state["stoch"]
         if self.cfg.latent == "categorical":
@@ -124,15 +129,18 @@ class RSSM(nn.Module):
         b, t = embed.shape[:2]
         if state is None:
             state = self.initial(b, embed.device)
-        init = self.initial(b, embed.device)
         keep = (~is_first.bool()).float()  # [B, T]
+        # One host sync per sequence to learn where episodes start, instead of masking every step.
+        resets = is_first.bool().any(0).tolist()
         posts = []
         for i in range(t):
-            m = keep[:, i]
-            # Episode boundaries inside a sequence reset the memory and the incoming action.
-            state = {k: v * m.view(-1, *[1] * (v.dim() - 1)) + init[k] * (1 - m).view(-1, *[1] * (v.dim() - 1))
-                     for k, v in state.items()}
-            deter = self._advance(state, action[:, i] * m[:, None])
+            act = action[:, i]
+            if resets[i]:
+                # An episode starts here: its memory and incoming action start from zero (the initial state).
+                m = keep[:, i]
+                state = self._reset(state, m)
+                act = act * m[:, None]
+            deter = self._advance(state, act)
             raw = self.post_head(torch.cat([deter, embed[:, i]], -1))
             state = {"deter": deter, **self._dist_state(raw, sample)}
             posts.append(state)

@@ -24,15 +24,20 @@ class OneHotDist:
     """
 
     def __init__(self, logits: Tensor, unimix: float = 0.0):
+        logits = logits.float()
+        self._probs: Tensor | None = None
         if unimix > 0:
-            probs = F.softmax(logits.float(), -1)
-            probs = (1 - unimix) * probs + unimix / logits.shape[-1]
-            logits = torch.log(probs)
-        self.logits = torch.log_softmax(logits.float(), -1)
+            probs = (1 - unimix) * F.softmax(logits, -1) + unimix / logits.shape[-1]
+            self._probs = probs
+            self.logits = torch.log(probs)  # already normalised: the mixture sums to one
+        else:
+            self.logits = torch.log_softmax(logits, -1)
 
     @property
     def probs(self) -> Tensor:
-        return self.logits.exp()
+        if self._probs is None:
+            self._probs = self.logits.exp()
+        return self._probs
 
     def mode(self) -> Tensor:
         idx = self.logits.argmax(-1)
@@ -42,9 +47,11 @@ class OneHotDist:
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """One-hot sample whose gradient flows into the probabilities (straight-through)."""
         probs = self.probs
-        flat = probs.reshape(-1, probs.shape[-1])
-        idx = torch.multinomial(flat.detach(), 1, generator=generator).squeeze(-1)
-        hard = F.one_hot(idx, probs.shape[-1]).to(probs.dtype).reshape(probs.shape)
+        k = probs.shape[-1]
+        # Inverse-CDF sampling: one uniform number per variable; cheaper than multinomial on CPU.
+        u = torch.rand(*probs.shape[:-1], 1, generator=generator, device=probs.device)
+        idx = (probs.detach().cumsum(-1) < u).sum(-1).clamp_(max=k - 1)
+        hard = F.one_hot(idx, k).to(probs.dtype)
         return hard + probs - probs.detach()
 
     def log_prob(self, onehot: Tensor) -> Tensor:
