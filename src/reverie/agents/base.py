@@ -23,7 +23,11 @@ class Agent(Protocol):
         into it) and ``is_first``. Returns (env actions, model-space actions ``[N, A]``, new state)."""
 
     def train(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
-        """One update from a replay batch ``[B, T, ...]``; returns metrics."""
+        """One update from a replay batch ``[B, T, ...]``; returns metrics.
+
+        An agent that instead refits on all stored data at intervals (PETS) defines
+        ``fit(replay) -> metrics`` and ``fit_every`` (agent steps); the loop then calls that.
+        """
 
     def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
         """Everything to checkpoint as named state dicts (weights and optimiser states)."""

@@ -151,10 +151,7 @@ class Trainer:
                 c.agent_steps += 1
                 c.env_steps += per_step
                 if c.agent_steps >= prefill:
-                    owed = int((c.agent_steps - prefill + 1) * run.num_envs * run.train_ratio / tokens) - c.updates
-                    for _ in range(max(owed, 0)):
-                        train_metrics.append(self.agent.train(self.replay.sample(run.batch_size)))
-                        c.updates += 1
+                    train_metrics.extend(self._train_owed(prefill, tokens))
                 c.wall_time = time.perf_counter() - started
                 progress.update(c.env_steps, c.updates, c.wall_time, self.latest_eval)
                 if c.env_steps - c.last_log >= run.log_every and train_metrics:
@@ -182,6 +179,27 @@ class Trainer:
         logger.close()
         mean, std = self.latest_eval
         return RunResult(self.folder.path, c, mean, std)
+
+    def _train_owed(self, prefill: int, tokens: int) -> list[dict[str, float]]:
+        """Run the updates the schedule owes by now.
+
+        Agents that learn from mini-batches (Dreamer, PlaNet) get ``train(batch)`` calls at the
+        replay ratio. Agents that refit on all data at intervals (PETS) define ``fit(replay)`` and
+        ``fit_every`` (agent steps) instead.
+        """
+        c, run = self.counters, self.run
+        done_since_prefill = c.agent_steps - prefill + 1
+        if hasattr(self.agent, "fit"):
+            if (done_since_prefill - 1) % self.agent.fit_every:
+                return []
+            c.updates += 1
+            return [self.agent.fit(self.replay)]
+        owed = int(done_since_prefill * run.num_envs * run.train_ratio / tokens) - c.updates
+        out = []
+        for _ in range(max(owed, 0)):
+            out.append(self.agent.train(self.replay.sample(run.batch_size)))
+            c.updates += 1
+        return out
 
     def _summarise(self, metrics: list[dict[str, float]]) -> dict[str, float]:
         keys = metrics[-1].keys()
