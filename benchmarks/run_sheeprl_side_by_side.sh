@@ -68,7 +68,7 @@ FLOP_FLAG=()
 for PRECISION in fp32 bf16; do
     echo
     echo "## reverie $PRECISION"
-    CMD=("$PYTHON" "$HERE/bench_dreamer_update.py" --precision "$PRECISION" --updates "$UPDATES" --warmup 2 --phases --phases
+    CMD=("$PYTHON" "$HERE/bench_dreamer_update.py" --precision "$PRECISION" --updates "$UPDATES" --warmup 2 --phases
          "${FLOP_FLAG[@]}" --versus "$OUT_DIR/sheeprl.json" --json "$OUT_DIR/reverie_$PRECISION.json")
     echo "\$ OMP_NUM_THREADS=$OMP_NUM_THREADS ${CMD[*]}"
     "${CMD[@]}"

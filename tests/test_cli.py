@@ -138,3 +138,28 @@ def test_kill_9_then_rerun_resumes_and_finishes(tmp_path):
     assert "resuming" in done.stdout + done.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["env_steps"] >= 600
+
+
+def test_pixels_end_to_end_writes_a_dream_video(tmp_path, capsys):
+    run_dir = tmp_path / "pix"
+    code = main(["train", *TINY, "--env", "dmc:cartpole-swingup", "--obs", "pixels", "--steps", "120",
+                 "--run-dir", str(run_dir), "run.time_limit=30", "run.prefill=20"])
+    assert code == 0, capsys.readouterr().err
+    gif = run_dir / "dream.gif"
+    import imageio.v3 as iio
+    frames = iio.imread(gif, index=None)
+    assert frames.shape[0] >= 10 and frames.shape[-1] in (3, 4)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_steps"] >= 120 and "image" in summary["dream/open_loop_mse"]
+
+
+def test_several_environments_in_subprocesses(tmp_path, capsys):
+    run_dir = tmp_path / "par"
+    code = train(run_dir, "--steps", "160", "run.num_envs=2", "run.parallel_envs=true")
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_steps"] == 160 and summary["updates"] > 0
+    # Both streams were stored: the replay holds every collected step.
+    from reverie.replay import Replay
+    replay = Replay(run_dir / "replay", capacity=10_000, seq_len=8, chunk_size=32)
+    assert len(replay) == 160
