@@ -88,6 +88,21 @@ def collect_batch(env_name: str, batch: int, length: int, seed: int) -> tuple[di
     return out, envs
 
 
+def cpu_bf16() -> str:
+    """Whether this CPU multiplies bf16 natively (``avx512_bf16`` or ``amx_bf16``); without it bf16 is emulated.
+
+    bf16 matmul is only faster than fp32 with those instructions: on AVX-512 CPUs without them (e.g. Ice
+    Lake) oneDNN converts to fp32 and bf16 runs several times *slower* than fp32.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    native = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return "native (" + ", ".join(native) + ")" if native else "emulated (no avx512_bf16 / amx_bf16)"
+
+
 # ---------------------------------------------------------------------------
 # timing helpers
 
@@ -273,6 +288,7 @@ def main() -> None:
 
     print(f"# bench_dreamer_update  {time.strftime('%Y-%m-%d %H:%M')}  torch {torch.__version__}  threads {threads}  "
           f"cpus {os.cpu_count()}  {platform.processor() or platform.machine()}  load {os.getloadavg()[0]:.1f}")
+    print(f"# cpu bf16: {cpu_bf16()}")
     print(f"# preset {args.preset} {args.precision}, {args.env} vectors, batch {args.batch} x {args.seq_len}, "
           f"horizon {args.horizon}, {batch['is_first'].sum()} episode starts in the batch"
           + (f", overrides {args.override}" if args.override else ""))
@@ -306,6 +322,7 @@ def main() -> None:
         "load1": {"mean": statistics.mean(loads), "min": min(loads), "max": max(loads)},
         "walls": walls, "params": params,
         "date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__, "cpus": os.cpu_count(),
+        "cpu_bf16": cpu_bf16(),
     }
     if args.flops:
         result["flops_per_update"] = count_flops(agent, batch)

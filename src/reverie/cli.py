@@ -56,14 +56,19 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import functools
 
+    from reverie.agents.planning_adapter import PLANNER_CHOICES, planner_policy
+    from reverie.planning import PlanningError
     from reverie.training import session
     from reverie.training.evaluate import run_episodes
 
+    if args.planner not in PLANNER_CHOICES:   # before loading anything
+        raise PlanningError(f"unknown planner {args.planner!r}; choose one of {', '.join(PLANNER_CHOICES)}")
     agent, cfg, make, meta = session.load_run(args.run_dir, device=args.device)
+    actor = planner_policy(agent, args.planner, args.planner_args or [])
     base = cfg.run.seed + 50_000
-    returns, _ = run_episodes(agent, [functools.partial(make, base + i) for i in range(args.episodes)])
+    returns, _ = run_episodes(actor, [functools.partial(make, base + i) for i in range(args.episodes)])
     print(json.dumps({"return_mean": float(returns.mean()), "return_std": float(returns.std()),
-                      "episodes": int(len(returns)), "step": int(meta["step"])}))
+                      "episodes": int(len(returns)), "step": int(meta["step"]), "planner": args.planner}))
     return 0
 
 
@@ -119,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="environment steps to train for")
     p.add_argument("--seed", type=int)
     p.add_argument("--run-dir", help="run folder (default: runs/AGENT-ENV-OBS-sSEED)")
-    p.add_argument("--preset", help="named settings (dreamer: tiny, default, xs, s, m)")
+    p.add_argument("--preset", help="named settings (dreamer: tiny, default, xs, s, m; planet, pets: tiny, default)")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, see 'reverie config'")
     p.set_defaults(fn=_train)
@@ -128,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--device")
+    p.add_argument("--planner", default="policy",
+                   help="act with the agent's own policy (default) or plan on its model: cem, mppi, shooting, "
+                        "gradient")
+    p.add_argument("--planner-arg", dest="planner_args", action="append", metavar="key=value",
+                   help="change one planner setting, e.g. --planner-arg horizon=5 (repeatable)")
     p.set_defaults(fn=_eval)
 
     p = sub.add_parser("dream", help="real vs imagined futures from an open-loop rollout")

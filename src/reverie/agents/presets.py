@@ -20,6 +20,7 @@ DREAMER_PRESETS: dict[str, list[str]] = {
         "model.rssm.deter=128", "model.rssm.hidden=128", "model.rssm.stoch=8", "model.rssm.classes=8",
         "model.units=128", "model.layers=1", "model.cnn_depth=16", "model.lr=3e-4",
         "behavior.units=128", "behavior.layers=1", "behavior.actor_lr=1e-4", "behavior.critic_lr=3e-4",
+        "behavior.gamma=0.99",
         "run.batch_size=16", "run.seq_len=32", "run.train_ratio=128",
         "run.eval_every=2500", "run.checkpoint_every=2500", "run.log_every=500",
     ],
@@ -32,5 +33,32 @@ DREAMER_PRESETS: dict[str, list[str]] = {
     "m": [
         "model.rssm.deter=1024", "model.rssm.hidden=640", "model.units=640", "model.layers=3",
         "model.cnn_depth=48", "behavior.units=640", "behavior.layers=3",
+    ],
+}
+
+PLANET_PRESETS: dict[str, list[str]] = {
+    "tiny": [
+        "model.rssm.deter=32", "model.rssm.hidden=32", "model.rssm.stoch=4", "model.units=32", "model.layers=1",
+        "model.cnn_depth=4", "model.reward_bins=31",
+        "planner.horizon=5", "planner.candidates=32", "planner.elites=4", "planner.iterations=2",
+        "run.batch_size=4", "run.seq_len=8", "run.prefill=32", "run.train_ratio=64",
+        "run.eval_episodes=2", "run.eval_every=100000000", "run.log_every=50", "run.checkpoint_every=100000000",
+        "run.replay_chunk=32",
+    ],
+    "default": [],  # the dataclass defaults are PlaNet's own (RSSM 200/30/200, CEM 12/1000/100/10)
+}
+
+PETS_PRESETS: dict[str, list[str]] = {
+    "tiny": [
+        "model.units=16", "model.layers=2", "particles=4", "fit_every=50", "max_epochs=5", "patience=2",
+        "batch_size=16",
+        "planner.horizon=5", "planner.candidates=16", "planner.elites=4", "planner.iterations=2",
+        "run.prefill=50", "run.eval_episodes=1", "run.eval_every=100000000", "run.log_every=50",
+        "run.checkpoint_every=100000000", "run.replay_chunk=32",
+    ],
+    # PETS sized for two CPU cores: narrower members and fewer candidates than the paper's
+    "default": [
+        "model.units=64", "model.layers=3", "particles=20", "batch_size=64",
+        "planner.horizon=15", "planner.candidates=200", "planner.elites=20", "planner.iterations=5",
     ],
 }

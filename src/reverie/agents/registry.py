@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from reverie.agents.dreamer import Dreamer, DreamerConfig
-from reverie.agents.presets import DREAMER_PRESETS
+from reverie.agents.pets import Pets, PetsConfig
+from reverie.agents.planet import Planet, PlanetConfig
+from reverie.agents.presets import DREAMER_PRESETS, PETS_PRESETS, PLANET_PRESETS
 from reverie.config import ConfigError, apply_overrides
 
 
@@ -23,6 +25,8 @@ class AgentEntry:
 
 AGENTS: dict[str, AgentEntry] = {
     "dreamer": AgentEntry(DreamerConfig, Dreamer, DREAMER_PRESETS, "default"),
+    "planet": AgentEntry(PlanetConfig, Planet, PLANET_PRESETS, "default"),
+    "pets": AgentEntry(PetsConfig, Pets, PETS_PRESETS, "default"),
 }
 
 

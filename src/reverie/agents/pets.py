@@ -1,0 +1,320 @@
+"""PETS (Chua et al., 2018): a probabilistic ensemble refitted on all data, CEM on sampled particles.
+
+This file composes parts: the :class:`ProbabilisticEnsemble` model, the data
+it learns from (transitions cut from the replay's chunks), a fitting routine
+with a held-out split and early stopping, and :class:`PlannerPolicy` running
+CEM on the ensemble's particles. The reward is learned along with the
+dynamics, since gym tasks come with no reward function to plan on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import torch
+
+from reverie.agents.planning_adapter import PlannerPolicy, PlanState
+from reverie.config import ConfigError
+from reverie.envs.spaces import ActionSpec, ArraySpec
+from reverie.models.base import State
+from reverie.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from reverie.planning import CEMSettings, PlannerSettings
+from reverie.training.run_config import RunConfig
+
+
+def _pets_run() -> RunConfig:
+    # one random episode first (PETS), then a refit per Pendulum episode; no replay batches are drawn
+    return RunConfig(env="gym:Pendulum-v1", steps=5000, prefill=200, seq_len=2, batch_size=1, eval_every=1000,
+                     eval_episodes=5, log_every=200, checkpoint_every=1000, replay_chunk=200)
+
+
+@dataclass(frozen=True)
+class PetsConfig:
+    """Everything that defines a PETS run."""
+
+    model: EnsembleConfig = field(default_factory=EnsembleConfig)
+    """The probabilistic ensemble and its optimiser."""
+    planner: CEMSettings = field(default_factory=lambda: CEMSettings(
+        horizon=25, candidates=400, elites=40, iterations=5, momentum=0.1, init_std=0.5))
+    """CEM over action sequences (PETS: horizon 25, 400 candidates, 40 elites, 5 iterations, alpha 0.1;
+    the action size and type come from the environment)."""
+    particles: int = 20
+    """Particles P propagated per candidate; its return is the particles' mean."""
+    fit_every: int = 200
+    """Agent steps between refits on all stored transitions (an episode of Pendulum)."""
+    holdout: float = 0.1
+    """Fraction of the transitions held out to decide when to stop fitting."""
+    max_epochs: int = 50
+    """Most passes over the training transitions per refit."""
+    patience: int = 5
+    """Stop after this many epochs in which no member's held-out score improved."""
+    min_improvement: float = 0.01
+    """Relative decrease of a member's held-out score that counts as an improvement."""
+    stop_metric: Literal["mse", "nll"] = "mse"
+    """Held-out score for early stopping: mean squared error of the mean, or Gaussian NLL."""
+    batch_size: int = 32
+    """Transitions per member and gradient step."""
+    run: RunConfig = field(default_factory=_pets_run)
+    """Environment, budget and bookkeeping."""
+
+    def __post_init__(self):
+        if self.particles < 1 or self.fit_every < 1 or self.max_epochs < 1 or self.batch_size < 1:
+            raise ValueError("particles, fit_every, max_epochs and batch_size must be >= 1")
+        if not 0.0 < self.holdout < 1.0:
+            raise ValueError(f"holdout must be a fraction in (0, 1); got {self.holdout}")
+
+
+# -- data --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Transitions:
+    """Aligned transitions as float32 arrays: obs ``[M, D]``, action ``[M, A]``, next_obs ``[M, D]``,
+    reward ``[M]`` (received on arriving at next_obs)."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    next_obs: np.ndarray
+    reward: np.ndarray
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    def take(self, index: np.ndarray) -> "Transitions":
+        return Transitions(self.obs[index], self.action[index], self.next_obs[index], self.reward[index])
+
+    def tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs ``[M, D + A]``, targets ``[M, D + 1]`` = (next_obs - obs, reward)) on ``device``."""
+        inputs = np.concatenate([self.obs, self.action], -1)
+        targets = np.concatenate([self.next_obs - self.obs, self.reward[:, None]], -1)
+        return torch.as_tensor(inputs, device=device), torch.as_tensor(targets, device=device)
+
+
+def flat_obs(step: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
+    """Concatenate the vector observation ``keys`` of ``[L, ...]`` arrays into float32 ``[L, D]``."""
+    return np.concatenate([np.asarray(step[k], np.float32).reshape(len(step[k]), -1) for k in keys], -1)
+
+
+def transitions_from_chunks(chunks: Iterable[dict[str, np.ndarray]], keys: list[str]) -> Transitions:
+    """Consecutive step pairs inside each replay chunk (one stream's steps in order), skipping
+    pairs whose second step starts a new episode. The step stored at t + 1 carries the action
+    taken at t and the reward that followed it. The pair spanning two chunks is not recovered
+    (``Replay.chunks`` does not say which chunks continue each other): one in ``replay_chunk``."""
+    parts: list[tuple[np.ndarray, ...]] = []
+    for chunk in chunks:
+        if len(chunk["is_first"]) < 2:
+            continue
+        obs = flat_obs(chunk, keys)
+        keep = ~np.asarray(chunk["is_first"][1:], bool)
+        parts.append((obs[:-1][keep], np.asarray(chunk["action"][1:], np.float32)[keep], obs[1:][keep],
+                      np.asarray(chunk["reward"][1:], np.float32)[keep]))
+    if not parts:
+        return Transitions(*(np.zeros((0, 0), np.float32),) * 3, np.zeros(0, np.float32))
+    return Transitions(*(np.concatenate(p) for p in zip(*parts)))
+
+
+def split_holdout(data: Transitions, fraction: float, rng: np.random.Generator) -> tuple[Transitions, Transitions]:
+    """A random (train, held-out) split with at least one transition on each side (needs >= 2)."""
+    order = rng.permutation(len(data))
+    held = min(max(1, int(round(fraction * len(data)))), len(data) - 1)
+    return data.take(order[held:]), data.take(order[:held])
+
+
+# -- fitting -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FitReport:
+    """What one refit did."""
+
+    history: np.ndarray
+    """[epochs, E] held-out score of every member after each epoch."""
+    best_epoch: np.ndarray
+    """[E] the epoch (0-based) whose weights each member kept."""
+    start_scores: np.ndarray
+    """[E] held-out scores before the refit (with the new normaliser)."""
+    train_metrics: dict[str, float]
+    """Training metrics of the last epoch."""
+
+    @property
+    def best_scores(self) -> np.ndarray:
+        """[E] held-out scores of the weights kept."""
+        return self.history[self.best_epoch, np.arange(len(self.best_epoch))]
+
+
+def fit_ensemble(model: ProbabilisticEnsemble, optimizer: torch.optim.Optimizer, train: Transitions,
+                 holdout: Transitions, *, max_epochs: int, patience: int, batch_size: int,
+                 min_improvement: float = 0.01, metric: Literal["mse", "nll"] = "mse",
+                 rng: np.random.Generator | None = None) -> FitReport:
+    """Fit the ensemble on ``train`` with early stopping on ``holdout``; each member keeps its best weights.
+
+    The normaliser is refitted to ``train``. Every epoch each member sees its own bootstrap
+    resample of ``train`` (drawn with replacement, as in PETS) in minibatches of ``batch_size``.
+    A member's weights are snapshotted after the first epoch and whenever its held-out score
+    falls by more than ``min_improvement`` (relative) below its best so far; fitting stops
+    after ``patience`` epochs without any such improvement, and every member is restored to
+    its snapshot. (The weights from before the refit are never kept: their held-out rows may
+    have been training rows of the previous refit, so their score flatters them.)
+    """
+    rng = rng or np.random.default_rng()
+    device = model.in_mean.device
+    x_train, y_train = train.tensors(device)
+    x_hold, y_hold = holdout.tensors(device)
+    model.fit_normaliser(x_train, y_train)
+    params = list(model.parameters())   # all carry the member axis first
+    start = model.scores(x_hold, y_hold, metric)
+    best = torch.full_like(start, float("inf"))
+    snapshot = [p.detach().clone() for p in params]
+    best_epoch = np.zeros(model.members, np.int64)
+    history, stale, metrics = [], 0, {}
+    n = len(train)
+    for epoch in range(max_epochs):
+        boot = torch.as_tensor(rng.integers(0, n, size=(model.members, n)), device=device)   # [E, n]
+        for begin in range(0, n, batch_size):
+            index = boot[:, begin:begin + batch_size]                                        # [E, b]
+            loss, metrics = model.loss(x_train[index], y_train[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        scores = model.scores(x_hold, y_hold, metric)
+        history.append(scores.cpu().numpy())
+        # relative improvement; the first epoch always counts (best is inf)
+        improved = (scores < best) & ((best - scores) > min_improvement * best.abs().clamp(max=1e30))
+        if bool(improved.any()):
+            with torch.no_grad():
+                for p, s in zip(params, snapshot):
+                    s[improved] = p[improved]
+            best = torch.where(improved, scores, best)
+            best_epoch[improved.cpu().numpy()] = epoch
+            stale = 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    with torch.no_grad():
+        for p, s in zip(params, snapshot):
+            p.copy_(s)
+    return FitReport(np.stack(history), best_epoch, start.cpu().numpy(), metrics)
+
+
+# -- the model as the agent sees it ------------------------------------------------------------
+class EnsembleWorldModel:
+    """The ensemble as a belief model for planning and as a ``wm`` for dreams.
+
+    Belief: the last observation vector ``[N, D]`` (PETS assumes full observability).
+    Planning states are particle states ``obs [M, P, D]`` (see :mod:`reverie.models.ensemble`).
+    ``observe`` / ``step`` / ``decode`` follow :class:`reverie.models.base.WorldModel` closely
+    enough for :func:`reverie.analysis.dream.open_loop`: one particle per member, decoded as
+    the particles' mean observation.
+    """
+
+    def __init__(self, ensemble: ProbabilisticEnsemble, obs_spec: dict[str, ArraySpec], particles: int,
+                 device: torch.device):
+        self.ensemble = ensemble
+        self.obs_spec = dict(obs_spec)
+        self.keys = sorted(obs_spec)
+        self.particles = particles
+        self.device = device
+        self.action_size = ensemble.action_size
+
+    # planning
+    def initial(self, batch: int) -> None:
+        return None
+
+    def filter(self, step: dict[str, np.ndarray], belief: Any) -> torch.Tensor:
+        return torch.as_tensor(flat_obs(step, self.keys), device=self.device)
+
+    def start(self, belief: torch.Tensor) -> State:
+        return self.ensemble.start_state(belief, self.particles)
+
+    def step(self, state: State, action: torch.Tensor) -> State:
+        return self.ensemble.step(state, action)
+
+    def reward(self, state: State) -> torch.Tensor:
+        return self.ensemble.reward(state)
+
+    # dreams
+    def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
+                state: State | None = None) -> tuple[State, State]:
+        """obs ``{key: [B, T, ...]}`` -> (states ``[B, T]`` and the last ``[B]``), each with E particles
+        at the observation, one per member."""
+        b, t = action.shape[:2]
+        vec = torch.cat([obs[k].float().reshape(b, t, -1) for k in self.keys], -1)          # [B, T, D]
+        e = self.ensemble.members
+        posts = {"obs": vec[:, :, None].expand(b, t, e, vec.shape[-1]).contiguous(),
+                 "member": torch.arange(e, device=vec.device).expand(b, t, e).contiguous(),
+                 "reward": vec.new_zeros(b, t, e)}
+        return posts, {k: v[:, -1] for k, v in posts.items()}
+
+    def decode(self, state: State) -> dict[str, torch.Tensor]:
+        """``{key: [..., *shape]}`` from the particles' mean observation."""
+        mean = state["obs"].mean(-2)
+        lead = mean.shape[:-1]
+        sizes = [math.prod(self.obs_spec[k].shape) for k in self.keys]
+        return {k: part.reshape(*lead, *self.obs_spec[k].shape)
+                for k, part in zip(self.keys, mean.split(sizes, -1))}
+
+
+# -- the agent ---------------------------------------------------------------------------------
+class Pets:
+    """The PETS agent (see :class:`reverie.agents.base.Agent`): refits with ``fit(replay)``
+    every ``fit_every`` agent steps and acts with CEM on sampled particles."""
+
+    name = "pets"
+
+    def __init__(self, obs_spec: dict[str, ArraySpec], act_spec: ActionSpec, cfg: PetsConfig,
+                 device: str | torch.device = "cpu"):
+        images = sorted(k for k, s in obs_spec.items() if s.is_image)
+        if images:
+            raise ConfigError(f"PETS learns from state vectors but the observations include images {images}; "
+                              "use --obs state")
+        self.cfg = cfg
+        self.obs_spec = dict(obs_spec)
+        self.act_spec = act_spec
+        self.device = torch.device(device)
+        obs_dim = sum(math.prod(s.shape) for s in obs_spec.values())
+        self.ensemble = ProbabilisticEnsemble(obs_dim, act_spec.size, cfg.model).to(self.device)
+        self.opt = self.ensemble.optimizer()
+        self.wm = EnsembleWorldModel(self.ensemble, obs_spec, cfg.particles, self.device)
+        self.policy = PlannerPolicy(self.wm, act_spec, "cem", cfg.planner, device=self.device, name="pets")
+        self.fit_every = cfg.fit_every
+        self.fits = 0
+
+    def planning_view(self, planner: str) -> tuple[EnsembleWorldModel, PlannerSettings | None]:
+        """The belief model for ``planner`` and this agent's own settings when it is CEM."""
+        return self.wm, (self.cfg.planner if planner == "cem" else None)
+
+    def init_state(self, batch: int) -> PlanState:
+        return self.policy.init_state(batch)
+
+    def act(self, step: dict[str, np.ndarray], state: PlanState, explore: bool
+            ) -> tuple[np.ndarray, np.ndarray, PlanState]:
+        return self.policy.act(step, state, explore)
+
+    def fit(self, replay: Any) -> dict[str, float]:
+        """Refit the ensemble on every transition in ``replay`` (held-out split, early stopping)."""
+        cfg = self.cfg
+        data = transitions_from_chunks(replay.chunks(), self.wm.keys)
+        if len(data) < 2:
+            return {"model/transitions": float(len(data))}
+        rng = np.random.default_rng([cfg.run.seed, self.fits])   # reproducible across resumption
+        train, held = split_holdout(data, cfg.holdout, rng)
+        report = fit_ensemble(self.ensemble, self.opt, train, held, max_epochs=cfg.max_epochs,
+                              patience=cfg.patience, batch_size=cfg.batch_size,
+                              min_improvement=cfg.min_improvement, metric=cfg.stop_metric, rng=rng)
+        self.fits += 1
+        return {**report.train_metrics, f"model/holdout_{cfg.stop_metric}": float(report.best_scores.mean()),
+                "model/epochs": float(len(report.history)), "model/best_epoch": float(report.best_epoch.max()),
+                "model/transitions": float(len(data)), "model/fits": float(self.fits)}
+
+    def tensors(self) -> dict[str, dict[str, Any]]:
+        return {"ensemble": self.ensemble.state_dict(), "model_opt": self.opt.state_dict(),
+                "progress": {"fits": self.fits}}
+
+    def load_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
+        self.ensemble.load_state_dict(tensors["ensemble"])
+        self.opt.load_state_dict(tensors["model_opt"])
+        self.fits = int(tensors["progress"]["fits"])
+
+
+__all__ = ["EnsembleWorldModel", "FitReport", "Pets", "PetsConfig", "Transitions", "fit_ensemble",
+           "split_holdout", "transitions_from_chunks"]

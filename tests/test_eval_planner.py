@@ -1,0 +1,108 @@
+"""``reverie eval --planner``: every trained model acts through every planner."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from reverie.agents.planning_adapter import PlannerPolicy, planner_policy
+from reverie.agents.registry import agent_entry, resolve_config
+from reverie.cli import main
+from reverie.envs.spaces import ActionSpec, ArraySpec
+from reverie.planning import PlanningError
+from reverie.training import session
+
+STEPS = 20                         # episode length of the runs below (run.time_limit)
+WORST = -16.3 * STEPS              # Pendulum-v1 pays at least -16.3 per step
+SMALL = {                          # planner settings that keep a test episode quick
+    "cem": ["candidates=32", "elites=4", "iterations=2", "horizon=5"],
+    "mppi": ["candidates=32", "elites=8", "iterations=2"],
+    "shooting": ["candidates=32", "horizon=5"],
+    "gradient": ["restarts=2", "iterations=3", "horizon=5"],
+}
+
+
+def train(agent, run_dir):
+    assert main(["train", agent, f"run.time_limit={STEPS}", "--env", "gym:Pendulum-v1", "--preset", "tiny",
+                 "--run-dir", str(run_dir), "--steps", "64"]) == 0
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def dreamer_run(tmp_path_factory):
+    return train("dreamer", tmp_path_factory.mktemp("eval") / "dreamer")
+
+
+@pytest.fixture(scope="module")
+def planet_run(tmp_path_factory):
+    return train("planet", tmp_path_factory.mktemp("eval") / "planet")
+
+
+def evaluate(run_dir, planner, capsys, extra=None):
+    args = ["eval", str(run_dir), "--episodes", "1", "--planner", planner]
+    for setting in SMALL[planner] if extra is None else extra:
+        args += ["--planner-arg", setting]
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured
+
+
+@pytest.mark.parametrize("planner", ["cem", "mppi", "shooting", "gradient"])
+def test_a_dreamer_model_acts_through_every_planner(dreamer_run, planner, capsys):
+    code, captured = evaluate(dreamer_run, planner, capsys)
+    assert code == 0, captured.err
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert out["planner"] == planner and out["episodes"] == 1 and out["step"] == 64
+    assert WORST <= out["return_mean"] <= 0
+
+
+def test_a_planet_model_acts_through_mppi(planet_run, capsys):
+    code, captured = evaluate(planet_run, "mppi", capsys)
+    assert code == 0, captured.err
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert out["planner"] == "mppi" and WORST <= out["return_mean"] <= 0
+
+
+def test_dreamer_plans_with_its_critic_discount_and_continuation(dreamer_run):
+    agent, _, _, _ = session.load_run(dreamer_run)
+    policy = planner_policy(agent, "mppi", ["horizon=4"])
+    assert isinstance(policy, PlannerPolicy)
+    s = policy.settings
+    assert (s.use_value, s.use_cont, s.discount, s.horizon) == (True, True, agent.ac.cfg.gamma, 4)
+    assert (s.action_size, s.discrete) == (1, False)
+    state = agent.wm.initial(3)
+    state = {k: v + torch.randn_like(v) for k, v in state.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(policy.model.value(state), agent.ac.value(agent.wm.features(state)))
+    assert planner_policy(agent, "policy") is agent
+
+
+def test_a_model_without_critic_refuses_a_terminal_value(planet_run, capsys):
+    code, captured = evaluate(planet_run, "cem", capsys, SMALL["cem"] + ["use_value=true"])
+    assert code == 2 and "no critic" in captured.err and "Traceback" not in captured.err
+
+
+def test_unknown_planner_is_one_sentence_before_the_run_is_read(tmp_path, capsys):
+    code = main(["eval", str(tmp_path / "missing"), "--planner", "cme"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown planner 'cme'" in err and "mppi" in err and "Traceback" not in err
+
+
+def test_mistyped_or_misplaced_planner_settings_are_refused(dreamer_run, capsys):
+    code, captured = evaluate(dreamer_run, "cem", capsys, ["horizn=3"])
+    assert code == 2 and "did you mean 'horizon'" in captured.err
+    code, captured = evaluate(dreamer_run, "mppi", capsys, ["candidates=many"])
+    assert code == 2 and "candidates" in captured.err and "Traceback" not in captured.err
+    assert main(["eval", str(dreamer_run), "--planner-arg", "horizon=3"]) == 2
+    assert "settings need a planner" in capsys.readouterr().err
+
+
+def test_continuous_only_planners_refuse_discrete_actions():
+    cfg = resolve_config("planet", "tiny", [])
+    agent = agent_entry("planet").build({"vector": ArraySpec((4,), np.dtype(np.float32))}, ActionSpec(True, 2), cfg,
+                                        "cpu")
+    for planner in ("mppi", "gradient"):
+        with pytest.raises(PlanningError, match="discrete"):
+            planner_policy(agent, planner)
+    assert isinstance(planner_policy(agent, "shooting"), PlannerPolicy)
