@@ -57,7 +57,7 @@ FLOP_AT=$((FLOPS == 1 ? 2 : 0))    # sheeprl: update 1 is the warm-up, update 2 
 echo
 echo "## sheeprl ($SHEEPRL_UPDATES updates: 1 warm-up$([[ $FLOPS == 1 ]] && echo ', 1 FLOP count'), $UPDATES timed)"
 echo "\$ cd $OUT_DIR/sheeprl && OMP_NUM_THREADS=$OMP_NUM_THREADS TIMING_OUT=timing.jsonl TIMING_FLOPS=$FLOP_AT" \
-     "$SHEEPRL_PYTHON $HERE/sheeprl_timed.py ${SHEEPRL_ARGS[*]}"
+     "$SHEEPRL_PYTHON $HERE/sheeprl_timed.py $(printf '%q ' "${SHEEPRL_ARGS[@]}")"
 (cd "$OUT_DIR/sheeprl" && TIMING_OUT=timing.jsonl TIMING_FLOPS=$FLOP_AT \
     "$SHEEPRL_PYTHON" "$HERE/sheeprl_timed.py" "${SHEEPRL_ARGS[@]}" > run.log 2>&1) || {
     echo "sheeprl failed; the last lines of $OUT_DIR/sheeprl/run.log:" >&2; tail -20 "$OUT_DIR/sheeprl/run.log" >&2
@@ -72,7 +72,7 @@ for PRECISION in fp32 bf16; do
     echo "## reverie $PRECISION"
     CMD=("$PYTHON" "$HERE/bench_dreamer_update.py" --precision "$PRECISION" --updates "$UPDATES" --warmup 2 --phases
          "${FLOP_FLAG[@]}" --versus "$OUT_DIR/sheeprl.json" --json "$OUT_DIR/reverie_$PRECISION.json")
-    echo "\$ OMP_NUM_THREADS=$OMP_NUM_THREADS ${CMD[*]}"
+    echo "\$ OMP_NUM_THREADS=$OMP_NUM_THREADS $(printf '%q ' "${CMD[@]}")"
     "${CMD[@]}"
 done
 

@@ -7,6 +7,7 @@ several test processes may share two cores; one thread keeps timings sane.
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see reverie/cli.py
 
 import torch  # noqa: E402
 
