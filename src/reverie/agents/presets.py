@@ -21,7 +21,7 @@ DREAMER_PRESETS: dict[str, list[str]] = {
         "model.units=128", "model.layers=1", "model.cnn_depth=16", "model.lr=3e-4",
         "behavior.units=128", "behavior.layers=1", "behavior.actor_lr=1e-4", "behavior.critic_lr=3e-4",
         "behavior.gamma=0.99",
-        "run.batch_size=16", "run.seq_len=32", "run.train_ratio=128",
+        "run.steps=10000", "run.batch_size=16", "run.seq_len=32", "run.train_ratio=128",
         "run.eval_every=2500", "run.checkpoint_every=2500", "run.log_every=500",
     ],
     "xs": [
