@@ -20,12 +20,13 @@ import dataclasses
 import difflib
 import os
 import pathlib
-import tempfile
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
+
+from reverie.io import atomic_write_text
 
 __all__ = [
     "ConfigError",
@@ -512,17 +513,7 @@ def save_config(cfg: Any, path: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
     return path
 
 

@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from reverie.io import atomic_path
+
 __all__ = ["plot_dream_vectors", "plot_learning_curve", "write_dream_video"]
 
 # Colours: observed (context) frames vs. open-loop imagination.
@@ -31,20 +33,10 @@ def _new_figure(width: float, height: float):
     return fig
 
 
-def _atomic_output(out_path: str | os.PathLike) -> tuple[Path, Path]:
-    """(final path, temp path with the same extension so writers pick the right format)."""
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out, out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
-
-
 def _save_figure(fig, out_png: str | os.PathLike) -> Path:
-    out, tmp = _atomic_output(out_png)
-    try:
+    out = Path(out_png)
+    with atomic_path(out) as tmp:
         fig.savefig(tmp, format=out.suffix.lstrip(".") or "png")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -241,8 +233,7 @@ def write_dream_video(
     frames = _dream_frames(real, imagined, context, scale)
     import imageio.v2 as imageio
 
-    out, tmp = _atomic_output(out)
-    try:
+    with atomic_path(out) as tmp:
         if suffix == ".gif":
             # Pillow's GIF writer takes the frame duration in milliseconds.
             imageio.mimwrite(tmp, list(frames), format="GIF", duration=1000.0 / fps, loop=0)
@@ -251,7 +242,4 @@ def write_dream_video(
             h, w = frames.shape[1:3]
             frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), constant_values=255)
             imageio.mimwrite(tmp, list(frames), format="FFMPEG", fps=fps, macro_block_size=1)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return Path(out)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reverie.io import fsync_directory
 from reverie.replay.errors import ReplayFormatError
 
 FORMAT_VERSION = 1
@@ -101,20 +102,6 @@ def write_chunk(
         raise
     fsync_directory(directory)
     return final
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename or unlink in ``directory`` durable (no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_chunk(path: Path) -> dict[str, np.ndarray]:

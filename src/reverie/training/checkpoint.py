@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from reverie.io import atomic_path, atomic_write_bytes
+
 __all__ = [
     "CheckpointError",
     "FORMAT_VERSION",
@@ -204,8 +206,7 @@ def save_checkpoint(
 
     _write_weights(weights, flat)
     record["weights"] = {"file": weights.name, "bytes": weights.stat().st_size, "sha256": _sha256(weights)}
-    _atomic_write(marker, json.dumps(record, default=_json_default, indent=1).encode("utf-8"))
-    _fsync_dir(directory)  # the commit point
+    atomic_write_bytes(marker, json.dumps(record, default=_json_default, indent=1).encode("utf-8"))
     _prune(directory, keep)
     return marker
 
@@ -225,42 +226,8 @@ def _write_weights(path: Path, flat: dict[str, torch.Tensor]) -> None:
         elif ptr is not None:
             seen.add(ptr)
         ready[name] = t
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(ready, str(tmp), metadata={"format": _FORMAT})
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the renames durable across power loss; not supported on every OS.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _prune(directory: Path, keep: int | None) -> None:

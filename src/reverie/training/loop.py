@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from reverie.agents.base import Agent, to_model_action
-from reverie.config import save_config, to_dict
+from reverie.config import to_dict
 from reverie.envs import BatchEnv
 from reverie.replay import Replay
 from reverie.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -68,6 +67,7 @@ class Trainer:
         self.replay = Replay(folder.replay, capacity=run.replay_capacity, seq_len=run.seq_len,
                              chunk_size=run.replay_chunk, eviction=run.replay_eviction, seed=run.seed)
         self.latest_eval: tuple[float, float] | None = None
+        self.resumed = False
 
     # -- checkpoints ---------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -79,8 +79,9 @@ class Trainer:
         self.counters = Counters(**meta["counters"])
         if "rng" in meta:
             torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
-        self.folder.truncate_metrics(self.counters.env_steps)
-        evals = [m for m in read_metrics(self.folder.metrics) if "eval/return" in m]
+        self.resumed = True
+        evals = [m for m in read_metrics(self.folder.metrics)
+                 if "eval/return" in m and m["step"] <= self.counters.env_steps]
         if evals:
             self.latest_eval = (evals[-1]["eval/return"], evals[-1].get("eval/return_std", 0.0))
         self.say(f"resuming {self.folder.path} from step {self.counters.env_steps} "
@@ -116,7 +117,8 @@ class Trainer:
         tokens = run.batch_size * run.seq_len
         envs = BatchEnv([functools.partial(self.make_env, run.seed + 100 * i + c.agent_steps) for i in range(run.num_envs)],
                         parallel=run.parallel_envs)
-        logger = MetricsLogger(self.folder.path)
+        # On resumption, metric rows logged after the checkpoint describe rolled-back work: drop them.
+        logger = MetricsLogger(self.folder.path, resume_step=c.env_steps if self.resumed else None)
         progress = Progress(total=run.steps, start=c.env_steps)
         rng = np.random.default_rng(run.seed + c.agent_steps)
         act_spec = envs.act_spec

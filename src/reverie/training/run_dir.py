@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from reverie.config import ConfigError, to_dict
+from reverie.io import atomic_write_text
 
 #: Config keys that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log_every", "run.checkpoint_every",
@@ -39,15 +40,6 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class RunFolder:
@@ -120,19 +112,6 @@ class RunFolder:
     def _write_config(folder: "RunFolder", cfg: Any) -> None:
         from reverie.config import save_config
         save_config(cfg, folder.config)
-
-    def truncate_metrics(self, step: int) -> None:
-        """Drop metric lines logged after ``step`` (work a resumption rolls back), atomically."""
-        if not self.metrics.exists():
-            return
-        kept = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a kill
-        atomic_write_text(self.metrics, "".join(line + "\n" for line in kept))
 
 
 __all__ = ["ConfigError", "RunFolder", "RunFolderError", "atomic_write_text"]
