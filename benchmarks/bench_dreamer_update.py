@@ -38,6 +38,7 @@ import functools
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -206,7 +207,8 @@ def print_result(r: dict) -> None:
     print(f"{r['name']}: {r['updates']} updates timed after {r['warmup']} warm-up")
     print(f"  s/update mean {sec['mean']:.3f}  median {sec['median']:.3f}  min {sec['min']:.3f}  max {sec['max']:.3f}"
           f"  -> {r['updates_per_second']:.3f} updates/s (mean), {1 / sec['min']:.3f} (best)")
-    print(f"  cpu s/update {r['cpu_seconds_per_update']:.3f}  load1 mean {r['load1']['mean']:.2f} "
+    faults = f"  minor page faults/update {r['page_faults_per_update']:.0f}" if "page_faults_per_update" in r else ""
+    print(f"  cpu s/update {r['cpu_seconds_per_update']:.3f}{faults}  load1 mean {r['load1']['mean']:.2f} "
           f"(min {r['load1']['min']:.2f}, max {r['load1']['max']:.2f})")
     p = r["params"]
     print(f"  params {p['total'] / 1e6:.2f}M (world model {p['world_model'] / 1e6:.2f}M, actor {p['actor'] / 1e6:.2f}M, "
@@ -299,12 +301,14 @@ def main() -> None:
     for _ in range(args.warmup):
         agent.train(batch)
     timer.enabled = True
-    walls, cpus, loads = [], [], []
+    walls, cpus, loads, faults = [], [], [], []
     for _ in range(args.updates):
+        flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         wall, cpu = time.perf_counter(), time.process_time()
         metrics = agent.train(batch)
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt)
         loads.append(os.getloadavg()[0])
     timer.enabled = False
     if not all(np.isfinite(v) for v in metrics.values()):
@@ -319,6 +323,7 @@ def main() -> None:
         "seconds_per_update": {"mean": mean, "median": statistics.median(walls), "min": min(walls), "max": max(walls)},
         "updates_per_second": 1.0 / mean,
         "cpu_seconds_per_update": statistics.mean(cpus),
+        "page_faults_per_update": statistics.mean(faults),
         "load1": {"mean": statistics.mean(loads), "min": min(loads), "max": max(loads)},
         "walls": walls, "params": params,
         "date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__, "cpus": os.cpu_count(),

@@ -36,7 +36,7 @@ if ! "$SHEEPRL_PYTHON" -c "import sheeprl" 2>/dev/null; then
 fi
 mkdir -p "$OUT_DIR/sheeprl"
 
-echo "# side by side  $(date '+%Y-%m-%d %H:%M')  $(nproc) cpus  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
+echo "# side by side  $(date '+%Y-%m-%d %H:%M')  $(nproc --all) cpus  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
 echo "# OMP_NUM_THREADS=$OMP_NUM_THREADS  updates=$UPDATES  out=$OUT_DIR  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 BF16=$(grep -m1 '^flags' /proc/cpuinfo | grep -o -E 'amx_bf16|avx512_bf16' | tr '\n' ' ' || true)
 echo "# native bf16 matmul: ${BF16:-none (no avx512_bf16 / amx_bf16: bf16 is emulated and slower than fp32 here)}"

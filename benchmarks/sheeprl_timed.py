@@ -6,7 +6,7 @@ Two modes:
     runs the ``sheeprl`` CLI as is, with ``sheeprl.algos.dreamer_v3.dreamer_v3.train``
     (one update of world model + actor + critic) wrapped to append one JSON line per
     call to ``$TIMING_OUT`` (default ``timing.jsonl``): update index, wall and
-    process-CPU seconds, 1-minute load average. The first line also holds the
+    process-CPU seconds, minor page faults, 1-minute load average. The first line also holds the
     parameter counts of the world model, actor and critic it was given. With
     ``TIMING_FLOPS=N`` (N >= 1) the N-th update runs under
     ``torch.utils.flop_counter.FlopCounterMode`` and its line holds ``flops`` instead of a
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -69,9 +70,11 @@ def run_cli() -> None:
                 result = original(*args, **kwargs)
             row.update(counted=True, flops=int(counter.get_total_flops()))
         else:
+            flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             wall, cpu = time.perf_counter(), time.process_time()
             result = original(*args, **kwargs)
-            row.update(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
+            row.update(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu,
+                       faults=resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt)
         row.update(load1=os.getloadavg()[0], t=time.time())
         out.write(json.dumps(row) + "\n")
         return result
@@ -105,6 +108,7 @@ def summarize(path: str, skip: int) -> dict:
                                "max": max(walls)},
         "updates_per_second": 1.0 / mean,
         "cpu_seconds_per_update": statistics.mean(cpus),
+        **({"page_faults_per_update": statistics.mean(r["faults"] for r in used)} if "faults" in used[0] else {}),
         "load1": {"mean": statistics.mean(loads), "min": min(loads), "max": max(loads)},
     }
     first = next((r for r in rows if "params" in r), {})
@@ -125,7 +129,8 @@ def print_summary(s: dict) -> None:
           + (f", torch {s['torch']}, {s['threads']} threads" if "torch" in s else ""))
     print(f"  s/update mean {sec['mean']:.3f}  median {sec['median']:.3f}  min {sec['min']:.3f}  max {sec['max']:.3f}"
           f"  -> {s['updates_per_second']:.3f} updates/s")
-    print(f"  cpu s/update {s['cpu_seconds_per_update']:.3f}  load1 mean {s['load1']['mean']:.2f} "
+    faults = f"  minor page faults/update {s['page_faults_per_update']:.0f}" if "page_faults_per_update" in s else ""
+    print(f"  cpu s/update {s['cpu_seconds_per_update']:.3f}{faults}  load1 mean {s['load1']['mean']:.2f} "
           f"(min {s['load1']['min']:.2f}, max {s['load1']['max']:.2f})")
     if "params" in s:
         p = s["params"]

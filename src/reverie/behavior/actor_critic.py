@@ -147,8 +147,11 @@ class ActorCritic(nn.Module):
         with torch.set_grad_enabled(backprop):
             traj, actions, raw = self.imagine(wm, start, cfg.horizon)
             feat = wm.features(traj)                                   # [H + 1, N, F]
-            reward = wm.reward({k: v[1:] for k, v in traj.items()})    # [H, N]
-            cont = wm.cont({k: v[1:] for k, v in traj.items()})        # [H, N]
+            if hasattr(wm, "reward_from_features"):                    # skip rebuilding the features
+                reward, cont = wm.reward_from_features(feat[1:]), wm.cont_from_features(feat[1:])  # [H, N]
+            else:
+                after = {k: v[1:] for k, v in traj.items()}
+                reward, cont = wm.reward(after), wm.cont(after)
         critic_logits = self.critic(feat.detach())                     # [H + 1, N, bins], one pass for both uses
         with torch.no_grad():
             value = TwoHotDist(critic_logits.detach(), self.bins).mean()            # [H + 1, N]

@@ -93,14 +93,18 @@ class RSSMWorldModel(nn.Module):
     def step(self, state: State, action: Tensor) -> State:
         return self.rssm.img_step(state, action)
 
-    def reward_dist(self, state: State) -> TwoHotDist:
-        return TwoHotDist(self.reward_head(self.features(state)), self.bins)
-
     def reward(self, state: State) -> Tensor:
-        return self.reward_dist(state).mean()
+        return self.reward_from_features(self.features(state))
 
     def cont(self, state: State) -> Tensor:
-        return Bernoulli(self.cont_head(self.features(state)).squeeze(-1)).probs
+        return self.cont_from_features(self.features(state))
+
+    # Callers that already hold the features (imagination: [H, N, F]) skip rebuilding them.
+    def reward_from_features(self, feat: Tensor) -> Tensor:
+        return TwoHotDist(self.reward_head(feat), self.bins).mean()
+
+    def cont_from_features(self, feat: Tensor) -> Tensor:
+        return Bernoulli(self.cont_head(feat).squeeze(-1)).probs
 
     def decode(self, state: State) -> dict[str, Tensor]:
         out = {}
