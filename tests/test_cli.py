@@ -162,3 +162,18 @@ def test_several_environments_in_subprocesses(tmp_path, capsys):
     from reverie.replay import Replay
     replay = Replay(run_dir / "replay", capacity=10_000, seq_len=8, chunk_size=32)
     assert len(replay) == 160
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+    run_dir = tmp_path / "term"
+    cmd = [sys.executable, "-m", "reverie", "train", *TINY, "--run-dir", str(run_dir), "--steps", "100000"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((run_dir / "replay").glob("*.npz"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "re-run the same command to resume" in out
+    assert list((run_dir / "checkpoints").glob("ckpt-*.json"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -26,6 +27,10 @@ DEFAULT_AGENT = "dreamer"
 def _default_run_dir(agent: str, env: str, obs: str, seed: int) -> Path:
     safe = env.replace(":", "-").replace("/", "-")
     return Path("runs") / f"{agent}-{safe}-{obs}-s{seed}"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _agent_and_overrides(args: argparse.Namespace) -> tuple[str, list[str]]:
@@ -48,6 +53,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.agent, args.preset, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(args.agent, cfg.run.env, cfg.run.obs,
                                                                        cfg.run.seed)
+    # A scheduler's SIGTERM is treated like Ctrl-C: save a checkpoint, then stop.
+    signal.signal(signal.SIGTERM, _interrupt)
     result = session.train(args.agent, cfg, run_dir)
     c = result.counters
     print(f"\n{args.agent} on {cfg.run.env} ({cfg.run.obs}): {c.env_steps} env steps, {c.updates} updates, "
