@@ -177,3 +177,11 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     assert proc.returncode == 130, out
     assert "re-run the same command to resume" in out
     assert list((run_dir / "checkpoints").glob("ckpt-*.json"))
+
+
+def test_overrides_may_follow_flags_after_an_agent(capsys):
+    assert main(["config", "dreamer", "--preset", "tiny", "run.seed=5", "model.units=16"]) == 0
+    out = capsys.readouterr().out
+    assert "seed: 5" in out and "units: 16" in out
+    with pytest.raises(SystemExit):
+        main(["config", "dreamer", "--preset", "tiny", "--bogus"])

@@ -171,7 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # argparse gives positionals one chance to match, so `train pets --preset tiny key=value` would
+    # leave key=value unrecognised: collect such leftovers as overrides here.
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     if getattr(args, "episodes", 1) is not None and getattr(args, "episodes", 1) < 1:
         print("error: --episodes must be at least 1", file=sys.stderr)
         return 2
