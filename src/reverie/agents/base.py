@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,3 +49,27 @@ def to_env_action(action: torch.Tensor, spec: ActionSpec) -> np.ndarray:
     if spec.discrete:
         return action.argmax(-1).cpu().numpy().astype(np.int64)
     return action.clamp(-1, 1).float().cpu().numpy()
+
+
+def precision_context(precision: str, device: torch.device):
+    """bf16 autocast for ``precision == "bf16"``, otherwise nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def world_model_update(wm: torch.nn.Module, opt: torch.optim.Optimizer, data: dict[str, torch.Tensor],
+                       grad_clip: float, precision: str) -> tuple[dict[str, float], Any]:
+    """One gradient step on the world model's summed losses.
+
+    Returns (metrics including per-term losses and the gradient norm, posterior states ``[B, T]``).
+    """
+    with precision_context(precision, data["reward"].device):
+        losses, metrics, post, _ = wm.loss(data)
+        loss = sum(v.mean() for v in losses.values())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    metrics["wm/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(wm.parameters(), grad_clip))
+    opt.step()
+    metrics.update({f"loss/{k}": float(v.detach().mean()) for k, v in losses.items()})
+    return metrics, post

@@ -7,7 +7,6 @@ between replay batches (numpy) and tensors.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from reverie.agents.base import to_env_action
+from reverie.agents.base import precision_context, to_env_action, world_model_update
 from reverie.behavior import ActorCritic, ActorCriticConfig
 from reverie.envs.spaces import ActionSpec, ArraySpec
 from reverie.models import RSSMWorldModel, State, WorldModelConfig
@@ -61,9 +60,7 @@ class Dreamer:
         self.updates = 0
 
     def _autocast(self):
-        if self.cfg.run.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return precision_context(self.cfg.run.precision, self.device)
 
     # -- acting --------------------------------------------------------------------------------
     def init_state(self, batch: int) -> State:
@@ -83,21 +80,10 @@ class Dreamer:
         return to_env_action(model_action, self.act_spec), model_action.cpu().numpy(), state
 
     # -- learning ------------------------------------------------------------------------------
-    def _step(self, name: str, loss: torch.Tensor, params, clip: float) -> float:
-        opt = self.opts[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        return float(norm)
-
     def train(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
         data = batch_to_torch(batch, self.device)
-        with self._autocast():
-            losses, metrics, post, _ = self.wm.loss(data)
-            model_loss = sum(v.mean() for v in losses.values())
-        metrics["wm/grad_norm"] = self._step("model_opt", model_loss, self.wm.parameters(),
-                                             self.cfg.model.grad_clip)
+        metrics, post = world_model_update(self.wm, self.opts["model_opt"], data, self.cfg.model.grad_clip,
+                                           self.cfg.run.precision)
         start = {k: v.detach().reshape(-1, *v.shape[2:]) for k, v in post.items()}   # [B * T]
         start_cont = 1.0 - data["is_terminal"].float().reshape(-1)
         with self._autocast():
@@ -113,7 +99,6 @@ class Dreamer:
         self.ac.update_slow_critic()
         self.updates += 1
         metrics.update(ac_metrics)
-        metrics.update({f"loss/{k}": float(v.detach().mean()) for k, v in losses.items()})
         metrics["loss/actor"] = float(actor_loss.detach())
         metrics["loss/critic"] = float(critic_loss.detach())
         return metrics

@@ -22,14 +22,13 @@ never-ending dm_control tasks but lets it plan on gym tasks that terminate.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from reverie.agents.base import world_model_update
 from reverie.agents.dreamer import batch_to_torch
 from reverie.agents.planning_adapter import PlannerPolicy, PlanState, RSSMPlanningModel
 from reverie.envs.spaces import ActionSpec, ArraySpec
@@ -86,11 +85,6 @@ class Planet:
                                     device=self.device, name="planet")
         self.updates = 0
 
-    def _autocast(self):
-        if self.cfg.run.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def planning_view(self, planner: str) -> tuple[RSSMPlanningModel, PlannerSettings | None]:
         """The belief model for ``planner``: this agent's CEM settings for "cem", else that
         planner's defaults with the same continuation handling."""
@@ -110,15 +104,8 @@ class Planet:
     def train(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
         """One model update from a replay batch ``[B, T, ...]``."""
         data = batch_to_torch(batch, self.device)
-        with self._autocast():
-            losses, metrics, _, _ = self.wm.loss(data)
-            loss = sum(v.mean() for v in losses.values())
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        metrics["wm/grad_norm"] = float(nn.utils.clip_grad_norm_(self.wm.parameters(), self.cfg.model.grad_clip))
-        self.opt.step()
+        metrics, _ = world_model_update(self.wm, self.opt, data, self.cfg.model.grad_clip, self.cfg.run.precision)
         self.updates += 1
-        metrics.update({f"loss/{k}": float(v.detach().mean()) for k, v in losses.items()})
         return metrics
 
     # -- checkpointing -------------------------------------------------------------------------
