@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +186,10 @@ def test_overrides_may_follow_flags_after_an_agent(capsys):
     assert "seed: 5" in out and "units: 16" in out
     with pytest.raises(SystemExit):
         main(["config", "dreamer", "--preset", "tiny", "--bogus"])
+
+
+def test_nan_from_the_environment_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    code = train(tmp_path / "nan", "--env", "gym:nan_env:NanAfterFive-v0", "--steps", "100")
+    err = capsys.readouterr().err
+    assert code == 2 and "returned NaN in 'vector' at environment step 5" in err and "Traceback" not in err

@@ -19,6 +19,7 @@ from reverie.envs.spaces import (
     ArraySpec,
     Env,
     EnvError,
+    check_finite,
     check_step,
     make_step,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "GymEnv",
     "TimeLimit",
     "Wrapper",
+    "check_finite",
     "check_step",
     "make_atari",
     "make_batch_env",

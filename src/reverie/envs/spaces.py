@@ -127,6 +127,20 @@ def check_step(step: dict[str, np.ndarray], obs_spec: dict[str, ArraySpec]) -> N
         raise EnvError("a step with is_terminal=True must also have is_last=True")
 
 
+def check_finite(step: dict[str, np.ndarray], obs_keys, where: str = "") -> None:
+    """Raise :class:`EnvError` if a float observation or the reward holds NaN or infinity.
+
+    step: a step dict with any leading batch axes. A world model trained on such values
+    silently turns every loss into NaN, so they are stopped where they enter.
+    """
+    for key in (*obs_keys, "reward"):
+        value = np.asarray(step[key])
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = "NaN" if np.isnan(value).any() else "infinity"
+            raise EnvError(f"the environment returned {bad} in {'the reward' if key == 'reward' else repr(key)}"
+                           f"{where}; fix the environment or wrap it to clean its outputs")
+
+
 def discrete_index(action, size: int) -> int:
     """The integer in ``[0, size)`` that ``action`` (int, numpy integer or one-element array) names."""
     arr = np.asarray(action)

@@ -20,6 +20,7 @@ import torch
 from reverie.agents.base import Agent, to_model_action
 from reverie.config import to_dict
 from reverie.envs import BatchEnv
+from reverie.envs.spaces import check_finite
 from reverie.replay import Replay
 from reverie.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from reverie.training.evaluate import run_episodes
@@ -134,6 +135,7 @@ class Trainer:
             while c.env_steps < run.steps:
                 prev[step["is_first"]] = 0.0
                 step = dict(step, action=prev)
+                check_finite(step, envs.obs_spec, f" at environment step {c.env_steps}")
                 self.replay.add(step)
                 ep_return += step["reward"]
                 ep_length += 1
