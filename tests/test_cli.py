@@ -193,3 +193,9 @@ def test_nan_from_the_environment_is_a_clear_error(tmp_path, capsys, monkeypatch
     code = train(tmp_path / "nan", "--env", "gym:nan_env:NanAfterFive-v0", "--steps", "100")
     err = capsys.readouterr().err
     assert code == 2 and "returned NaN in 'vector' at environment step 5" in err and "Traceback" not in err
+
+
+def test_dream_refuses_an_extension_that_does_not_fit(cartpole_run, tmp_path, capsys):
+    assert main(["dream", str(cartpole_run), "--out", str(tmp_path / "d.gif")]) == 2
+    assert "vector observations" in capsys.readouterr().err
+    assert not (tmp_path / "d.gif").exists()

@@ -93,12 +93,15 @@ def _dream(args: argparse.Namespace) -> int:
     from reverie.training import session
 
     agent, cfg, make, _ = session.load_run(args.run_dir, device=args.device)
+    images = any(spec.is_image for spec in agent.obs_spec.values())
+    allowed = (".gif", ".mp4") if images else (".png", ".svg", ".pdf")
+    if args.out and Path(args.out).suffix.lower() not in allowed:
+        print(f"error: --out {args.out}: this run has {'image' if images else 'vector'} observations, "
+              f"so the dream is written as {' or '.join(allowed)}", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else Path(args.run_dir) / "dream"
-    path, errors = write_dream(agent, functools.partial(make, cfg.run.seed + 777), out.with_suffix(""),
+    path, errors = write_dream(agent, functools.partial(make, cfg.run.seed + 777), out,
                                context=args.context, horizon=args.horizon)
-    if args.out and path != Path(args.out):
-        path.replace(args.out)
-        path = Path(args.out)
     print(json.dumps({"file": str(path), "open_loop_mse": errors}))
     return 0
 

@@ -22,6 +22,9 @@ def write_dream(agent: Any, make_env: Callable[[], Any], out: Path, context: int
                 horizon: int = 45) -> tuple[Path, dict[str, float]]:
     """Run one greedy episode, predict its continuation open-loop, and write a video or plot.
 
+    ``out`` without an extension gets ``.gif`` (pixels) or ``.png`` (vectors); an explicit one
+    is kept (``.mp4`` needs imageio-ffmpeg; ``.svg``/``.pdf`` plots work).
+
     Returns (the file written, per-key open-loop MSE averaged over the imagined steps).
     """
     _, episode = run_episodes(agent, [make_env], explore=False, record=True)
@@ -36,10 +39,10 @@ def write_dream(agent: Any, make_env: Callable[[], Any], out: Path, context: int
     images = [k for k in obs if obs[k].dtype == np.uint8 and obs[k].ndim == 4]
     if images:
         k = images[0]
-        path = write_dream_video(obs[k], pred[k], context, out.with_suffix(".gif"))
+        path = write_dream_video(obs[k], pred[k], context, out if out.suffix else out.with_suffix(".gif"))
     else:
         keys = sorted(obs)
         real = np.concatenate([obs[k].reshape(end, -1) for k in keys], -1)
         imag = np.concatenate([pred[k].reshape(end, -1) for k in keys], -1)
-        path = plot_dream_vectors(real, imag, context, out.with_suffix(".png"))
+        path = plot_dream_vectors(real, imag, context, out if out.suffix else out.with_suffix(".png"))
     return Path(path), errors
