@@ -60,8 +60,9 @@ class ActorCriticConfig:
     """Largest std of the continuous actor."""
     critic_bins: int = 255
     """Bins of the two-hot critic."""
-    actor_grad: Literal["reinforce", "dynamics"] = "reinforce"
-    """How returns reach the actor: REINFORCE, or backpropagation through the model (continuous only)."""
+    actor_grad: Literal["auto", "reinforce", "dynamics"] = "auto"
+    """How returns reach the actor: REINFORCE, backpropagation through the model's dynamics
+    (continuous only), or auto: REINFORCE for discrete and dynamics for continuous actions."""
 
 
 class ActorCritic(nn.Module):
@@ -73,6 +74,7 @@ class ActorCritic(nn.Module):
             raise ValueError("actor_grad='dynamics' needs continuous actions; use 'reinforce' for discrete ones")
         self.cfg = cfg
         self.act_spec = act_spec
+        self.backprop = cfg.actor_grad == "dynamics" or (cfg.actor_grad == "auto" and not act_spec.discrete)
         out = act_spec.size if act_spec.discrete else 2 * act_spec.size
         self.actor = MLP(feat_dim, out, cfg.units, cfg.layers)
         self.critic = MLP(feat_dim, cfg.critic_bins, cfg.units, cfg.layers, zero_out=True)
@@ -143,7 +145,7 @@ class ActorCritic(nn.Module):
         terminal states carry no weight.
         """
         cfg = self.cfg
-        backprop = cfg.actor_grad == "dynamics"
+        backprop = self.backprop
         with torch.set_grad_enabled(backprop):
             traj, actions, raw = self.imagine(wm, start, cfg.horizon)
             feat = wm.features(traj)                                   # [H + 1, N, F]
@@ -153,8 +155,14 @@ class ActorCritic(nn.Module):
                 after = {k: v[1:] for k, v in traj.items()}
                 reward, cont = wm.reward(after), wm.cont(after)
         critic_logits = self.critic(feat.detach())                     # [H + 1, N, bins], one pass for both uses
-        with torch.no_grad():
+        if backprop:
+            # The bootstrap values pass gradient to the imagined features (and so to the actions),
+            # but never to the critic's weights: those are called here as constants.
+            frozen = {name: p.detach() for name, p in self.critic.named_parameters()}
+            value = TwoHotDist(torch.func.functional_call(self.critic, frozen, (feat,)), self.bins).mean()
+        else:
             value = TwoHotDist(critic_logits.detach(), self.bins).mean()            # [H + 1, N]
+        with torch.no_grad():
             slow_target = self.value(feat[:-1].detach(), slow=True)                 # [H, N]
             # weight[t]: probability that step t of the rollout is still inside the episode.
             weight = torch.cumprod(torch.cat([start_cont[None], cont[:-1].detach()], 0), 0)  # [H, N]
@@ -170,6 +178,7 @@ class ActorCritic(nn.Module):
         actor_loss = -(weight * (objective + cfg.entropy * entropy)).mean()
         critic_dist = TwoHotDist(critic_logits[:-1], self.bins)
         target = ret.detach()
+        value = value.detach()
         critic_loss = (weight * (critic_dist.loss(target) + cfg.slow_reg * critic_dist.loss(slow_target))).mean()
         metrics = {
             "ac/return": float(ret.detach().mean()), "ac/value": float(value.mean()),
