@@ -69,7 +69,7 @@ def test_terminal_start_states_carry_no_weight():
     wm = BanditModel(lambda a: a[..., 0])
     start = {"x": torch.ones(8, 4), "r": torch.zeros(8)}
     actor_loss, critic_loss, _ = ac.loss(wm, start, torch.zeros(8))
-    assert float(actor_loss) == 0.0 and float(critic_loss) == 0.0
+    assert float(actor_loss.detach()) == 0.0 and float(critic_loss.detach()) == 0.0
 
 
 def test_return_normalisation_only_scales_down():
