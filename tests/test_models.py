@@ -93,7 +93,7 @@ def test_world_model_learns_a_linear_system():
         out, _, _, _ = wm.loss(batch)
         return out
 
-    first = {k: float(v.mean()) for k, v in losses().items()}
+    first = {k: float(v.detach().mean()) for k, v in losses().items()}
     for _ in range(150):
         total = sum(v.mean() for v in losses().values())
         opt.zero_grad()

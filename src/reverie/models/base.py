@@ -49,11 +49,6 @@ class WorldModel(Protocol):
         last state ``[B]``. The caller combines losses with its scales."""
 
 
-def map_state(fn, state: State) -> State:
-    """Apply ``fn`` to every tensor of a state."""
-    return {k: fn(v) for k, v in state.items()}
-
-
 def stack_states(states: list[State], dim: int = 1) -> State:
     """Stack a list of ``[B]`` states into ``[B, T]`` (dim=1) or ``[T, B]`` (dim=0)."""
     return {k: torch.stack([s[k] for s in states], dim) for k in states[0]}

@@ -98,16 +98,15 @@ class Trainer:
         save_checkpoint(self.folder.checkpoints, c.env_steps, self.agent.tensors(), meta, keep=2)
 
     # -- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, logger: MetricsLogger, record: bool = False) -> dict[str, np.ndarray] | None:
+    def evaluate(self, logger: MetricsLogger) -> None:
         run = self.run
         seeds = [run.seed + 10_000 + 1000 * self.counters.env_steps + i for i in range(run.eval_episodes)]
-        returns, episode = run_episodes(self.agent, [functools.partial(self.make_env, s) for s in seeds], record=record)
+        returns, _ = run_episodes(self.agent, [functools.partial(self.make_env, s) for s in seeds])
         self.latest_eval = (float(returns.mean()), float(returns.std()))
         logger.log(self.counters.env_steps, {"eval/return": self.latest_eval[0],
                                               "eval/return_std": self.latest_eval[1],
                                               "eval/episodes": len(returns)})
         self.counters.last_eval = self.counters.env_steps
-        return episode
 
     # -- the loop ------------------------------------------------------------------------------
     def train(self) -> RunResult:

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from reverie.config import ConfigError, to_dict
+from reverie.config import to_dict
 from reverie.io import atomic_write_text
 
 #: Config keys that may change between a run and its resumption.
@@ -114,4 +114,4 @@ class RunFolder:
         save_config(cfg, folder.config)
 
 
-__all__ = ["ConfigError", "RunFolder", "RunFolderError", "atomic_write_text"]
+__all__ = ["RESUMABLE_CHANGES", "RunFolder", "RunFolderError"]

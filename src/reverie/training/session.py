@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from reverie.agents.registry import agent_entry
-from reverie.config import load_config, to_dict
+from reverie.config import load_config
 from reverie.envs import make_env
 from reverie.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from reverie.training.loop import RunResult, Trainer
@@ -103,4 +103,4 @@ def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Any, Any, 
     return agent, cfg, make, meta
 
 
-__all__ = ["action_repeat_of", "build_agent", "env_factory", "load_run", "to_dict", "train"]
+__all__ = ["action_repeat_of", "build_agent", "env_factory", "load_run", "train"]
