@@ -152,6 +152,20 @@ def test_memory_only_replay_writes_nothing(tmp_path, monkeypatch):
     check_batch(replay.sample(8), 8, 4)
 
 
+def test_overlapping_chunks_hold_every_consecutive_pair_once(tmp_path):
+    replay = Replay(tmp_path, capacity=40, seq_len=4, chunk_size=5)
+    fill(replay, streams=2, steps=33)  # the oldest chunks are evicted, so some chunks start unlinked
+    pairs = []
+    for chunk in replay.chunks(overlap=True):
+        tags = chunk["tag"]
+        assert (tags[:, 0] == tags[0, 0]).all() and (np.diff(tags[:, 1]) == 1).all()
+        pairs += [(int(s), int(t)) for s, t in tags[1:]]
+    stored = stored_tags(replay)
+    expected = {(s, t) for s, t in stored if (s, t - 1) in stored}
+    assert len(pairs) - len(set(pairs)) == 0 and set(pairs) >= expected
+    assert set(pairs) <= stored and len(pairs) == len(expected)
+
+
 # ---------------------------------------------------------------------- sampling
 
 

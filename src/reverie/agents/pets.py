@@ -99,8 +99,8 @@ def flat_obs(step: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
 def transitions_from_chunks(chunks: Iterable[dict[str, np.ndarray]], keys: list[str]) -> Transitions:
     """Consecutive step pairs inside each replay chunk (one stream's steps in order), skipping
     pairs whose second step starts a new episode. The step stored at t + 1 carries the action
-    taken at t and the reward that followed it. The pair spanning two chunks is not recovered
-    (``Replay.chunks`` does not say which chunks continue each other): one in ``replay_chunk``."""
+    taken at t and the reward that followed it. Pass ``Replay.chunks(overlap=True)`` so the
+    pairs spanning two chunks of one stream are kept too."""
     parts: list[tuple[np.ndarray, ...]] = []
     for chunk in chunks:
         if len(chunk["is_first"]) < 2:
@@ -293,7 +293,7 @@ class Pets:
     def fit(self, replay: Any) -> dict[str, float]:
         """Refit the ensemble on every transition in ``replay`` (held-out split, early stopping)."""
         cfg = self.cfg
-        data = transitions_from_chunks(replay.chunks(), self.wm.keys)
+        data = transitions_from_chunks(replay.chunks(overlap=True), self.wm.keys)
         if len(data) < 2:
             return {"model/transitions": float(len(data))}
         rng = np.random.default_rng([cfg.run.seed, self.fits])   # reproducible across resumption

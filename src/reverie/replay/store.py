@@ -218,10 +218,22 @@ class Replay:
             **self._counters,
         }
 
-    def chunks(self):
-        """Yield the stored chunks oldest first, each ``{key: [L, *shape]}`` (copies)."""
-        for slot in self._table.oldest_first():
-            yield {key: rows.copy() for key, rows in self._table.rows(slot).items()}
+    def chunks(self, overlap: bool = False):
+        """Yield the stored chunks oldest first, each ``{key: [L, *shape]}`` (copies).
+
+        With ``overlap``, a chunk that continues a stored chunk of its stream starts with that
+        chunk's last step (``[L + 1, ...]``), so every pair of consecutive steps a stream
+        recorded, chunk boundaries included, lies inside one yielded array.
+        """
+        table = self._table
+        for slot in table.oldest_first():
+            rows = table.rows(slot)
+            before = int(table.prev[slot])
+            if overlap and before >= 0 and table.length[before] > 0:
+                last = table.rows(before)
+                yield {key: np.concatenate([last[key][-1:], value]) for key, value in rows.items()}
+            else:
+                yield {key: value.copy() for key, value in rows.items()}
 
     def __repr__(self) -> str:
         where = "memory" if self.directory is None else str(self.directory)
