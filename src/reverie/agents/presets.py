@@ -1,7 +1,10 @@
 """Named presets: lists of ``key=value`` overrides applied on top of a config's defaults.
 
 Sizes follow the spirit of DreamerV3's model sizes; ``default`` is the small
-model tuned to train CartPole-v1 on two CPU cores in minutes; ``tiny`` exists
+model tuned to train CartPole-v1 on two CPU cores in minutes (one torch thread: at
+this width a second thread costs more in synchronisation than it saves; 63 value bins
+instead of 255 make an update ~30% cheaper; a 5x continuation-loss weight, because
+CartPole's rare terminations at the track's edge were otherwise never predicted); ``tiny`` exists
 so tests and smoke runs finish in seconds.
 """
 
@@ -19,9 +22,10 @@ DREAMER_PRESETS: dict[str, list[str]] = {
     "default": [
         "model.rssm.deter=128", "model.rssm.hidden=128", "model.rssm.stoch=8", "model.rssm.classes=8",
         "model.units=128", "model.layers=1", "model.cnn_depth=16", "model.lr=3e-4",
+        "model.reward_bins=63", "model.cont_scale=5",
         "behavior.units=128", "behavior.layers=1", "behavior.actor_lr=1e-4", "behavior.critic_lr=3e-4",
-        "behavior.gamma=0.99",
-        "run.steps=10000", "run.batch_size=16", "run.seq_len=32", "run.train_ratio=128",
+        "behavior.gamma=0.99", "behavior.critic_bins=63",
+        "run.steps=15000", "run.batch_size=16", "run.seq_len=32", "run.train_ratio=128", "run.threads=1",
         "run.eval_every=2500", "run.checkpoint_every=2500", "run.log_every=500",
     ],
     "xs": [
