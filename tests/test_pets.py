@@ -154,6 +154,8 @@ def test_train_resume_and_eval_through_another_planner(tmp_path, capsys):
     args = ["train", "pets", "run.time_limit=40", "--env", "gym:Pendulum-v1", "--preset", "tiny",
             "--run-dir", str(run_dir)]
     assert main([*args, "--steps", "100"]) == 0
+    shown = capsys.readouterr().err
+    assert "2 model fits" in shown and "upd/s" not in shown      # the progress line counts refits
     assert (run_dir / "dream.png").stat().st_size > 1000
     fits = [m["train/model/fits"] for m in read_metrics(run_dir / "metrics.jsonl") if "train/model/fits" in m]
     assert fits == [1.0, 2.0]                                      # prefill 50, then every 50 agent steps

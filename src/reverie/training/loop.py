@@ -119,7 +119,7 @@ class Trainer:
                         parallel=run.parallel_envs)
         # On resumption, metric rows logged after the checkpoint describe rolled-back work: drop them.
         logger = MetricsLogger(self.folder.path, resume_step=c.env_steps if self.resumed else None)
-        progress = Progress(total=run.steps, start=c.env_steps)
+        progress = Progress(total=run.steps, start=c.env_steps, refits=hasattr(self.agent, "fit"))
         rng = np.random.default_rng(run.seed + c.agent_steps)
         act_spec = envs.act_spec
         started = time.perf_counter() - c.wall_time

@@ -11,8 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgres
 class Progress:
     """Environment steps so far, updates per second, the latest training and evaluation return."""
 
-    def __init__(self, total: int, start: int = 0):
+    def __init__(self, total: int, start: int = 0, refits: bool = False):
         self.total = total
+        self.refits = refits  # the agent refits its model at intervals (PETS): count refits, not a rate
         self.console = Console(stderr=True)
         self.live = self.console.is_terminal
         self.last_return: float | None = None
@@ -28,7 +29,7 @@ class Progress:
         self.last_return = ret
 
     def update(self, steps: int, updates: int, seconds: float, evaluation: tuple[float, float] | None) -> None:
-        parts = [f"{updates / max(seconds, 1e-9):.1f} upd/s"]
+        parts = [f"{updates} model fits" if self.refits else f"{updates / max(seconds, 1e-9):.1f} upd/s"]
         if self.last_return is not None:
             parts.append(f"return {self.last_return:.1f}")
         if evaluation is not None:
