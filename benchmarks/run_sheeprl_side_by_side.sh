@@ -13,6 +13,7 @@
 #   OUT_DIR         where the timings, JSON results and sheeprl's logs go (default: a new temporary folder)
 #   FLOPS           1 (default) counts the FLOPs of one extra, untimed update of each system; 0 skips it
 #   THREADS         OMP_NUM_THREADS for both (default 2, the setting of BENCHMARKS.md)
+#   PRECISIONS      reverie precisions to time (default "fp32 bf16"; bf16 is slow on CPUs without native bf16)
 #
 # Each system drops its first update(s) as warm-up: sheeprl 1 (it cannot run more without more environment
 # steps), reverie 2. Check `top` first: timings move a lot when anything else runs on the machine.
@@ -67,7 +68,7 @@ echo "\$ cd $OUT_DIR/sheeprl && OMP_NUM_THREADS=$OMP_NUM_THREADS TIMING_OUT=timi
 
 FLOP_FLAG=()
 [[ $FLOPS == 1 ]] && FLOP_FLAG=(--flops)
-for PRECISION in fp32 bf16; do
+for PRECISION in ${PRECISIONS:-fp32 bf16}; do
     echo
     echo "## reverie $PRECISION"
     CMD=("$PYTHON" "$HERE/bench_dreamer_update.py" --precision "$PRECISION" --updates "$UPDATES" --warmup 2 --phases
@@ -78,6 +79,7 @@ done
 
 echo
 echo "## summary (x = updates per second relative to sheeprl; the goal is at least 2x)"
-"$PYTHON" "$HERE/bench_dreamer_update.py" --report "$OUT_DIR/sheeprl.json" "$OUT_DIR/reverie_fp32.json" \
-    "$OUT_DIR/reverie_bf16.json"
+REPORTS=()
+for PRECISION in ${PRECISIONS:-fp32 bf16}; do REPORTS+=("$OUT_DIR/reverie_$PRECISION.json"); done
+"$PYTHON" "$HERE/bench_dreamer_update.py" --report "$OUT_DIR/sheeprl.json" "${REPORTS[@]}"
 echo "# load at the end: $(cut -d' ' -f1-3 /proc/loadavg); results in $OUT_DIR"
