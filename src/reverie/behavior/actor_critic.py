@@ -149,11 +149,8 @@ class ActorCritic(nn.Module):
         with torch.set_grad_enabled(backprop):
             traj, actions, raw = self.imagine(wm, start, cfg.horizon)
             feat = wm.features(traj)                                   # [H + 1, N, F]
-            if hasattr(wm, "reward_from_features"):                    # skip rebuilding the features
-                reward, cont = wm.reward_from_features(feat[1:]), wm.cont_from_features(feat[1:])  # [H, N]
-            else:
-                after = {k: v[1:] for k, v in traj.items()}
-                reward, cont = wm.reward(after), wm.cont(after)
+            after = {k: v[1:] for k, v in traj.items()}
+            reward, cont = wm.reward(after), wm.cont(after)            # [H, N]
         critic_logits = self.critic(feat.detach())                     # [H + 1, N, bins], one pass for both uses
         if backprop:
             # The bootstrap values pass gradient to the imagined features (and so to the actions),

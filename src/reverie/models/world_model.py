@@ -94,17 +94,10 @@ class RSSMWorldModel(nn.Module):
         return self.rssm.img_step(state, action)
 
     def reward(self, state: State) -> Tensor:
-        return self.reward_from_features(self.features(state))
+        return TwoHotDist(self.reward_head(self.features(state)), self.bins).mean()
 
     def cont(self, state: State) -> Tensor:
-        return self.cont_from_features(self.features(state))
-
-    # Callers that already hold the features (imagination: [H, N, F]) skip rebuilding them.
-    def reward_from_features(self, feat: Tensor) -> Tensor:
-        return TwoHotDist(self.reward_head(feat), self.bins).mean()
-
-    def cont_from_features(self, feat: Tensor) -> Tensor:
-        return Bernoulli(self.cont_head(feat).squeeze(-1)).probs
+        return Bernoulli(self.cont_head(self.features(state)).squeeze(-1)).probs
 
     def decode(self, state: State) -> dict[str, Tensor]:
         out = {}

@@ -118,7 +118,7 @@ def population_search(
     for _ in range(iterations):
         fixed = []
         if n_policy:
-            # before the first rollout the policy rows are placeholders that the rollout overwrites
+            # first iteration: zeros that rollout_returns replaces by the policy's own actions as it imagines
             fixed.append(policy_actions if policy_actions is not None else mean.new_zeros(batch, n_policy, *mean.shape[1:]))
         if carried is not None:
             fixed.append(carried)
