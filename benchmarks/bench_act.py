@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args()
+    args = p.parse_intermixed_args()
     torch.set_num_threads(args.threads)
     cfg = resolve_config(args.agent, args.preset, [f"run.env={args.env}", *args.overrides])
     make = env_factory(cfg.run)
