@@ -47,8 +47,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from reverie.agents.base import to_model_action
 import reverie.agents.dreamer as dreamer_module
+from reverie.agents.base import to_model_action
 from reverie.agents.dreamer import Dreamer
 from reverie.agents.registry import resolve_config
 from reverie.envs.batch import BatchEnv

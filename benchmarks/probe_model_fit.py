@@ -25,6 +25,9 @@ import time
 import numpy as np
 import torch
 
+# the sibling script in benchmarks/ (Python puts a script's own folder on sys.path)
+from probe_terminations import replay_posterior
+
 from reverie.agents.base import world_model_update
 from reverie.agents.dreamer import batch_to_torch
 from reverie.config import apply_overrides
@@ -60,11 +63,8 @@ def main() -> None:
         world_model_update(wm, opt, batch, cfg.model.grad_clip, cfg.run.precision)
     seconds = time.perf_counter() - start
 
-    chunks = list(replay.chunks(overlap=False))
-    data = {k: np.concatenate([c[k] for c in chunks]) for k in ["vector", "action", "is_first", "is_terminal"]}
+    data, post = replay_posterior(wm, replay)
     with torch.no_grad():
-        post, _ = wm.observe({"vector": torch.as_tensor(data["vector"])[None]},
-                             torch.as_tensor(data["action"]).float()[None], torch.as_tensor(data["is_first"])[None])
         cont = wm.cont(post)[0].numpy()
         rec = wm.decode(post)["vector"][0].numpy()
     np.set_printoptions(precision=3, suppress=True)

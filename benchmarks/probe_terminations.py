@@ -25,6 +25,17 @@ from reverie.training.evaluate import run_episodes
 from reverie.training.session import load_run
 
 
+def replay_posterior(wm, replay: Replay) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+    """The whole stored replay as one stream (observation keys, action, is_first, is_terminal) and the
+    world model's posterior states ``[1, T]`` filtered along it."""
+    chunks = list(replay.chunks(overlap=False))
+    data = {k: np.concatenate([c[k] for c in chunks]) for k in [*wm.obs_spec, "action", "is_first", "is_terminal"]}
+    with torch.no_grad():
+        obs = {k: torch.as_tensor(data[k])[None] for k in wm.obs_spec}
+        post, _ = wm.observe(obs, torch.as_tensor(data["action"]).float()[None], torch.as_tensor(data["is_first"])[None])
+    return data, post
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir")
@@ -43,12 +54,8 @@ def main() -> None:
               f"last observation {np.concatenate([ep[k][-1].ravel() for k in agent.obs_spec])}")
 
     replay = Replay(f"{args.run_dir}/replay", capacity=cfg.run.replay_capacity, seq_len=1)
-    chunks = list(replay.chunks(overlap=False))
-    data = {k: np.concatenate([c[k] for c in chunks]) for k in [*agent.obs_spec, "action", "is_first", "is_terminal"]}
+    data, post = replay_posterior(agent.wm, replay)
     with torch.no_grad():
-        obs = {k: torch.as_tensor(data[k])[None] for k in agent.obs_spec}
-        post, _ = agent.wm.observe(obs, torch.as_tensor(data["action"]).float()[None],
-                                   torch.as_tensor(data["is_first"])[None])
         cont = agent.wm.cont(post)[0].numpy()
     term = data["is_terminal"].astype(bool)
     print(f"replay: {len(term)} steps, {term.sum()} terminal")

@@ -25,6 +25,7 @@ SHEEPRL_PYTHON=${SHEEPRL_PYTHON:-/work/venvs/sheeprl/bin/python}
 PYTHON=${PYTHON:-python}
 OUT_DIR=${OUT_DIR:-$(mktemp -d -t side_by_side.XXXXXX)}
 FLOPS=${FLOPS:-1}
+PRECISIONS=${PRECISIONS:-fp32 bf16}
 export OMP_NUM_THREADS=${THREADS:-2}
 
 if ! [[ "$UPDATES" =~ ^[1-9][0-9]*$ ]]; then
@@ -68,7 +69,7 @@ echo "\$ cd $OUT_DIR/sheeprl && OMP_NUM_THREADS=$OMP_NUM_THREADS TIMING_OUT=timi
 
 FLOP_FLAG=()
 [[ $FLOPS == 1 ]] && FLOP_FLAG=(--flops)
-for PRECISION in ${PRECISIONS:-fp32 bf16}; do
+for PRECISION in $PRECISIONS; do
     echo
     echo "## reverie $PRECISION"
     CMD=("$PYTHON" "$HERE/bench_dreamer_update.py" --precision "$PRECISION" --updates "$UPDATES" --warmup 2 --phases
@@ -80,6 +81,6 @@ done
 echo
 echo "## summary (x = updates per second relative to sheeprl; the goal is at least 2x)"
 REPORTS=()
-for PRECISION in ${PRECISIONS:-fp32 bf16}; do REPORTS+=("$OUT_DIR/reverie_$PRECISION.json"); done
+for PRECISION in $PRECISIONS; do REPORTS+=("$OUT_DIR/reverie_$PRECISION.json"); done
 "$PYTHON" "$HERE/bench_dreamer_update.py" --report "$OUT_DIR/sheeprl.json" "${REPORTS[@]}"
 echo "# load at the end: $(cut -d' ' -f1-3 /proc/loadavg); results in $OUT_DIR"
