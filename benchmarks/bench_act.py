@@ -12,7 +12,6 @@ import time
 import numpy as np
 import torch
 
-from reverie.agents.base import to_model_action
 from reverie.agents.registry import resolve_config
 from reverie.envs import BatchEnv
 from reverie.training.session import build_agent, env_factory
@@ -38,10 +37,10 @@ def main() -> None:
     times = []
     for i in range(args.calls + 1):                     # the first call is a warm-up
         start = time.perf_counter()
-        action, _, state = agent.act(dict(step, action=prev), state, True)
+        action, _, state, _ = agent.act(dict(step, action=prev), state, True)
         if i:
             times.append(time.perf_counter() - start)
-        prev = to_model_action(action, env.act_spec)
+        prev = env.act_spec.to_model(action)
         step = env.step(action)
     env.close()
     print(f"{args.agent} ({args.preset}) on {args.env}, {args.threads} thread(s): "

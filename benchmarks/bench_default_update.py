@@ -16,7 +16,8 @@ import torch
 
 from reverie.agents.dreamer import Dreamer
 from reverie.agents.registry import resolve_config
-from reverie.envs.spaces import ActionSpec, ArraySpec
+from reverie.models import Batch
+from reverie.specs import ActionSpec, ArraySpec
 
 
 def main() -> None:
@@ -26,19 +27,20 @@ def main() -> None:
     agent = Dreamer({"vector": ArraySpec((4,), np.float32)}, ActionSpec(True, 2), cfg)
     b, t = cfg.run.batch_size, cfg.run.seq_len
     rng = np.random.default_rng(0)
-    batch = {
+    batch = Batch.build({
         "vector": rng.normal(size=(b, t, 4)).astype(np.float32),
         "action": np.eye(2, dtype=np.float32)[rng.integers(0, 2, (b, t))],
         "reward": np.ones((b, t), np.float32),
         "is_first": np.zeros((b, t), bool),
+        "is_last": np.zeros((b, t), bool),
         "is_terminal": np.zeros((b, t), bool),
-    }
+    }, agent.obs_spec, agent.act_spec)
     for _ in range(3):
-        agent.train(batch)
+        agent.update(batch)
     times = []
     for _ in range(10):
         start = time.perf_counter()
-        agent.train(batch)
+        agent.update(batch)
         times.append(time.perf_counter() - start)
 
     step = {"vector": np.zeros((1, 4), np.float32), "action": np.zeros((1, 2), np.float32),
@@ -46,7 +48,7 @@ def main() -> None:
     state = agent.init_state(1)
     start = time.perf_counter()
     for _ in range(200):
-        _, _, state = agent.act(step, state, True)
+        state = agent.act(step, state, True).state
     act_ms = (time.perf_counter() - start) / 200 * 1000
     print(f"threads={threads} {preset}: median {np.median(times) * 1000:.0f} ms/update, "
           f"min {min(times) * 1000:.0f}; act {act_ms:.2f} ms/step")

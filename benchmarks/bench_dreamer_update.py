@@ -4,7 +4,7 @@ The setting is the one sheeprl's DreamerV3 is timed at (BENCHMARKS.md, "Speed"):
 preset ``s`` (GRU deter 512, hidden 512, 512-unit MLPs with 2 layers, 32x32
 categorical latents, 255-bin two-hot reward and critic), gymnasium CartPole-v1
 state vectors, batch 16 sequences x 64 steps, imagination horizon 15. One
-update is one call of ``reverie.agents.dreamer.Dreamer.train(batch)``: the world
+update is one call of ``reverie.agents.dreamer.Dreamer.update(batch)``: the world
 model's loss, backward and Adam step, then imagination from every posterior
 state, the actor's and critic's losses, backward and Adam steps, and the slow
 critic's EMA.
@@ -48,11 +48,11 @@ import numpy as np
 import torch
 
 import reverie.agents.dreamer as dreamer_module
-from reverie.agents.base import to_model_action
 from reverie.agents.dreamer import Dreamer
 from reverie.agents.registry import resolve_config
 from reverie.envs.batch import BatchEnv
 from reverie.envs.make import make_env
+from reverie.models import Batch
 
 #: sheeprl 0.8.4's DreamerV3 preset S on CartPole-v1 vectors (BENCHMARKS.md, section 4): world model + actor +
 #: critic parameters and matmul FLOPs of one update, for when no sheeprl run is at hand.
@@ -81,7 +81,7 @@ def collect_batch(env_name: str, batch: int, length: int, seed: int) -> tuple[di
         prev[step["is_first"]] = 0.0
         steps.append(dict(step, action=prev.copy()))
         env_action = act_spec.sample(rng, 1)
-        prev = to_model_action(env_action, act_spec)
+        prev = act_spec.to_model(env_action)
         step = envs.step(env_action)
     out = {}
     for key in steps[0]:
@@ -139,10 +139,10 @@ class PhaseTimer:
 
 def install_phases(agent: Dreamer, timer: PhaseTimer) -> None:
     """Time the parts of one update (see :func:`print_phases` for how they nest)."""
-    timer.wrap(agent, "train", "train")
+    timer.wrap(agent, "update", "train")
     timer.wrap(agent.wm, "loss", "wm.loss")
     timer.wrap(agent.wm.rssm, "observe", "wm.observe")
-    timer.wrap(dreamer_module, "world_model_update", "wm.update")   # wm.loss, backward, clip and Adam
+    timer.wrap(dreamer_module, "rssm_update", "wm.update")   # wm.loss, backward, clip and Adam
     timer.wrap(agent.ac, "loss", "ac.loss")
     timer.wrap(agent.ac, "imagine", "ac.imagine")
     timer.wrap(agent.ac, "_normalise", "ac.quantiles")
@@ -169,13 +169,13 @@ def print_phases(total: dict[str, float], updates: int) -> dict[str, float]:
     return parts
 
 
-def count_flops(agent: Dreamer, batch: dict[str, np.ndarray]) -> int:
+def count_flops(agent: Dreamer, batch: Batch) -> int:
     """Matmul/conv FLOPs of one update (it does update the agent; call it after timing)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
-        agent.train(batch)
+        agent.update(batch)
     return int(counter.get_total_flops())
 
 
@@ -187,14 +187,14 @@ def count_params(agent: Dreamer) -> dict[str, int]:
     return out
 
 
-def profile(agent: Dreamer, batch: dict[str, np.ndarray], updates: int, rows: int) -> None:
+def profile(agent: Dreamer, batch: Batch, updates: int, rows: int) -> None:
     """torch.profiler op table (self CPU time) over ``updates`` more updates."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(updates):
-            agent.train(batch)
+            agent.update(batch)
     print(f"\n# torch.profiler, {updates} updates, sorted by self CPU time")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
@@ -284,29 +284,30 @@ def main() -> None:
     cfg = resolve_config("dreamer", args.preset, [
         f"run.env={args.env}", f"run.precision={args.precision}", f"run.batch_size={args.batch}",
         f"run.seq_len={args.seq_len}", f"behavior.horizon={args.horizon}", f"run.seed={args.seed}", *args.override])
-    batch, envs = collect_batch(args.env, args.batch, args.seq_len, args.seed)
+    data, envs = collect_batch(args.env, args.batch, args.seq_len, args.seed)
     agent = Dreamer(envs.obs_spec, envs.act_spec, cfg)
     envs.close()
+    batch = Batch.build(data, agent.obs_spec, agent.act_spec)
     params = count_params(agent)
 
     print(f"# bench_dreamer_update  {time.strftime('%Y-%m-%d %H:%M')}  torch {torch.__version__}  threads {threads}  "
           f"cpus {os.cpu_count()}  {platform.processor() or platform.machine()}  load {os.getloadavg()[0]:.1f}")
     print(f"# cpu bf16: {cpu_bf16()}")
     print(f"# preset {args.preset} {args.precision}, {args.env} vectors, batch {args.batch} x {args.seq_len}, "
-          f"horizon {args.horizon}, {batch['is_first'].sum()} episode starts in the batch"
+          f"horizon {args.horizon}, {int(batch.is_first.sum())} episode starts in the batch"
           + (f", overrides {args.override}" if args.override else ""))
 
     timer = PhaseTimer()
     if args.phases:
         install_phases(agent, timer)
     for _ in range(args.warmup):
-        agent.train(batch)
+        agent.update(batch)
     timer.enabled = True
     walls, cpus, loads, faults = [], [], [], []
     for _ in range(args.updates):
         flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         wall, cpu = time.perf_counter(), time.process_time()
-        metrics = agent.train(batch)
+        metrics = agent.update(batch)
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt)

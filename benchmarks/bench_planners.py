@@ -86,22 +86,34 @@ class StandInRSSM(nn.Module):
         return probs @ self.bins  # the two-hot head's mean (bins in symlog space, not decoded)
 
 
+def _act_spec(size: int):
+    """reverie's action spec when reverie imports (peers' venvs may lack it), else None."""
+    try:
+        from reverie.specs import ActionSpec
+    except ImportError:
+        return None
+    return ActionSpec(False, size)
+
+
 class BenchModel:
     """step / reward / value over a latent model; ``value`` is a random critic MLP on the features."""
+
+    capabilities = frozenset({"reward", "value"})
 
     def __init__(self, kind: str, action_size: int, seed: int = 0):
         torch.manual_seed(seed)
         self.kind, self.action_size = kind, action_size
+        self.act_spec = _act_spec(action_size)
         if kind == "reverie":
             import numpy as np
 
-            from reverie.envs.spaces import ActionSpec, ArraySpec
             from reverie.models import RSSMWorldModel, WorldModelConfig
+            from reverie.specs import ActionSpec, ArraySpec
 
             net = RSSMWorldModel({"vector": ArraySpec((5,), np.dtype(np.float32))}, ActionSpec(False, action_size),
                                  WorldModelConfig())
             self.initial = lambda batch: net.initial(batch)
-            features = net.rssm.feat_dim
+            features = net.feat_size
         else:
             net = StandInRSSM(action_size)
             self.initial = lambda batch: {"deter": torch.zeros(batch, 512), "stoch": torch.zeros(batch, 32, 32),
@@ -161,8 +173,10 @@ def model_flops(model: BenchModel, rows: int, horizon: int, iterations: int, val
 class Autocast:
     """Runs a model's calls under bfloat16 autocast (how peers get a bf16 variant of the same model)."""
 
+    capabilities = BenchModel.capabilities
+
     def __init__(self, model: BenchModel):
-        self.model, self.action_size = model, model.action_size
+        self.model, self.action_size, self.act_spec = model, model.action_size, model.act_spec
 
     def start_state(self):
         return self.model.start_state()

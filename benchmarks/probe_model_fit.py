@@ -28,8 +28,8 @@ import torch
 # the sibling script in benchmarks/ (Python puts a script's own folder on sys.path)
 from probe_terminations import replay_posterior
 
-from reverie.agents.base import world_model_update
-from reverie.agents.dreamer import batch_to_torch
+from reverie.agents.dreamer import rssm_update
+from reverie.models import Batch, RSSMWorldModel
 from reverie.config import apply_overrides
 from reverie.replay import Replay
 from reverie.training.session import build_agent, load_run
@@ -46,7 +46,7 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     trained, cfg, make, _ = load_run(args.run_dir)
-    if not hasattr(trained, "wm") or not hasattr(trained.wm, "cont"):
+    if not isinstance(getattr(trained, "wm", None), RSSMWorldModel):
         raise SystemExit("this probe needs a run of an agent with an RSSM world model (dreamer or planet)")
     cfg = apply_overrides(cfg, args.overrides)
     agent = build_agent(trained.name, cfg, make)
@@ -59,8 +59,8 @@ def main() -> None:
                     seed=args.seed)
     start = time.perf_counter()
     for _ in range(args.updates):
-        batch = batch_to_torch(replay.sample(cfg.run.batch_size), agent.device)
-        world_model_update(wm, opt, batch, cfg.model.grad_clip, cfg.run.precision)
+        batch = Batch.build(replay.sample(cfg.run.batch_size), wm.obs_spec, wm.act_spec, agent.device)
+        rssm_update(wm, batch, opt, cfg.model, cfg.run.precision)
     seconds = time.perf_counter() - start
 
     data, post = replay_posterior(wm, replay)

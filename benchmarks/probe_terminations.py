@@ -44,7 +44,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     agent, cfg, make, meta = load_run(args.run_dir)
-    if not hasattr(agent, "wm") or not hasattr(agent.wm, "cont"):
+    if agent.model is None or "cont" not in agent.model.capabilities:
         raise SystemExit("this probe needs an agent with an RSSM world model (dreamer or planet)")
     np.set_printoptions(precision=3, suppress=True)
     print(f"checkpoint at step {meta.get('step')}")

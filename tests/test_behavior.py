@@ -5,11 +5,13 @@ import torch
 from torch import nn
 
 from reverie.behavior import ActorCritic, ActorCriticConfig
-from reverie.envs.spaces import ActionSpec
+from reverie.specs import ActionSpec
 
 
 class BanditModel(nn.Module):
     """A one-state world: the reward for arriving is given by the action that led there."""
+
+    capabilities = frozenset({"reward", "cont"})
 
     def __init__(self, reward_of_action):
         super().__init__()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from reverie.agents.planning_adapter import PlannerPolicy, planner_policy
+from reverie.agents.planner_policy import PlannerPolicy, planner_policy
 from reverie.agents.registry import agent_entry, resolve_config
 from reverie.cli import main
-from reverie.envs.spaces import ActionSpec, ArraySpec
+from reverie.specs import ActionSpec, ArraySpec
 from reverie.planning import PlanningError
 from reverie.training import session
 
@@ -64,23 +64,25 @@ def test_a_planet_model_acts_through_mppi(planet_run, capsys):
     assert out["planner"] == "mppi" and WORST <= out["return_mean"] <= 0
 
 
-def test_dreamer_plans_with_its_critic_discount_and_continuation(dreamer_run):
+def test_dreamer_plans_with_its_critic_actor_discount_and_continuation(dreamer_run):
     agent, _, _, _ = session.load_run(dreamer_run)
     policy = planner_policy(agent, "mppi", ["horizon=4"])
     assert isinstance(policy, PlannerPolicy)
     s = policy.settings
     assert (s.use_value, s.use_cont, s.discount, s.horizon) == (True, True, agent.ac.cfg.gamma, 4)
-    assert (s.action_size, s.discrete) == (1, False)
+    assert s.policy_candidates == 24 and s.candidates == 512   # the trained-model defaults
+    assert policy.model.capabilities == {"reward", "cont", "decoder", "value", "policy"}
     state = agent.wm.initial(3)
     state = {k: v + torch.randn_like(v) for k, v in state.items()}
     with torch.no_grad():
         torch.testing.assert_close(policy.model.value(state), agent.ac.value(agent.wm.features(state)))
+        torch.testing.assert_close(policy.model.policy(state).mode(), agent.ac.policy(agent.wm.features(state)).mode())
     assert planner_policy(agent, "policy") is agent
 
 
 def test_a_model_without_critic_refuses_a_terminal_value(planet_run, capsys):
     code, captured = evaluate(planet_run, "cem", capsys, SMALL["cem"] + ["use_value=true"])
-    assert code == 2 and "no critic" in captured.err and "Traceback" not in captured.err
+    assert code == 2 and "needs a model with value" in captured.err and "Traceback" not in captured.err
 
 
 def test_unknown_planner_is_one_sentence_before_the_run_is_read(tmp_path, capsys):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from reverie.envs.spaces import ActionSpec, ArraySpec
-from reverie.models import RSSM, RSSMConfig, RSSMWorldModel, WorldModelConfig
+from reverie.specs import ActionSpec, ArraySpec
+from reverie.models import RSSM, Batch, RSSMConfig, RSSMWorldModel, WorldModelConfig
 
 SMALL = RSSMConfig(deter=16, hidden=16, stoch=4, classes=4)
 
@@ -89,7 +89,8 @@ def test_world_model_learns_a_linear_system():
     opt = torch.optim.Adam(wm.parameters(), lr=cfg.lr)
 
     def losses():
-        batch = {k: torch.as_tensor(v) for k, v in _linear_system_batch(rng).items()}
+        data = _linear_system_batch(rng)
+        batch = Batch.build({**data, "is_last": data["is_terminal"]}, wm.obs_spec, wm.act_spec)
         out, _, _, _ = wm.loss(batch)
         return out
 

@@ -10,9 +10,10 @@ from reverie.agents.pets import (Pets, PetsConfig, Transitions, fit_ensemble, sp
                                  transitions_from_chunks)
 from reverie.cli import main
 from reverie.config import ConfigError
-from reverie.envs.spaces import ActionSpec, ArraySpec
 from reverie.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from reverie.models.ensemble_model import EnsembleWorldModel
 from reverie.planning import plan
+from reverie.specs import ActionSpec, ArraySpec
 from reverie.training.logger import read_metrics
 
 
@@ -24,11 +25,14 @@ def known_system(n, rng, low=-1.0, high=1.0, noise=0.01):
     return Transitions(x, a, nxt, -(nxt[:, 0] ** 2))
 
 
+FITTED = EnsembleConfig(members=5, units=32, layers=2, lr=3e-3)
+
+
 @pytest.fixture(scope="module")
 def fitted():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    model = ProbabilisticEnsemble(1, 1, EnsembleConfig(members=5, units=32, layers=2, lr=3e-3))
+    model = ProbabilisticEnsemble(1, 1, FITTED)
     fit_ensemble(model, model.optimizer(), known_system(400, rng), known_system(100, rng), max_epochs=40,
                  patience=40, batch_size=32, rng=rng)
     return model
@@ -63,8 +67,12 @@ def test_fits_a_known_system_and_is_more_uncertain_off_the_data(fitted):
 
 def test_cem_on_particles_finds_the_best_action_of_the_learned_system(fitted):
     torch.manual_seed(2)
-    start = fitted.start_state(torch.tensor([[0.3], [-0.2]]), particles=8)
-    result = plan("cem", fitted, start, horizon=1, candidates=100, elites=10, iterations=4, action_size=1)
+    wm = EnsembleWorldModel({"x": ArraySpec((1,), np.dtype(np.float32))}, ActionSpec(False, 1), FITTED, particles=8)
+    wm.ensemble.load_state_dict(fitted.state_dict())
+    # the world model's filtering puts P particles at the observation (PETS assumes full observability)
+    posts, start = wm.observe({"x": torch.tensor([[[0.3]], [[-0.2]]])}, torch.zeros(2, 1, 1), torch.ones(2, 1).bool())
+    assert start["obs"].shape == (2, 8, 1) and torch.equal(start["obs"][:, :, 0], torch.tensor([[0.3], [-0.2]]).expand(2, 8))
+    result = plan("cem", wm, start, horizon=1, candidates=100, elites=10, iterations=4)
     torch.testing.assert_close(result.action, torch.tensor([[-0.6], [0.4]]), atol=0.1, rtol=0)
 
 

@@ -1,5 +1,6 @@
 """PlaNet: its KL, acting by CEM with per-environment warm starts, and the agent end to end."""
 
+import dataclasses
 import json
 from dataclasses import replace
 
@@ -7,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import reverie.agents.planning_adapter as adapter
 from reverie.agents.planet import PlanetConfig, planet_model
-from reverie.agents.planning_adapter import PlannerPolicy, reset_warm
+from reverie.agents.planner_policy import PlannerPolicy
 from reverie.cli import main
-from reverie.envs.spaces import ActionSpec, ArraySpec
-from reverie.models import RSSMWorldModel
+from reverie.models import Batch, RSSMWorldModel
 from reverie.planning import CEMSettings, WarmStart
+from reverie.specs import ActionSpec, ArraySpec
 from reverie.training.logger import read_metrics
 
 
@@ -35,8 +35,10 @@ def test_kl_terms_have_the_gradient_of_the_plain_kl():
     wm = RSSMWorldModel({"vector": ArraySpec((3,), np.dtype(np.float32))}, ActionSpec(False, 2), small)
     is_first = torch.zeros(2, 6, dtype=torch.bool)
     is_first[:, 0] = True
-    batch = {"vector": torch.randn(2, 6, 3), "action": torch.rand(2, 6, 2) * 2 - 1, "reward": torch.randn(2, 6),
-             "is_first": is_first, "is_terminal": torch.zeros(2, 6, dtype=torch.bool)}
+    none = torch.zeros(2, 6, dtype=torch.bool)
+    batch = Batch.build({"vector": torch.randn(2, 6, 3), "action": torch.rand(2, 6, 2) * 2 - 1,
+                         "reward": torch.randn(2, 6), "is_first": is_first, "is_last": none, "is_terminal": none},
+                        wm.obs_spec, wm.act_spec)
     params = [p for n, p in wm.named_parameters() if n.startswith("rssm") or n.startswith("encoder")]
 
     torch.manual_seed(1)
@@ -44,7 +46,7 @@ def test_kl_terms_have_the_gradient_of_the_plain_kl():
     split = torch.autograd.grad((losses["dyn"] + losses["rep"]).mean(), params)
 
     torch.manual_seed(1)   # the same posterior samples
-    post, _ = wm.observe({"vector": batch["vector"]}, batch["action"], is_first)
+    post, _ = wm.observe(batch.obs, batch.action, is_first)
     prior = wm.rssm.prior(post["deter"])
     plain = torch.distributions.kl_divergence(torch.distributions.Normal(post["mean"], post["std"]),
                                               torch.distributions.Normal(prior["mean"], prior["std"])).sum(-1)
@@ -54,18 +56,22 @@ def test_kl_terms_have_the_gradient_of_the_plain_kl():
 
 
 class LineModel:
-    """Belief = the observed position x; x' = x + a; reward -x'^2. Best first action: clip(-x)."""
+    """State = the observed position x [N, 1]; x' = x + a; reward -x'^2. Best first action: clip(-x)."""
 
-    action_size = 1
+    obs_spec = {"vector": ArraySpec((1,), np.dtype(np.float32))}
+    act_spec = ActionSpec(False, 1)
+    capabilities = frozenset({"reward"})
+    feat_size = 1
 
     def initial(self, batch):
-        return None
+        return torch.zeros(batch, 1)
 
-    def filter(self, step, belief):
-        return torch.as_tensor(step["vector"])
+    def observe(self, obs, action, is_first, state=None):
+        x = obs["vector"].float()
+        return x, x[:, -1]
 
-    def start(self, belief):
-        return belief
+    def features(self, state):
+        return state
 
     def step(self, state, action):
         return state + action
@@ -83,31 +89,31 @@ def line_step(x, is_first):
 def test_planner_policy_plans_per_environment_and_explores_with_noise():
     torch.manual_seed(0)
     settings = CEMSettings(horizon=2, candidates=200, elites=20, iterations=5)
-    policy = PlannerPolicy(LineModel(), ActionSpec(False, 1), "cem", settings, explore_noise=0.3)
-    env_action, model_action, _ = policy.act(line_step([0.5, -0.3, 2.0], [True] * 3), policy.init_state(3), False)
+    policy = PlannerPolicy(LineModel(), "cem", settings, explore_noise=0.3)
+    env_action, model_action, _, _ = policy.act(line_step([0.5, -0.3, 2.0], [True] * 3), policy.init_state(3), False)
     np.testing.assert_allclose(env_action[:, 0], [-0.5, 0.3, -1.0], atol=0.05)
     np.testing.assert_array_equal(env_action, model_action)
-    noisy, _, _ = policy.act(line_step(np.zeros(2000), [True] * 2000), policy.init_state(2000), True)
+    noisy, _, _, _ = policy.act(line_step(np.zeros(2000), [True] * 2000), policy.init_state(2000), True)
     assert abs(float(noisy.mean())) < 0.03 and 0.27 < float(noisy.std()) < 0.33
 
 
-def test_warm_starts_are_kept_per_environment_and_reset_when_an_episode_starts(monkeypatch):
+def test_warm_starts_are_kept_per_environment_and_reset_when_an_episode_starts():
     seen = []
-    real_plan = adapter.plan
+    settings = CEMSettings(horizon=3, candidates=20, elites=4, iterations=2, init_std=0.7)
+    policy = PlannerPolicy(LineModel(), "cem", settings)
+    real_plan = policy.spec.fn
 
-    def recording_plan(name, model, state, settings, warm, **kw):
+    def recording_plan(model, state, settings, warm, **kw):
         seen.append(warm)
-        result = real_plan(name, model, state, settings, warm, **kw)
+        result = real_plan(model, state, settings, warm, **kw)
         seen.append(result.warm)
         return result
 
-    monkeypatch.setattr(adapter, "plan", recording_plan)
-    settings = CEMSettings(horizon=3, candidates=20, elites=4, iterations=2, init_std=0.7)
-    policy = PlannerPolicy(LineModel(), ActionSpec(False, 1), "cem", settings)
+    policy.spec = dataclasses.replace(policy.spec, fn=recording_plan)
     state = policy.init_state(2)
-    _, _, state = policy.act(line_step([0.5, 0.5], [True, True]), state, False)
-    _, _, state = policy.act(line_step([0.2, 0.2], [False, False]), state, False)
-    _, _, state = policy.act(line_step([0.1, 0.9], [False, True]), state, False)
+    _, _, state, _ = policy.act(line_step([0.5, 0.5], [True, True]), state, False)
+    _, _, state, _ = policy.act(line_step([0.2, 0.2], [False, False]), state, False)
+    _, _, state, _ = policy.act(line_step([0.1, 0.9], [False, True]), state, False)
     first_in, first_out, second_in, second_out, third_in, _ = seen
     assert first_in is None
     torch.testing.assert_close(second_in.mean, first_out.mean)     # carried over unchanged
@@ -118,11 +124,12 @@ def test_warm_starts_are_kept_per_environment_and_reset_when_an_episode_starts(m
     assert state.warm.mean.shape == (2, 3, 1)
 
 
-def test_reset_warm_for_discrete_plans_is_uniform():
+def test_forgetting_a_discrete_warm_start_makes_it_uniform():
     probs = torch.tensor([[[0.9, 0.1]], [[0.2, 0.8]]])
-    out = reset_warm(WarmStart(probs=probs), torch.tensor([True, False]), 1.0)
+    out = WarmStart(probs=probs).forget(torch.tensor([True, False]))
     torch.testing.assert_close(out.probs, torch.tensor([[[0.5, 0.5]], [[0.2, 0.8]]]))
-    assert reset_warm(WarmStart(probs=probs), torch.tensor([True, True]), 1.0) is None
+    assert WarmStart(probs=probs).forget(torch.tensor([True, True])) is None
+    assert WarmStart(probs=probs).forget(torch.tensor([False, False])).probs is probs
 
 
 @pytest.fixture(scope="module")

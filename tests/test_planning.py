@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 
+from reverie.models import CapabilityError
 from reverie.planning import (
     CEMSettings,
     GradientSettings,
@@ -30,6 +31,7 @@ from reverie.planning import (
     rollout_returns,
     shooting,
 )
+from reverie.specs import ActionSpec
 
 CONTINUOUS = ("shooting", "cem", "mppi", "gradient")
 
@@ -50,12 +52,15 @@ def _one_thread():
 class LinearQuadratic:
     """x' = A x + B u, reward = -(x'^T Q x' + u^T R u); the state [N, n + m] carries the last u."""
 
+    capabilities = frozenset({"reward", "value", "cont"})
+
     def __init__(self, A, B, Q, R, terminal=None, cont=1.0):
         self.A, self.B, self.Q, self.R = A, B, Q, R
         self.terminal = terminal  # value(x) = -x^T M x
         self.continue_prob = cont
         self.n = A.shape[0]
         self.action_size = B.shape[1]
+        self.act_spec = ActionSpec(False, self.action_size)
 
     def step(self, state, action):
         x = state[:, : self.n]
@@ -117,7 +122,8 @@ ACCURATE = {
 class PointMass:
     """1-D point mass, state [N, 2] = (position, velocity); the goal is position 1 at rest."""
 
-    action_size = 1
+    act_spec = ActionSpec(False, 1)
+    capabilities = frozenset({"reward"})
 
     def step(self, state, action):
         velocity = state[:, 1] + 0.1 * action[:, 0]
@@ -130,8 +136,11 @@ class PointMass:
 class DecisionTree:
     """K choices per step; state [N, 2] = (tree id, node id) with children node * K + a + 1."""
 
+    capabilities = frozenset({"reward"})
+
     def __init__(self, rewards, choices):
         self.rewards, self.action_size = rewards, choices  # rewards [trees, nodes]
+        self.act_spec = ActionSpec(True, choices)
 
     def step(self, state, action):
         node = state[:, 1] * self.action_size + action.argmax(-1).float() + 1
@@ -146,7 +155,7 @@ class CallCounter:
 
     def __init__(self, model):
         self.model, self.rows = model, []
-        self.action_size = model.action_size
+        self.act_spec, self.capabilities = model.act_spec, model.capabilities
 
     def step(self, state, action):
         self.rows.append(action.shape[0])
@@ -326,7 +335,7 @@ def test_discrete_planners_find_the_best_path_of_a_decision_tree(name):
     model = DecisionTree(rewards, choices)
     state = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
     settings = dict(candidates=300, elites=30, iterations=5, smoothing=0.01) if name == "cem" else dict(candidates=300)
-    result = plan(name, model, state, horizon=depth, discrete=True, seed=0, **settings)
+    result = plan(name, model, state, horizon=depth, seed=0, **settings)
     paths = result.probs.argmax(-1)  # [B, H]
     for row, (path, _) in enumerate(best):
         assert paths[row].tolist() == list(path)
@@ -345,7 +354,8 @@ class CashOut:
     State [N, 1]: 1 once the episode has ended.
     """
 
-    action_size = 2
+    act_spec = ActionSpec(True, 2)
+    capabilities = frozenset({"reward", "cont"})
 
     def step(self, state, action):
         return torch.maximum(state, action[:, :1])
@@ -362,10 +372,10 @@ def test_continuation_changes_the_discrete_choice_as_the_analytic_answer_says(na
     model, state = CashOut(), torch.zeros(1, 1)
     settings = dict(candidates=200, elites=20, iterations=4) if name == "cem" else dict(candidates=200)
     # ignoring the end: cash out at once and collect the phantom rewards (3 > 1.8)
-    naive = plan(name, model, state, horizon=3, discrete=True, seed=0, **settings)
+    naive = plan(name, model, state, horizon=3, seed=0, **settings)
     assert naive.action.argmax(-1).item() == 0
     # with continuation: earn 0.4 twice, then cash out (0.4 + 0.4 + 1 = 1.8)
-    aware = plan(name, model, state, horizon=3, discrete=True, use_cont=True, seed=0, **settings)
+    aware = plan(name, model, state, horizon=3, use_cont=True, seed=0, **settings)
     assert aware.probs.argmax(-1)[0].tolist() == [1, 1, 0]
     assert aware.best_return[-1].item() == pytest.approx(1.8)
 
@@ -377,7 +387,8 @@ def test_continuation_changes_the_discrete_choice_as_the_analytic_answer_says(na
 class Treacherous:
     """reward = last action, but NaN above 0.5 and +inf below -0.8 (a model blowing up)."""
 
-    action_size = 1
+    act_spec = ActionSpec(False, 1)
+    capabilities = frozenset({"reward"})
 
     def step(self, state, action):
         return action
@@ -406,7 +417,8 @@ def test_candidates_with_nan_or_inf_returns_are_never_selected(name):
 class PartlyBroken:
     """Finite rewards for start state 0, NaN for every candidate of start state 1."""
 
-    action_size = 1
+    act_spec = ActionSpec(False, 1)
+    capabilities = frozenset({"reward"})
 
     def step(self, state, action):
         return torch.cat([state[:, :1], action], dim=1)
@@ -469,7 +481,7 @@ class DictState:
     """The double integrator with an RSSM-like nested dict state."""
 
     def __init__(self, model):
-        self.model, self.action_size = model, model.action_size
+        self.model, self.act_spec, self.capabilities = model, model.act_spec, model.capabilities
 
     def _flat(self, state):
         return torch.cat([state["deter"], state["stoch"]["sample"][:, :, 0]], dim=1)
@@ -499,7 +511,8 @@ def test_a_dict_state_model_plans_exactly_like_its_tensor_twin(name):
 class Reach:
     """state [N, 2] = (target, position); position += action; reward = -(position - target)^2."""
 
-    action_size = 1
+    act_spec = ActionSpec(False, 1)
+    capabilities = frozenset({"reward"})
 
     def step(self, state, action):
         return torch.stack([state[:, 0], state[:, 1] + action[:, 0]], dim=1)
@@ -508,33 +521,49 @@ class Reach:
         return -((state[:, 1] - state[:, 0]) ** 2)
 
 
-def test_prior_policy_candidates_roll_out_the_policy_on_their_own_states():
+class Deterministic:
+    """A point-mass action distribution: what a ``policy`` capability returns, reduced to its mode."""
+
+    def __init__(self, action):
+        self.action = action
+
+    def mode(self):
+        return self.action
+
+
+class ReachWithPrior(Reach):
+    """Reach with a prior that is perfect only on its own imagined trajectory: the first step reaches the
+    target, then it stays."""
+
+    capabilities = frozenset({"reward", "policy"})
+
+    def __init__(self):
+        self.seen = []
+
+    def policy(self, states):
+        self.seen.append(states.shape[0])
+        return Deterministic((states[:, :1] - states[:, 1:]).clamp(-1.0, 1.0))
+
+
+def test_prior_policy_candidates_roll_out_the_models_policy_on_their_own_states():
     targets = torch.tensor([[-0.5], [0.2], [0.7]])
     state = torch.cat([targets, torch.zeros(3, 1)], dim=1)
-    seen = []
-
-    def policy(states):
-        seen.append(states.shape[0])
-        # perfect only on its own imagined trajectory: the first step reaches the target, then stays
-        return (states[:, :1] - states[:, 1:]).clamp(-1.0, 1.0)
-
-    model = Reach()
-    shot = plan("shooting", model, state, horizon=3, candidates=4, policy_candidates=1, policy=policy, seed=0)
+    model = ReachWithPrior()
+    shot = plan("shooting", model, state, horizon=3, candidates=4, policy_candidates=1, seed=0)
     assert torch.equal(shot.action, targets)
     assert torch.equal(shot.mean[:, 1:], torch.zeros(3, 2, 1))
     assert torch.equal(shot.best_return, torch.zeros(1, 3))
-    assert seen == [3] * 3  # one call per horizon step, on the B * P policy rows only
+    assert model.seen == [3] * 3  # one call per horizon step, on the B * P policy rows only
     best = plan("cem", model, state, horizon=3, candidates=8, elites=2, iterations=2, policy_candidates=2,
-                return_best=True, policy=policy, seed=0)
+                return_best=True, seed=0)
     assert torch.equal(best.action, targets)
     weighted = plan("mppi", model, state, horizon=3, candidates=16, elites=4, iterations=2, policy_candidates=2,
-                    policy=policy, seed=0)
+                    seed=0)
     assert torch.equal(weighted.best_return, torch.zeros(2, 3))  # the policy's rows are optimal each iteration
-    refined = plan("gradient", model, state, horizon=3, restarts=2, iterations=3, policy_candidates=1,
-                   policy=policy, seed=0)
+    refined = plan("gradient", model, state, horizon=3, restarts=2, iterations=3, policy_candidates=1, seed=0)
     assert torch.equal(refined.action, targets)
-    with pytest.raises(PlanningError, match="policy"):
-        plan("cem", model, state, horizon=3, candidates=8, elites=2, policy_candidates=2)
+    with pytest.raises(CapabilityError, match="needs a model with policy, but Reach has only reward"):
+        plan("cem", Reach(), state, horizon=3, candidates=8, elites=2, policy_candidates=2)
 
 
 def test_bf16_autocast_plans_close_to_fp32_and_keeps_fp32_returns():
@@ -558,7 +587,8 @@ def test_bf16_autocast_plans_close_to_fp32_and_keeps_fp32_returns():
 
 def test_gradient_planner_leaves_model_parameters_alone_and_needs_a_differentiable_model():
     class Learned(torch.nn.Module):
-        action_size = 1
+        act_spec = ActionSpec(False, 1)
+        capabilities = frozenset({"reward"})
 
         def __init__(self):
             super().__init__()
@@ -608,25 +638,32 @@ def test_plan_entry_point_matches_direct_calls_and_explains_mistakes():
     shot = shooting(model, state, ShootingSettings(horizon=4, candidates=50, seed=7))
     assert torch.equal(shot.action, plan("shooting", model, state, horizon=4, candidates=50, seed=7).action)
 
-    with pytest.raises(PlanningError, match="Unknown planner 'mcts'"):
-        plan("mcts", model, state)
+    with pytest.raises(PlanningError, match="Unknown planner 'mtcs'"):
+        plan("mtcs", model, state)
     with pytest.raises(PlanningError, match="no setting 'candidate'"):
         plan("cem", model, state, candidate=10)
     with pytest.raises(PlanningError, match="takes CEMSettings"):
         plan("cem", model, state, MPPISettings())
-    class NoSize:
+
+    class NoSpec:
         step, reward = Reach.step, Reach.reward
 
-    with pytest.raises(PlanningError, match="action size"):
-        plan("cem", NoSize(), state)
+    with pytest.raises(PlanningError, match="has no `act_spec`"):
+        plan("cem", NoSpec(), state)
+
+    class Undeclared(Reach):
+        capabilities = None
+
+    with pytest.raises(CapabilityError, match="declares no `capabilities`"):
+        plan("cem", Undeclared(), state)
     with pytest.raises(PlanningError, match="batch size"):
         plan("cem", DictState(model), {"deter": torch.zeros(2, 2), "stoch": torch.zeros(3, 1)})
     with pytest.raises(PlanningError, match="warm start"):
         plan("cem", model, state, warm=WarmStart(mean=torch.zeros(5, 4, 1)))
-    with pytest.raises(PlanningError, match="value"):
+    with pytest.raises(CapabilityError, match="needs a model with value"):
         plan("cem", Reach(), torch.zeros(1, 2), use_value=True, candidates=10, elites=2, iterations=1)
-    with pytest.raises(PlanningError, match="continuous"):
-        plan("mppi", model, state, discrete=True)
+    with pytest.raises(PlanningError, match="plans continuous actions but this model's are discrete; use 'shooting' or 'cem'"):
+        plan("mppi", CashOut(), torch.zeros(1, 1))
     with pytest.raises(PlanningError, match="elites"):
         plan("cem", model, state, candidates=10, elites=20)
     with pytest.raises(PlanningError, match=r"reward\(state\)"):

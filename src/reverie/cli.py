@@ -70,7 +70,7 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import functools
 
-    from reverie.agents.planning_adapter import PLANNER_CHOICES, planner_policy
+    from reverie.agents.planner_policy import PLANNER_CHOICES, planner_policy
     from reverie.planning import PlanningError
     from reverie.training import session
     from reverie.training.evaluate import run_episodes
@@ -89,10 +89,15 @@ def _eval(args: argparse.Namespace) -> int:
 def _dream(args: argparse.Namespace) -> int:
     import functools
 
-    from reverie.analysis.report import write_dream
+    from reverie.models.base import DECODER, require
+    from reverie.planning import PlanningError
     from reverie.training import session
+    from reverie.training.artifacts import write_dream
 
     agent, cfg, make, _ = session.load_run(args.run_dir, device=args.device)
+    if agent.model is None:
+        raise PlanningError(f"agent '{agent.name}' has no world model to dream with")
+    require(agent.model, [DECODER], f"'reverie dream' (it shows predicted observations) on a {agent.name} run")
     images = any(spec.is_image for spec in agent.obs_spec.values())
     allowed = (".gif", ".mp4") if images else (".png", ".svg", ".pdf")
     if args.out and Path(args.out).suffix.lower() not in allowed:
@@ -122,12 +127,14 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """The error classes that describe a user's mistake in one sentence (not a bug in reverie)."""
     from reverie.config import ConfigError
     from reverie.envs import EnvError
+    from reverie.models import BatchError, CapabilityError
     from reverie.planning import PlanningError
     from reverie.replay import ReplayError
     from reverie.training.checkpoint import CheckpointError
     from reverie.training.run_dir import RunFolderError
 
-    return (ConfigError, EnvError, CheckpointError, RunFolderError, ReplayError, PlanningError)
+    return (ConfigError, EnvError, CheckpointError, RunFolderError, ReplayError, PlanningError, CapabilityError,
+            BatchError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,50 +1,160 @@
-"""What the training loop, evaluation and CLI need from an agent."""
+"""The agent contract: how the training loop, evaluation and the CLI talk to an agent.
+
+An agent composes a world model with a way of acting and learning; the loop
+owns the environments, the replay and the run folder. What the loop needs is
+declared, never probed:
+
+- ``schedule``: how the agent learns. :class:`ReplayRatio`: the loop calls
+  ``update(batch)`` with replay batches at the run's train ratio;
+  :class:`Refit`: the loop calls ``refit(replay)`` every ``every`` agent steps.
+  A new kind of schedule is a new dataclass here and one branch in the loop.
+- ``extras_spec``: arrays that ``act`` returns next to its action for every
+  environment (a search policy, a root value); the loop stores them in the
+  replay beside the step they were computed on, and they come back in
+  ``batch.extras``. Steps collected before the agent acts (prefill) get zeros.
+- ``model``: the world model planners and analyses may use, with the agent's
+  value and policy heads attached as capabilities where it has them (None if
+  the agent has no model); ``discount`` and ``planner_defaults`` (settings by
+  planner name) tell ``reverie eval --planner`` how to plan on it.
+- Optimisers, loss weights and the order of updates belong to the agent, so
+  staged and multi-optimiser training fit without the loop knowing.
+
+:class:`AgentBase` implements the bookkeeping every agent shares.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Mapping, NamedTuple, Protocol, Union
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
-from reverie.envs.spaces import ActionSpec
+from reverie.models.base import State, WorldModel
+from reverie.models.batch import Batch
+from reverie.planning import PlannerSettings
+from reverie.specs import ActionSpec, ArraySpec
+
+__all__ = [
+    "ActOutput", "Agent", "AgentBase", "Refit", "ReplayRatio", "Schedule", "gradient_step", "observe_step",
+    "precision_context", "to_env_action", "to_model_action",
+]
+
+
+@dataclass(frozen=True)
+class ReplayRatio:
+    """Gradient updates on replay batches: the loop calls ``update(batch)`` so that
+    ``updates = agent steps * num_envs * run.train_ratio / (batch_size * seq_len)``."""
+
+
+@dataclass(frozen=True)
+class Refit:
+    """Periodic refits on everything stored: the loop calls ``refit(replay)`` on the first agent step after
+    prefill and every ``every`` agent steps after that."""
+
+    every: int
+
+
+Schedule = Union[ReplayRatio, Refit]
+
+
+class ActOutput(NamedTuple):
+    """What ``act`` returns for N environments."""
+
+    env_action: np.ndarray
+    """``[N]`` int64 indices or ``[N, A]`` float32 in [-1, 1]: what the environments receive."""
+    action: np.ndarray
+    """``[N, A]`` float32 model-space actions (one-hot for discrete)."""
+    state: Any
+    """The agent's recurrent state after this step."""
+    extras: dict[str, np.ndarray]
+    """``{key: [N, *extras_spec[key].shape]}``: stored in the replay beside this step."""
 
 
 class Agent(Protocol):
-    """An agent composes a world model with a way of acting; the loop owns the environment."""
+    """What the loop, evaluation and the CLI use (see the module docstring)."""
 
     name: str
+    obs_spec: Mapping[str, ArraySpec]
+    act_spec: ActionSpec
+    device: torch.device
+    schedule: Schedule
+    extras_spec: Mapping[str, ArraySpec]
+    model: WorldModel | None
+    discount: float
+    planner_defaults: Mapping[str, PlannerSettings]
 
     def init_state(self, batch: int) -> Any:
         """Recurrent state for ``batch`` environments before their first step."""
 
-    def act(self, step: dict[str, np.ndarray], state: Any, explore: bool) -> tuple[np.ndarray, np.ndarray, Any]:
-        """step: observation dict ``[N, ...]`` including ``action`` (the model-space action that led
-        into it) and ``is_first``. Returns (env actions, model-space actions ``[N, A]``, new state)."""
+    def act(self, step: dict[str, np.ndarray], state: Any, explore: bool) -> ActOutput:
+        """step: observation keys ``[N, ...]``, ``action [N, A]`` (the model-space action that led into it)
+        and ``is_first [N]``."""
 
-    def train(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
-        """One update from a replay batch ``[B, T, ...]``; returns metrics.
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One update from a replay batch ``[B, T]`` (agents with a :class:`ReplayRatio` schedule)."""
 
-        An agent that instead refits on all stored data at intervals (PETS) defines
-        ``fit(replay) -> metrics`` and ``fit_every`` (agent steps); the loop then calls that.
-        """
+    def refit(self, replay: Any) -> dict[str, float]:
+        """Refit on everything in ``replay`` (agents with a :class:`Refit` schedule)."""
 
-    def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Everything to checkpoint as named state dicts (weights and optimiser states)."""
+    def tensors(self) -> dict[str, dict[str, Any]]:
+        """Everything to checkpoint as named state dicts (weights, optimiser states, counters)."""
 
     def load_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
         """Restore what :meth:`tensors` returned."""
 
 
+class AgentBase:
+    """Shared bookkeeping: specs and device, checkpointed modules and optimisers, defaults of the contract.
+
+    Subclasses fill ``self.modules`` and ``self.optimizers`` (name -> object; the names are the checkpoint's
+    keys) and set ``schedule``, ``model`` and what else differs from the defaults below.
+    """
+
+    name = "agent"
+    extras_spec: Mapping[str, ArraySpec] = {}
+    discount = 1.0
+    planner_defaults: Mapping[str, PlannerSettings] = {}
+    model: WorldModel | None = None
+
+    def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, device: str | torch.device):
+        self.obs_spec = dict(obs_spec)
+        self.act_spec = act_spec
+        self.device = torch.device(device)
+        self.modules: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def tensors(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {k: m.state_dict() for k, m in self.modules.items()}
+        out.update({k: opt.state_dict() for k, opt in self.optimizers.items()})
+        return out
+
+    def load_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
+        for k, m in self.modules.items():
+            m.load_state_dict(tensors[k])
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(tensors[k])
+
+
+def observe_step(model: WorldModel, step: Mapping[str, np.ndarray], state: State | None,
+                 device: torch.device) -> State:
+    """Fold one environment step of N environments into the model's state: obs keys ``[N, ...]``,
+    ``action [N, A]`` leading into it, ``is_first [N]``. Returns the new state ``[N]``."""
+    obs = {k: torch.as_tensor(np.asarray(step[k]), device=device)[:, None] for k in model.obs_spec}
+    action = torch.as_tensor(np.asarray(step["action"]), device=device, dtype=torch.float32)[:, None]
+    is_first = torch.as_tensor(np.asarray(step["is_first"]), device=device)[:, None]
+    _, state = model.observe(obs, action, is_first, state)
+    return state
+
+
 def to_model_action(action: np.ndarray, spec: ActionSpec) -> np.ndarray:
     """Env actions (``[N]`` indices or ``[N, A]`` floats) -> model-space float32 ``[N, A]``."""
-    if spec.discrete:
-        return np.eye(spec.size, dtype=np.float32)[np.asarray(action, dtype=np.int64)]
-    return np.asarray(action, dtype=np.float32).reshape(-1, spec.size)
+    return spec.to_model(action)
 
 
-def to_env_action(action: torch.Tensor, spec: ActionSpec) -> np.ndarray:
+def to_env_action(action: Tensor, spec: ActionSpec) -> np.ndarray:
     """Model-space actions ``[N, A]`` -> env actions (indices or floats clipped to [-1, 1])."""
     if spec.discrete:
         return action.argmax(-1).cpu().numpy().astype(np.int64)
@@ -58,18 +168,21 @@ def precision_context(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
-def world_model_update(wm: torch.nn.Module, opt: torch.optim.Optimizer, data: dict[str, torch.Tensor],
-                       grad_clip: float, precision: str) -> tuple[dict[str, float], Any]:
-    """One gradient step on the world model's summed losses.
+def gradient_step(losses: Mapping[str, Tensor], scales: Mapping[str, float], optimizer: torch.optim.Optimizer,
+                  params: Any, grad_clip: float, prefix: str = "") -> dict[str, float]:
+    """Minimise ``sum_k scales[k] * mean(losses[k])`` by one optimiser step with gradient-norm clipping.
 
-    Returns (metrics including per-term losses and the gradient norm, posterior states ``[B, T]``).
+    Every loss term needs a scale (a missing one is a bug, not a silent weight of 1). Returns the
+    unweighted mean of each term (``loss/<k>``) and the gradient norm before clipping (``<prefix>grad_norm``).
     """
-    with precision_context(precision, data["reward"].device):
-        losses, metrics, post, _ = wm.loss(data)
-        loss = sum(v.mean() for v in losses.values())
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    metrics["wm/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(wm.parameters(), grad_clip))
-    opt.step()
+    missing = sorted(set(losses) - set(scales))
+    if missing:
+        raise KeyError(f"no loss scale for {missing}")
+    total = sum(scales[k] * v.mean() for k, v in losses.items())
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    params = list(params)
+    metrics = {f"{prefix}grad_norm": float(nn.utils.clip_grad_norm_(params, grad_clip))}
+    optimizer.step()
     metrics.update({f"loss/{k}": float(v.detach().mean()) for k, v in losses.items()})
-    return metrics, post
+    return metrics

@@ -1,24 +1,25 @@
 """DreamerV3: a world model learned from replay, behaviour learned inside it.
 
 This file only composes parts: :class:`RSSMWorldModel` for the model,
-:class:`ActorCritic` for the behaviour, Adam optimisers, and the conversion
-between replay batches (numpy) and tensors.
+:class:`ActorCritic` for the behaviour, and three Adam optimisers (model,
+actor, critic) stepped once per replay batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from reverie.agents.base import precision_context, to_env_action, world_model_update
+from reverie.agents.base import ActOutput, AgentBase, ReplayRatio, gradient_step, observe_step, precision_context, to_env_action
 from reverie.behavior import ActorCritic, ActorCriticConfig
-from reverie.envs.spaces import ActionSpec, ArraySpec
-from reverie.models import RSSMWorldModel, State, WorldModelConfig
-from reverie.training.run_config import RunConfig
+from reverie.models import Batch, RSSMWorldModel, State, WorldModelConfig, loss_scales, with_heads
+from reverie.models.state import flatten_batch
+from reverie.run_config import RunConfig
+from reverie.specs import ActionSpec, ArraySpec
 
 
 @dataclass(frozen=True)
@@ -33,30 +34,39 @@ class DreamerConfig:
     """Environment, budget and bookkeeping."""
 
 
-def batch_to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    """numpy replay batch -> tensors on ``device`` (uint8 images stay uint8 until the encoder)."""
-    return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+def rssm_update(wm: RSSMWorldModel, batch: Batch, optimizer: torch.optim.Optimizer, cfg: WorldModelConfig,
+                precision: str) -> tuple[dict[str, float], State]:
+    """One gradient step on the RSSM world model's losses, weighted by ``cfg``'s scales (Dreamer and PlaNet).
+
+    Returns (metrics, posterior states ``[B, T]``)."""
+    with precision_context(precision, batch.reward.device):
+        losses, metrics, post, _ = wm.loss(batch)
+    metrics.update(gradient_step(losses, loss_scales(cfg), optimizer, wm.parameters(), cfg.grad_clip, prefix="wm/"))
+    return metrics, post
 
 
-class Dreamer:
-    """The DreamerV3 agent (see :class:`reverie.agents.base.Agent`)."""
+class Dreamer(AgentBase):
+    """The DreamerV3 agent (see :mod:`reverie.agents.base`): model and behaviour updated on every batch."""
 
     name = "dreamer"
+    schedule = ReplayRatio()
 
-    def __init__(self, obs_spec: dict[str, ArraySpec], act_spec: ActionSpec, cfg: DreamerConfig,
+    def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: DreamerConfig,
                  device: str | torch.device = "cpu"):
+        super().__init__(obs_spec, act_spec, device)
         self.cfg = cfg
-        self.obs_spec = dict(obs_spec)
-        self.act_spec = act_spec
-        self.device = torch.device(device)
         self.wm = RSSMWorldModel(obs_spec, act_spec, cfg.model).to(self.device)
-        self.ac = ActorCritic(self.wm.rssm.feat_dim, act_spec, cfg.behavior).to(self.device)
+        self.ac = ActorCritic(self.wm.feat_size, act_spec, cfg.behavior).to(self.device)
         b = cfg.behavior
-        self.opts = {
+        self.modules = {"wm": self.wm, "ac": self.ac}
+        self.optimizers = {
             "model_opt": torch.optim.Adam(self.wm.parameters(), lr=cfg.model.lr, eps=cfg.model.eps),
             "actor_opt": torch.optim.Adam(self.ac.actor.parameters(), lr=b.actor_lr, eps=b.eps),
             "critic_opt": torch.optim.Adam(self.ac.critic.parameters(), lr=b.critic_lr, eps=b.eps),
         }
+        # planners see the world model with the critic as its value and the actor as its prior
+        self.model = with_heads(self.wm, value=self.ac.value, policy=self.ac.policy)
+        self.discount = b.gamma
         self.updates = 0
 
     def _autocast(self):
@@ -67,50 +77,34 @@ class Dreamer:
         return self.wm.initial(batch)
 
     @torch.no_grad()
-    def act(self, step: dict[str, np.ndarray], state: State, explore: bool
-            ) -> tuple[np.ndarray, np.ndarray, State]:
-        obs = {k: torch.as_tensor(step[k], device=self.device)[:, None] for k in self.obs_spec}
-        action = torch.as_tensor(step["action"], device=self.device, dtype=torch.float32)[:, None]
-        is_first = torch.as_tensor(step["is_first"], device=self.device)[:, None]
+    def act(self, step: dict[str, np.ndarray], state: State, explore: bool) -> ActOutput:
         with self._autocast():
-            _, state = self.wm.observe(obs, action, is_first, state)
+            state = observe_step(self.wm, step, state, self.device)
             dist = self.ac.policy(self.wm.features(state))
             model_action = dist.sample() if explore else dist.mode()
         model_action = model_action.detach().float()
-        return to_env_action(model_action, self.act_spec), model_action.cpu().numpy(), state
+        return ActOutput(to_env_action(model_action, self.act_spec), model_action.cpu().numpy(), state, {})
 
     # -- learning ------------------------------------------------------------------------------
-    def train(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
-        data = batch_to_torch(batch, self.device)
-        metrics, post = world_model_update(self.wm, self.opts["model_opt"], data, self.cfg.model.grad_clip,
-                                           self.cfg.run.precision)
-        start = {k: v.detach().reshape(-1, *v.shape[2:]) for k, v in post.items()}   # [B * T]
-        start_cont = 1.0 - data["is_terminal"].float().reshape(-1)
+    def update(self, batch: Batch) -> dict[str, float]:
+        metrics, post = rssm_update(self.wm, batch, self.optimizers["model_opt"], self.cfg.model,
+                                    self.cfg.run.precision)
+        start = flatten_batch({k: v.detach() for k, v in post.items()})            # [B * T]
+        start_cont = 1.0 - batch.is_terminal.float().reshape(-1)
         with self._autocast():
             actor_loss, critic_loss, ac_metrics = self.ac.loss(self.wm, start, start_cont)
         clip = self.cfg.behavior.grad_clip
-        self.opts["actor_opt"].zero_grad(set_to_none=True)
-        self.opts["critic_opt"].zero_grad(set_to_none=True)
+        actor_opt, critic_opt = self.optimizers["actor_opt"], self.optimizers["critic_opt"]
+        actor_opt.zero_grad(set_to_none=True)
+        critic_opt.zero_grad(set_to_none=True)
         (actor_loss + critic_loss).backward()   # disjoint parameters: one backward serves both
         metrics["ac/actor_grad_norm"] = float(nn.utils.clip_grad_norm_(self.ac.actor.parameters(), clip))
         metrics["ac/critic_grad_norm"] = float(nn.utils.clip_grad_norm_(self.ac.critic.parameters(), clip))
-        self.opts["actor_opt"].step()
-        self.opts["critic_opt"].step()
+        actor_opt.step()
+        critic_opt.step()
         self.ac.update_slow_critic()
         self.updates += 1
         metrics.update(ac_metrics)
         metrics["loss/actor"] = float(actor_loss.detach())
         metrics["loss/critic"] = float(critic_loss.detach())
         return metrics
-
-    # -- checkpointing -------------------------------------------------------------------------
-    def tensors(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {"wm": self.wm.state_dict(), "ac": self.ac.state_dict()}
-        out.update({name: opt.state_dict() for name, opt in self.opts.items()})
-        return out
-
-    def load_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
-        self.wm.load_state_dict(tensors["wm"])
-        self.ac.load_state_dict(tensors["ac"])
-        for name, opt in self.opts.items():
-            opt.load_state_dict(tensors[name])

@@ -9,20 +9,20 @@ dynamics, since gym tasks come with no reward function to plan on.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
 import torch
 
-from reverie.agents.planning_adapter import PlannerPolicy, PlanState
+from reverie.agents.base import ActOutput, AgentBase, Refit
+from reverie.agents.planner_policy import PlannerPolicy, PlanState
 from reverie.config import ConfigError
-from reverie.envs.spaces import ActionSpec, ArraySpec
-from reverie.models.base import State
 from reverie.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
-from reverie.planning import CEMSettings, PlannerSettings
-from reverie.training.run_config import RunConfig
+from reverie.models.ensemble_model import EnsembleWorldModel
+from reverie.planning import CEMSettings
+from reverie.run_config import RunConfig
+from reverie.specs import ActionSpec, ArraySpec
 
 
 def _pets_run() -> RunConfig:
@@ -196,101 +196,38 @@ def fit_ensemble(model: ProbabilisticEnsemble, optimizer: torch.optim.Optimizer,
     return FitReport(np.stack(history), best_epoch, start.cpu().numpy(), metrics)
 
 
-# -- the model as the agent sees it ------------------------------------------------------------
-class EnsembleWorldModel:
-    """The ensemble as a belief model for planning and as a ``wm`` for dreams.
-
-    Belief: the last observation vector ``[N, D]`` (PETS assumes full observability).
-    Planning states are particle states ``obs [M, P, D]`` (see :mod:`reverie.models.ensemble`).
-    ``observe`` / ``step`` / ``decode`` follow :class:`reverie.models.base.WorldModel` closely
-    enough for :func:`reverie.analysis.dream.open_loop`: one particle per member, decoded as
-    the particles' mean observation.
-    """
-
-    def __init__(self, ensemble: ProbabilisticEnsemble, obs_spec: dict[str, ArraySpec], particles: int,
-                 device: torch.device):
-        self.ensemble = ensemble
-        self.obs_spec = dict(obs_spec)
-        self.keys = sorted(obs_spec)
-        self.particles = particles
-        self.device = device
-        self.action_size = ensemble.action_size
-
-    # planning
-    def initial(self, batch: int) -> None:
-        return None
-
-    def filter(self, step: dict[str, np.ndarray], belief: Any) -> torch.Tensor:
-        return torch.as_tensor(flat_obs(step, self.keys), device=self.device)
-
-    def start(self, belief: torch.Tensor) -> State:
-        return self.ensemble.start_state(belief, self.particles)
-
-    def step(self, state: State, action: torch.Tensor) -> State:
-        return self.ensemble.step(state, action)
-
-    def reward(self, state: State) -> torch.Tensor:
-        return self.ensemble.reward(state)
-
-    # dreams
-    def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
-                state: State | None = None) -> tuple[State, State]:
-        """obs ``{key: [B, T, ...]}`` -> (states ``[B, T]`` and the last ``[B]``), each with E particles
-        at the observation, one per member."""
-        b, t = action.shape[:2]
-        vec = torch.cat([obs[k].float().reshape(b, t, -1) for k in self.keys], -1)          # [B, T, D]
-        e = self.ensemble.members
-        posts = {"obs": vec[:, :, None].expand(b, t, e, vec.shape[-1]).contiguous(),
-                 "member": torch.arange(e, device=vec.device).expand(b, t, e).contiguous(),
-                 "reward": vec.new_zeros(b, t, e)}
-        return posts, {k: v[:, -1] for k, v in posts.items()}
-
-    def decode(self, state: State) -> dict[str, torch.Tensor]:
-        """``{key: [..., *shape]}`` from the particles' mean observation."""
-        mean = state["obs"].mean(-2)
-        lead = mean.shape[:-1]
-        sizes = [math.prod(self.obs_spec[k].shape) for k in self.keys]
-        return {k: part.reshape(*lead, *self.obs_spec[k].shape)
-                for k, part in zip(self.keys, mean.split(sizes, -1))}
-
-
 # -- the agent ---------------------------------------------------------------------------------
-class Pets:
-    """The PETS agent (see :class:`reverie.agents.base.Agent`): refits with ``fit(replay)``
-    every ``fit_every`` agent steps and acts with CEM on sampled particles."""
+class Pets(AgentBase):
+    """The PETS agent (see :mod:`reverie.agents.base`): refits on all data every ``fit_every`` agent steps
+    and acts with CEM on sampled particles."""
 
     name = "pets"
 
-    def __init__(self, obs_spec: dict[str, ArraySpec], act_spec: ActionSpec, cfg: PetsConfig,
+    def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: PetsConfig,
                  device: str | torch.device = "cpu"):
+        super().__init__(obs_spec, act_spec, device)
         images = sorted(k for k, s in obs_spec.items() if s.is_image)
         if images:
             raise ConfigError(f"PETS learns from state vectors but the observations include images {images}; "
                               "use --obs state")
         self.cfg = cfg
-        self.obs_spec = dict(obs_spec)
-        self.act_spec = act_spec
-        self.device = torch.device(device)
-        obs_dim = sum(math.prod(s.shape) for s in obs_spec.values())
-        self.ensemble = ProbabilisticEnsemble(obs_dim, act_spec.size, cfg.model).to(self.device)
-        self.opt = self.ensemble.optimizer()
-        self.wm = EnsembleWorldModel(self.ensemble, obs_spec, cfg.particles, self.device)
-        self.policy = PlannerPolicy(self.wm, act_spec, "cem", cfg.planner, device=self.device, name="pets")
-        self.fit_every = cfg.fit_every
+        self.wm = EnsembleWorldModel(obs_spec, act_spec, cfg.model, cfg.particles).to(self.device)
+        self.ensemble = self.wm.ensemble
+        self.modules = {"ensemble": self.ensemble}
+        self.optimizers = {"model_opt": self.ensemble.optimizer()}
+        self.model = self.wm
+        self.planner_defaults = {"cem": cfg.planner}
+        self.schedule = Refit(cfg.fit_every)
+        self.policy = PlannerPolicy(self.wm, "cem", cfg.planner, device=self.device, name="pets")
         self.fits = 0
-
-    def planning_view(self, planner: str) -> tuple[EnsembleWorldModel, PlannerSettings | None]:
-        """The belief model for ``planner`` and this agent's own settings when it is CEM."""
-        return self.wm, (self.cfg.planner if planner == "cem" else None)
 
     def init_state(self, batch: int) -> PlanState:
         return self.policy.init_state(batch)
 
-    def act(self, step: dict[str, np.ndarray], state: PlanState, explore: bool
-            ) -> tuple[np.ndarray, np.ndarray, PlanState]:
+    def act(self, step: dict[str, np.ndarray], state: PlanState, explore: bool) -> ActOutput:
         return self.policy.act(step, state, explore)
 
-    def fit(self, replay: Any) -> dict[str, float]:
+    def refit(self, replay: Any) -> dict[str, float]:
         """Refit the ensemble on every transition in ``replay`` (held-out split, early stopping)."""
         cfg = self.cfg
         data = transitions_from_chunks(replay.chunks(overlap=True), self.wm.keys)
@@ -298,7 +235,7 @@ class Pets:
             return {"model/transitions": float(len(data))}
         rng = np.random.default_rng([cfg.run.seed, self.fits])   # reproducible across resumption
         train, held = split_holdout(data, cfg.holdout, rng)
-        report = fit_ensemble(self.ensemble, self.opt, train, held, max_epochs=cfg.max_epochs,
+        report = fit_ensemble(self.ensemble, self.optimizers["model_opt"], train, held, max_epochs=cfg.max_epochs,
                               patience=cfg.patience, batch_size=cfg.batch_size,
                               min_improvement=cfg.min_improvement, metric=cfg.stop_metric, rng=rng)
         self.fits += 1
@@ -307,14 +244,12 @@ class Pets:
                 "model/transitions": float(len(data)), "model/fits": float(self.fits)}
 
     def tensors(self) -> dict[str, dict[str, Any]]:
-        return {"ensemble": self.ensemble.state_dict(), "model_opt": self.opt.state_dict(),
-                "progress": {"fits": self.fits}}
+        return {**super().tensors(), "progress": {"fits": self.fits}}
 
     def load_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
-        self.ensemble.load_state_dict(tensors["ensemble"])
-        self.opt.load_state_dict(tensors["model_opt"])
+        super().load_tensors(tensors)
         self.fits = int(tensors["progress"]["fits"])
 
 
-__all__ = ["EnsembleWorldModel", "FitReport", "Pets", "PetsConfig", "Transitions", "fit_ensemble",
-           "split_holdout", "transitions_from_chunks"]
+__all__ = ["FitReport", "Pets", "PetsConfig", "Transitions", "fit_ensemble", "split_holdout",
+           "transitions_from_chunks"]

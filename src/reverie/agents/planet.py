@@ -23,18 +23,18 @@ never-ending dm_control tasks but lets it plan on gym tasks that terminate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Mapping
 
 import numpy as np
 import torch
 
-from reverie.agents.base import world_model_update
-from reverie.agents.dreamer import batch_to_torch
-from reverie.agents.planning_adapter import PlannerPolicy, PlanState, RSSMPlanningModel
-from reverie.envs.spaces import ActionSpec, ArraySpec
-from reverie.models import RSSMConfig, RSSMWorldModel, WorldModelConfig
-from reverie.planning import PLANNERS, CEMSettings, PlannerSettings
-from reverie.training.run_config import RunConfig
+from reverie.agents.base import ActOutput, AgentBase, ReplayRatio
+from reverie.agents.dreamer import rssm_update
+from reverie.agents.planner_policy import PlannerPolicy, PlanState
+from reverie.models import Batch, RSSMConfig, RSSMWorldModel, WorldModelConfig
+from reverie.planning import CEMSettings
+from reverie.run_config import RunConfig
+from reverie.specs import ActionSpec, ArraySpec
 
 
 def planet_model() -> WorldModelConfig:
@@ -67,54 +67,38 @@ class PlanetConfig:
     """Environment, budget and bookkeeping."""
 
 
-class Planet:
-    """The PlaNet agent (see :class:`reverie.agents.base.Agent`)."""
+class Planet(AgentBase):
+    """The PlaNet agent (see :mod:`reverie.agents.base`): a model update per replay batch, CEM to act."""
 
     name = "planet"
+    schedule = ReplayRatio()
 
-    def __init__(self, obs_spec: dict[str, ArraySpec], act_spec: ActionSpec, cfg: PlanetConfig,
+    def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: PlanetConfig,
                  device: str | torch.device = "cpu"):
+        super().__init__(obs_spec, act_spec, device)
         self.cfg = cfg
-        self.obs_spec = dict(obs_spec)
-        self.act_spec = act_spec
-        self.device = torch.device(device)
         self.wm = RSSMWorldModel(obs_spec, act_spec, cfg.model).to(self.device)
-        self.opt = torch.optim.Adam(self.wm.parameters(), lr=cfg.model.lr, eps=cfg.model.eps)
-        self.model = RSSMPlanningModel(self.wm, act_spec, device=self.device)
-        self.policy = PlannerPolicy(self.model, act_spec, "cem", cfg.planner, explore_noise=cfg.explore_noise,
+        self.modules = {"wm": self.wm}
+        self.optimizers = {"model_opt": torch.optim.Adam(self.wm.parameters(), lr=cfg.model.lr, eps=cfg.model.eps)}
+        self.model = self.wm
+        self.planner_defaults = {"cem": cfg.planner}
+        self.policy = PlannerPolicy(self.wm, "cem", cfg.planner, explore_noise=cfg.explore_noise,
                                     device=self.device, name="planet")
         self.updates = 0
-
-    def planning_view(self, planner: str) -> tuple[RSSMPlanningModel, PlannerSettings | None]:
-        """The belief model for ``planner``: this agent's CEM settings for "cem", else that
-        planner's defaults with the same continuation handling."""
-        if planner == "cem":
-            return self.model, self.cfg.planner
-        return self.model, PLANNERS[planner][1](use_cont=self.cfg.planner.use_cont)
 
     # -- acting --------------------------------------------------------------------------------
     def init_state(self, batch: int) -> PlanState:
         return self.policy.init_state(batch)
 
-    def act(self, step: dict[str, np.ndarray], state: PlanState, explore: bool
-            ) -> tuple[np.ndarray, np.ndarray, PlanState]:
+    def act(self, step: dict[str, np.ndarray], state: PlanState, explore: bool) -> ActOutput:
         return self.policy.act(step, state, explore)
 
     # -- learning ------------------------------------------------------------------------------
-    def train(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
-        """One model update from a replay batch ``[B, T, ...]``."""
-        data = batch_to_torch(batch, self.device)
-        metrics, _ = world_model_update(self.wm, self.opt, data, self.cfg.model.grad_clip, self.cfg.run.precision)
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One model update from a replay batch ``[B, T]``."""
+        metrics, _ = rssm_update(self.wm, batch, self.optimizers["model_opt"], self.cfg.model, self.cfg.run.precision)
         self.updates += 1
         return metrics
-
-    # -- checkpointing -------------------------------------------------------------------------
-    def tensors(self) -> dict[str, dict[str, Any]]:
-        return {"wm": self.wm.state_dict(), "model_opt": self.opt.state_dict()}
-
-    def load_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
-        self.wm.load_state_dict(tensors["wm"])
-        self.opt.load_state_dict(tensors["model_opt"])
 
 
 __all__ = ["Planet", "PlanetConfig", "planet_model", "planet_run"]

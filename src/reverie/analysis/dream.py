@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reverie.models.base import WorldModel, stack_states
+from reverie.models.base import DECODER, WorldModel, require, stack_states
 
 
 @torch.no_grad()
@@ -24,6 +24,7 @@ def open_loop(wm: WorldModel, obs: dict[str, np.ndarray], action: np.ndarray, co
     Returns ``{key: [T, ...]}`` decoded observations: reconstructions for the first ``context``
     steps, open-loop predictions afterwards (images as uint8).
     """
+    require(wm, [DECODER], "open-loop prediction of observations")
     steps = action.shape[0]
     if not 1 <= context < steps:
         raise ValueError(f"context must be between 1 and the episode length - 1 ({steps - 1}), got {context}")

@@ -17,8 +17,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from reverie.envs.spaces import ActionSpec
-from reverie.models.base import State, WorldModel, stack_states
+from reverie.specs import ActionSpec
+from reverie.models.base import CONT, REWARD, State, WorldModel, has, require, stack_states
 from reverie.nn import MLP, BoundedNormal, OneHotDist, TwoHotDist, lambda_returns, symlog_bins
 
 
@@ -142,15 +142,18 @@ class ActorCritic(nn.Module):
         """(actor loss, critic loss, metrics) from rollouts starting at ``start`` ``[N]``.
 
         start_cont ``[N]``: 1 where the start state is not terminal, so rollouts from
-        terminal states carry no weight.
+        terminal states carry no weight. ``wm`` needs the ``reward`` capability; without ``cont``
+        imagined episodes never end.
         """
+        require(wm, [REWARD], "learning behaviour in imagination")
         cfg = self.cfg
         backprop = self.backprop
         with torch.set_grad_enabled(backprop):
             traj, actions, raw = self.imagine(wm, start, cfg.horizon)
             feat = wm.features(traj)                                   # [H + 1, N, F]
             after = {k: v[1:] for k, v in traj.items()}
-            reward, cont = wm.reward(after), wm.cont(after)            # [H, N]
+            reward = wm.reward(after)                                  # [H, N]
+            cont = wm.cont(after) if has(wm, CONT) else torch.ones_like(reward)
         critic_logits = self.critic(feat.detach())                     # [H + 1, N, bins], one pass for both uses
         if backprop:
             # The bootstrap values pass gradient to the imagined features (and so to the actions),

@@ -19,10 +19,11 @@ discrete actions as an integer index, continuous actions as float32 in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from reverie.specs import ActionSpec, ArraySpec
 
 #: Keys every step dictionary carries besides the observation keys.
 STEP_KEYS = ("reward", "is_first", "is_last", "is_terminal")
@@ -30,36 +31,6 @@ STEP_KEYS = ("reward", "is_first", "is_last", "is_terminal")
 
 class EnvError(ValueError):
     """A bad environment name, setting, action or space, said in one sentence."""
-
-
-@dataclass(frozen=True)
-class ArraySpec:
-    """Shape and dtype of one observation entry (without batch dimensions)."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def is_image(self) -> bool:
-        return len(self.shape) == 3 and np.dtype(self.dtype) == np.uint8
-
-
-@dataclass(frozen=True)
-class ActionSpec:
-    """The action space in the model's convention.
-
-    ``discrete=True``: ``size`` choices, actions are integer indices.
-    ``discrete=False``: ``size`` dimensions, actions are float32 in [-1, 1].
-    """
-
-    discrete: bool
-    size: int
-
-    def sample(self, rng: np.random.Generator, batch: int) -> np.ndarray:
-        """Uniform random actions, ``[batch]`` int64 or ``[batch, size]`` float32."""
-        if self.discrete:
-            return rng.integers(0, self.size, size=(batch,), dtype=np.int64)
-        return rng.uniform(-1.0, 1.0, size=(batch, self.size)).astype(np.float32)
 
 
 @runtime_checkable

@@ -1,9 +1,22 @@
-"""World models behind one interface (see :mod:`reverie.models.base`)."""
+"""World models behind one contract (see :mod:`reverie.models.base`).
 
-from reverie.models.base import State, WorldModel, stack_states
+Families: the RSSM (categorical = DreamerV2/V3, Gaussian = PlaNet/DreamerV1)
+in :mod:`~reverie.models.world_model`, PETS' probabilistic ensemble in
+:mod:`~reverie.models.ensemble_model`.
+"""
+
+from reverie.models.base import (CAPABILITIES, CONT, DECODER, POLICY, REWARD, VALUE, CapabilityError, Dynamics,
+                                 ModelWithHeads, WorldModel, capabilities_of, has, require, with_heads)
+from reverie.models.batch import Batch, BatchError
 from reverie.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from reverie.models.ensemble_model import EnsembleWorldModel
 from reverie.models.rssm import RSSM, RSSMConfig
-from reverie.models.world_model import RSSMWorldModel, WorldModelConfig
+from reverie.models.state import State, StateError, stack_states
+from reverie.models.world_model import RSSMWorldModel, WorldModelConfig, loss_scales
 
-__all__ = ["EnsembleConfig", "ProbabilisticEnsemble", "RSSM", "RSSMConfig", "RSSMWorldModel", "State",
-           "WorldModel", "WorldModelConfig", "stack_states"]
+__all__ = [
+    "CAPABILITIES", "CONT", "DECODER", "POLICY", "REWARD", "VALUE", "Batch", "BatchError", "CapabilityError",
+    "Dynamics", "EnsembleConfig", "EnsembleWorldModel", "ModelWithHeads", "ProbabilisticEnsemble", "RSSM",
+    "RSSMConfig", "RSSMWorldModel", "State", "StateError", "WorldModel", "WorldModelConfig", "capabilities_of",
+    "has", "loss_scales", "require", "stack_states", "with_heads",
+]

@@ -1,54 +1,207 @@
-"""The world-model interface every reverie model family implements.
+"""The world-model contract: one small core every family has, plus declared capabilities.
 
-A *state* is a dictionary of tensors that all share the leading batch axes
-(``[B]`` for one step, ``[B, T]`` for a sequence). What the entries are is
-the model's business; planners and behaviour learners only pass states back
-to the model and read :meth:`WorldModel.features`.
+The core (:class:`WorldModel`) is latent dynamics and nothing more:
+
+- ``initial(B)``: the state before the first observation, ``[B]``;
+- ``observe(obs [B, T, ...], action [B, T, A], is_first [B, T], state)``: filter a
+  sequence into states, returning (states ``[B, T]``, last state ``[B]``);
+  ``action[:, t]`` is the action that led *into* step t;
+- ``step(state [N], action [N, A])``: one step of the prior (imagination);
+- ``features(state) -> [..., F]`` with ``F = feat_size``: a flat vector for heads,
+  policies and analysis;
+- ``obs_spec``, ``act_spec``: what it observes and how it is driven.
+
+What a family may add is declared in ``capabilities`` (a frozenset of the
+names below) and provided by a method of the same name:
+
+=============  ===================================  =========================================
+capability     method                               meaning
+=============  ===================================  =========================================
+``reward``     ``reward(state) -> [...]``           reward for arriving in ``state``
+``cont``       ``cont(state) -> [...]``             probability the episode goes on after it
+``decoder``    ``decode(state) -> {key: [..., *]}`` predicted observations (images in [0, 255])
+``value``      ``value(state) -> [...]``            expected discounted return from ``state``
+``policy``     ``policy(state) -> distribution``    an action prior (``mode``, ``sample``,
+                                                    ``log_prob``, ``entropy``; ``logits``
+                                                    ``[..., K]`` for discrete actions)
+=============  ===================================  =========================================
+
+Whoever needs a capability asks :func:`require`, which answers a missing one
+with one sentence. Nothing in reverie probes a model with ``hasattr``.
+
+Planners need only the dynamics part (:class:`Dynamics`: ``act_spec``,
+``capabilities``, ``step``), so a hand-written model of a known system can
+be planned on without filtering or features.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Callable, Iterable, Mapping, Protocol, runtime_checkable
 
-import torch
 from torch import Tensor
 
-State = dict[str, Tensor]
+from reverie.models.state import State, stack_states
+from reverie.specs import ActionSpec, ArraySpec
+
+REWARD = "reward"
+CONT = "cont"
+DECODER = "decoder"
+VALUE = "value"
+POLICY = "policy"
+#: Every capability a model may declare, and the method that provides it.
+CAPABILITIES: dict[str, str] = {REWARD: "reward", CONT: "cont", DECODER: "decode", VALUE: "value",
+                                POLICY: "policy"}
+
+__all__ = [
+    "CAPABILITIES", "CONT", "DECODER", "POLICY", "REWARD", "VALUE", "ActionDistribution", "CapabilityError",
+    "Dynamics", "ModelWithHeads", "State", "WorldModel", "capabilities_of", "has", "require", "stack_states",
+    "with_heads",
+]
+
+
+class CapabilityError(ValueError):
+    """A model lacks a capability that a planner, agent or command needs (said in one sentence)."""
+
+
+class ActionDistribution(Protocol):
+    """What a ``policy`` capability returns: a distribution over model-space actions ``[..., A]``."""
+
+    def mode(self) -> Tensor: ...
+
+    def sample(self, generator=None) -> Tensor: ...
+
+    def log_prob(self, action: Tensor) -> Tensor: ...
+
+    def entropy(self) -> Tensor: ...
 
 
 @runtime_checkable
-class WorldModel(Protocol):
-    """What the agents, planners and analysis tools rely on."""
+class Dynamics(Protocol):
+    """The part of a world model a planner drives: the prior step and the declared capabilities."""
+
+    act_spec: ActionSpec
+    capabilities: frozenset[str]
+
+    def step(self, state: State, action: Tensor) -> State:
+        """One imagined step: state ``[N]``, action ``[N, A]`` -> state ``[N]``."""
+        ...
+
+
+@runtime_checkable
+class WorldModel(Dynamics, Protocol):
+    """The core protocol every world-model family implements (see the module docstring)."""
+
+    obs_spec: Mapping[str, ArraySpec]
+    feat_size: int
 
     def initial(self, batch: int) -> State:
         """The state before the first observation, ``[B]``."""
+        ...
 
-    def observe(self, obs: dict[str, Tensor], action: Tensor, is_first: Tensor,
+    def observe(self, obs: Mapping[str, Tensor], action: Tensor, is_first: Tensor,
                 state: State | None = None) -> tuple[State, State]:
-        """Filter a sequence: obs ``[B, T, ...]``, action ``[B, T, A]`` (the action that led *into*
-        step t), is_first ``[B, T]``. Returns (posterior states ``[B, T]``, last state ``[B]``)."""
-
-    def step(self, state: State, action: Tensor) -> State:
-        """One imagined step from the prior: state ``[B]``, action ``[B, A]`` -> state ``[B]``."""
-
-    def reward(self, state: State) -> Tensor:
-        """Predicted reward for arriving in ``state``, ``[...]``."""
-
-    def cont(self, state: State) -> Tensor:
-        """Predicted probability that the episode continues after ``state``, ``[...]``."""
-
-    def decode(self, state: State) -> dict[str, Tensor]:
-        """Predicted observations, each ``[..., *obs_shape]`` (images as uint8-range floats in [0, 255])."""
+        """Filter a sequence: obs ``[B, T, ...]``, action ``[B, T, A]``, is_first ``[B, T]``.
+        Returns (states ``[B, T]``, last state ``[B]``)."""
+        ...
 
     def features(self, state: State) -> Tensor:
-        """A flat feature vector ``[..., F]`` for heads, policies and analysis."""
-
-    def loss(self, batch: dict[str, Tensor], state: State | None = None
-             ) -> tuple[dict[str, Tensor], dict[str, float], State, State]:
-        """Per-step losses ``{name: [B, T]}`` (unscaled), metrics, posterior states ``[B, T]`` and the
-        last state ``[B]``. The caller combines losses with its scales."""
+        """A flat feature vector ``[..., F]``."""
+        ...
 
 
-def stack_states(states: list[State], dim: int = 1) -> State:
-    """Stack a list of ``[B]`` states into ``[B, T]`` (dim=1) or ``[T, B]`` (dim=0)."""
-    return {k: torch.stack([s[k] for s in states], dim) for k in states[0]}
+def capabilities_of(model: object) -> frozenset[str]:
+    """The capabilities ``model`` declares, checked against the methods it has."""
+    declared = getattr(model, "capabilities", None)
+    name = type(model).__name__
+    if not isinstance(declared, (set, frozenset)):
+        raise CapabilityError(f"{name} declares no `capabilities`; give it a frozenset of "
+                              f"{', '.join(sorted(CAPABILITIES))} (possibly empty)")
+    unknown = sorted(set(declared) - set(CAPABILITIES))
+    if unknown:
+        raise CapabilityError(f"{name} declares unknown capabilities {unknown}; "
+                              f"choose from {', '.join(sorted(CAPABILITIES))}")
+    return frozenset(declared)
+
+
+def has(model: object, capability: str) -> bool:
+    """Whether ``model`` declares ``capability``."""
+    return capability in capabilities_of(model)
+
+
+def require(model: object, needed: Iterable[str], purpose: str) -> None:
+    """Raise :class:`CapabilityError` unless ``model`` declares (and implements) every capability in ``needed``.
+
+    ``purpose`` names who asks, e.g. "planner 'cem' with use_value=True".
+    """
+    caps = capabilities_of(model)
+    name = type(model).__name__
+    missing = sorted(set(needed) - caps)
+    if missing:
+        have = ", ".join(sorted(caps)) or "none"
+        raise CapabilityError(f"{purpose} needs a model with {' and '.join(missing)}, but {name} has "
+                              f"only {have}")
+    for cap in needed:
+        if not callable(getattr(model, CAPABILITIES[cap], None)):
+            raise CapabilityError(f"{name} declares '{cap}' but has no `{CAPABILITIES[cap]}(state)` method")
+
+
+class ModelWithHeads:
+    """A world model with value and/or policy heads read off its features.
+
+    This is how a behaviour learner's critic and actor (Dreamer's, say) become
+    the model's ``value`` and ``policy`` capabilities, for any family: planners
+    then bootstrap with the critic and roll out the actor as a prior. The core
+    and the model's own capabilities pass through unchanged.
+    """
+
+    def __init__(self, model: WorldModel, value: Callable[[Tensor], Tensor] | None = None,
+                 policy: Callable[[Tensor], ActionDistribution] | None = None):
+        self.model = model
+        self._value, self._policy = value, policy
+        self.capabilities = (capabilities_of(model) | ({VALUE} if value is not None else set())
+                             | ({POLICY} if policy is not None else set()))
+        self.obs_spec = model.obs_spec
+        self.act_spec = model.act_spec
+        self.feat_size = model.feat_size
+
+    def initial(self, batch: int) -> State:
+        return self.model.initial(batch)
+
+    def observe(self, obs, action, is_first, state=None):
+        return self.model.observe(obs, action, is_first, state)
+
+    def step(self, state: State, action: Tensor) -> State:
+        return self.model.step(state, action)
+
+    def features(self, state: State) -> Tensor:
+        return self.model.features(state)
+
+    def reward(self, state: State) -> Tensor:
+        require(self.model, [REWARD], "reward()")
+        return self.model.reward(state)  # type: ignore[attr-defined]
+
+    def cont(self, state: State) -> Tensor:
+        require(self.model, [CONT], "cont()")
+        return self.model.cont(state)  # type: ignore[attr-defined]
+
+    def decode(self, state: State) -> dict[str, Tensor]:
+        require(self.model, [DECODER], "decode()")
+        return self.model.decode(state)  # type: ignore[attr-defined]
+
+    def value(self, state: State) -> Tensor:
+        if self._value is None:
+            require(self.model, [VALUE], "value()")
+            return self.model.value(state)  # type: ignore[attr-defined]
+        return self._value(self.model.features(state))
+
+    def policy(self, state: State) -> ActionDistribution:
+        if self._policy is None:
+            require(self.model, [POLICY], "policy()")
+            return self.model.policy(state)  # type: ignore[attr-defined]
+        return self._policy(self.model.features(state))
+
+
+def with_heads(model: WorldModel, value: Callable[[Tensor], Tensor] | None = None,
+               policy: Callable[[Tensor], ActionDistribution] | None = None) -> ModelWithHeads:
+    """``model`` with ``value(features) -> [...]`` and ``policy(features) -> distribution`` as capabilities."""
+    return ModelWithHeads(model, value, policy)

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from reverie.envs.spaces import ArraySpec
+from reverie.specs import ArraySpec
 from reverie.nn import MLP, ConvDecoder, ConvEncoder, ImageMSE, SymlogMSE, symlog
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reverie.models.base import State, stack_states
+from reverie.models.state import State, stack_states
 from reverie.nn import MLP, GRUCell, OneHotDist, categorical_kl
 
 

@@ -4,7 +4,9 @@ Losses follow DreamerV3: reconstruction (symlog MSE for vectors, MSE for
 images), reward as a symlog two-hot distribution, continuation as a
 Bernoulli, and the KL between posterior and prior split into a dynamics term
 (trains the prior) and a representation term (trains the posterior), each
-clipped from below at ``free_nats``.
+clipped from below at ``free_nats``. :meth:`RSSMWorldModel.loss` returns the
+terms unweighted; the agent that trains the model weighs them
+(:func:`loss_scales` gives the config's weights).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from reverie.envs.spaces import ActionSpec, ArraySpec
-from reverie.models.base import State
+from reverie.models.base import CONT, DECODER, REWARD, State
+from reverie.models.batch import Batch
 from reverie.models.codecs import MultiDecoder, MultiEncoder
 from reverie.models.rssm import RSSM, RSSMConfig
 from reverie.nn import MLP, Bernoulli, TwoHotDist, symlog_bins
+from reverie.specs import ActionSpec, ArraySpec
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,20 @@ class WorldModelConfig:
     """Global gradient-norm clip."""
 
 
+def loss_scales(cfg: WorldModelConfig) -> dict[str, float]:
+    """The weight of each term of :meth:`RSSMWorldModel.loss` in the config."""
+    return {"rec": cfg.rec_scale, "reward": cfg.reward_scale, "cont": cfg.cont_scale, "dyn": cfg.dyn_scale,
+            "rep": cfg.rep_scale}
+
+
 class RSSMWorldModel(nn.Module):
-    """Implements :class:`reverie.models.base.WorldModel` with an RSSM.
+    """Implements :class:`reverie.models.base.WorldModel` with an RSSM; capabilities: reward, cont, decoder.
 
     Actions enter the model as float vectors ``[..., A]``: one-hot for
     discrete action spaces, values in [-1, 1] for continuous ones.
     """
+
+    capabilities = frozenset({REWARD, CONT, DECODER})
 
     def __init__(self, obs_spec: dict[str, ArraySpec], act_spec: ActionSpec, cfg: WorldModelConfig):
         super().__init__()
@@ -74,6 +85,7 @@ class RSSMWorldModel(nn.Module):
         self.reward_head = MLP(feat, cfg.reward_bins, cfg.units, cfg.layers, zero_out=True)
         self.cont_head = MLP(feat, 1, cfg.units, cfg.layers)
         self.register_buffer("bins", symlog_bins(cfg.reward_bins), persistent=False)
+        self.feat_size = feat
 
     # -- the interface -------------------------------------------------------------------------
     def initial(self, batch: int) -> State:
@@ -107,30 +119,28 @@ class RSSMWorldModel(nn.Module):
         return out
 
     # -- training ------------------------------------------------------------------------------
-    def loss(self, batch: dict[str, Tensor], state: State | None = None
+    def loss(self, batch: Batch, state: State | None = None
              ) -> tuple[dict[str, Tensor], dict[str, float], State, State]:
-        """batch: obs keys ``[B, T, ...]``, ``action [B, T, A]``, ``reward``, ``is_first``,
-        ``is_terminal`` ``[B, T]``. Returns per-step losses ``[B, T]`` already weighted by the
-        config's scales, metrics, posterior states ``[B, T]`` and the last state ``[B]``."""
+        """Per-step losses ``{rec, reward, cont, dyn, rep}`` each ``[B, T]`` (unweighted; the KL terms clipped
+        at ``free_nats``), metrics, posterior states ``[B, T]`` and the last state ``[B]``."""
         cfg = self.cfg
-        obs = {k: batch[k] for k in self.obs_spec}
-        post, last = self.observe(obs, batch["action"], batch["is_first"], state)
+        post, last = self.observe(batch.obs, batch.action, batch.is_first, state)
         prior = self.rssm.prior(post["deter"])
         dyn, rep = self.rssm.kl(post, prior)                        # [B, T]
         feat = self.features(post)                                  # [B, T, F]
         rec = 0.0
         for k, dist in self.decoder(feat).items():
-            target = batch[k].float() / 255.0 - 0.5 if self.obs_spec[k].is_image else batch[k]
+            target = batch.obs[k].float() / 255.0 - 0.5 if self.obs_spec[k].is_image else batch.obs[k]
             rec = rec + dist.loss(target)
-        reward = TwoHotDist(self.reward_head(feat), self.bins).loss(batch["reward"])
-        cont_target = 1.0 - batch["is_terminal"].float()
+        reward = TwoHotDist(self.reward_head(feat), self.bins).loss(batch.reward)
+        cont_target = 1.0 - batch.is_terminal.float()
         cont = Bernoulli(self.cont_head(feat).squeeze(-1)).loss(cont_target)
         losses = {
-            "rec": cfg.rec_scale * rec,
-            "reward": cfg.reward_scale * reward,
-            "cont": cfg.cont_scale * cont,
-            "dyn": cfg.dyn_scale * torch.clamp(dyn, min=cfg.free_nats),
-            "rep": cfg.rep_scale * torch.clamp(rep, min=cfg.free_nats),
+            "rec": rec,
+            "reward": reward,
+            "cont": cont,
+            "dyn": torch.clamp(dyn, min=cfg.free_nats),
+            "rep": torch.clamp(rep, min=cfg.free_nats),
         }
         metrics = {"wm/kl": float(dyn.detach().mean()), "wm/rec": float(rec.detach().mean())}
         return losses, metrics, post, last

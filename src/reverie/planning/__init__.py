@@ -1,26 +1,20 @@
 """Model-predictive planners over learned world models.
 
 Every planner is a function ``(model, state [B], settings, warm) -> PlanResult``
-that needs only ``model.step(state, action)`` and ``model.reward(state)``
-(``cont`` and ``value`` when the settings ask for them), makes one batched
-``step`` call per horizon step, and returns its warm start instead of keeping it.
+that needs only the model's dynamics (``act_spec``, ``capabilities``,
+``step``) and the capabilities its settings use (``reward``; ``cont``,
+``value`` and ``policy`` when asked), makes one batched ``step`` call per
+horizon step, and returns its warm start instead of keeping it.
 
     from reverie.planning import plan
-    result = plan("cem", model, state, action_size=6)
-    action, warm = result.action, result.warm          # [B, 6]; pass warm next time
+    result = plan("cem", model, state, horizon=12)
+    action, warm = result.action, result.warm          # [B, A]; pass warm next time
 """
 
-from .api import PLANNERS, plan, planner_settings
-from .base import (
-    PlannerSettings,
-    PlanningError,
-    PlanningModel,
-    PlanResult,
-    Policy,
-    State,
-    WarmStart,
-    repeat_state,
-)
+from reverie.models.state import repeat_state
+
+from .api import PLANNERS, plan, planner_settings, planner_spec
+from .base import PlannerSettings, PlannerSpec, PlanningError, PlanResult, Policy, State, WarmStart
 from .cem import CEMSettings, cem
 from .gradient import GradientSettings, gradient
 from .mppi import MPPISettings, mppi, mppi_weights
@@ -35,8 +29,8 @@ __all__ = [
     "MPPISettings",
     "PlanResult",
     "PlannerSettings",
+    "PlannerSpec",
     "PlanningError",
-    "PlanningModel",
     "Policy",
     "ShootingSettings",
     "State",
@@ -50,6 +44,7 @@ __all__ = [
     "mppi_weights",
     "plan",
     "planner_settings",
+    "planner_spec",
     "repeat_state",
     "rollout_returns",
     "shooting",

@@ -7,23 +7,30 @@ from a config string.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from .base import PlannerSettings, PlanningError, PlanResult, Policy, State, WarmStart
-from .cem import CEMSettings, cem
-from .gradient import GradientSettings, gradient
-from .mppi import MPPISettings, mppi
-from .shooting import ShootingSettings, shooting
+from reverie.specs import ActionSpec
 
-#: name -> (planner function, its settings class)
-PLANNERS: dict[str, tuple[Callable[..., PlanResult], type[PlannerSettings]]] = {
-    "shooting": (shooting, ShootingSettings),
-    "cem": (cem, CEMSettings),
-    "mppi": (mppi, MPPISettings),
-    "gradient": (gradient, GradientSettings),
-}
+from .base import PlannerSettings, PlannerSpec, PlanningError, PlanResult, State, WarmStart, unsupported
+from .cem import SPEC as CEM
+from .gradient import SPEC as GRADIENT
+from .mppi import SPEC as MPPI
+from .shooting import SPEC as SHOOTING
+
+#: Every planner by name, with what it declares (see :class:`~reverie.planning.base.PlannerSpec`).
+PLANNERS: dict[str, PlannerSpec] = {spec.name: spec for spec in (SHOOTING, CEM, MPPI, GRADIENT)}
+
+
+def planner_spec(name: str, act_spec: ActionSpec | None = None) -> PlannerSpec:
+    """The declaration of planner ``name``; with ``act_spec``, also check that it plans that kind of action."""
+    if name not in PLANNERS:
+        raise PlanningError(f"Unknown planner {name!r}; choose one of {', '.join(sorted(PLANNERS))}.")
+    spec = PLANNERS[name]
+    if act_spec is not None and not spec.supports(act_spec):
+        raise PlanningError(unsupported(spec, act_spec, PLANNERS))
+    return spec
 
 
 def planner_settings(name: str, settings: PlannerSettings | None = None, **overrides: Any) -> PlannerSettings:
@@ -32,9 +39,7 @@ def planner_settings(name: str, settings: PlannerSettings | None = None, **overr
     Raises PlanningError for an unknown planner, a settings object of another
     planner, or an override that is not a field of the settings.
     """
-    if name not in PLANNERS:
-        raise PlanningError(f"Unknown planner {name!r}; choose one of {', '.join(sorted(PLANNERS))}.")
-    settings_type = PLANNERS[name][1]
+    settings_type = planner_spec(name).settings_type
     if settings is None:
         settings = settings_type()
     elif type(settings) is not settings_type:
@@ -59,19 +64,18 @@ def plan(
     settings: PlannerSettings | None = None,
     warm: WarmStart | None = None,
     *,
-    policy: Policy | None = None,
     generator: torch.Generator | None = None,
     **overrides: Any,
 ) -> PlanResult:
-    """Run planner ``name`` ("shooting", "cem", "mppi" or "gradient") on B start states.
+    """Run planner ``name`` (one of :data:`PLANNERS`) on B start states.
 
     Args:
         name: which planner.
-        model: has ``step`` and ``reward`` (optionally ``cont``, ``value``, ``action_size``).
+        model: a :class:`~reverie.models.base.Dynamics`: ``act_spec``, ``capabilities`` and ``step``, plus
+            the capabilities the settings use (``reward``; ``cont``, ``value``, ``policy`` as asked).
         state: B start states, a tensor [B, ...] or a dict of tensors [B, ...].
         settings: that planner's settings dataclass, or None for its defaults.
         warm: ``result.warm`` of the previous call, or None.
-        policy: optional prior policy ``policy(state [N, ...]) -> action [N, A]``.
         generator: optional ``torch.Generator`` on the state's device.
         overrides: settings fields to change, e.g. ``horizon=30, candidates=500``.
 
@@ -79,4 +83,6 @@ def plan(
         The planner's :class:`PlanResult` (action [B, A], refined plan, warm start, diagnostics).
     """
     resolved = planner_settings(name, settings, **overrides)
-    return PLANNERS[name][0](model, state, resolved, warm, policy=policy, generator=generator)
+    act_spec = getattr(model, "act_spec", None)
+    spec = planner_spec(name, act_spec if isinstance(act_spec, ActionSpec) else None)
+    return spec.fn(model, state, resolved, warm, generator=generator)

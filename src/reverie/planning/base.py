@@ -1,15 +1,22 @@
-"""The planner contract: the model protocol, shared settings, and the result.
+"""The planner contract: what a planner declares, takes and returns.
 
 Every planner in reverie is a pure function
 
-    planner(model, state, settings, warm=None, *, policy=None, generator=None) -> PlanResult
+    planner(model, state, settings, warm=None, *, generator=None) -> PlanResult
 
-of a world model that has ``step`` and ``reward`` (and optionally ``cont``
-and ``value``), a batch of B start states, a frozen settings dataclass and
-the warm start returned by the previous call. Nothing is kept in ``self``:
-the caller stores ``result.warm`` and hands it back on the next call.
+of a world model (at least :class:`reverie.models.base.Dynamics`: ``act_spec``,
+``capabilities`` and ``step``), a batch of B start states, a frozen settings
+dataclass and the warm start returned by the previous call. Nothing is kept
+in ``self``: the caller stores ``result.warm`` and hands it back next time,
+and :meth:`WarmStart.forget` resets the rows whose episode starts over.
 
-Conventions used by all planners (the time index t runs over the horizon H):
+Each planner declares a :class:`PlannerSpec` (which action kinds it plans)
+and its settings say which model capabilities they use
+(:meth:`PlannerSettings.needs`); :func:`prepare`, the preamble every planner
+runs first, refuses anything else in one sentence.
+
+Conventions used by the trajectory planners (the time index t runs over the
+horizon H):
 
 - ``s_0`` is the start state, ``s_{t+1} = model.step(s_t, a_t)``;
 - ``r_t = model.reward(s_{t+1})`` is the reward for arriving at ``s_{t+1}``;
@@ -17,20 +24,27 @@ Conventions used by all planners (the time index t runs over the horizon H):
 - the predicted return of a candidate is
   ``sum_t gamma^t (prod_{k<t} c_k) r_t + gamma^H (prod_{k<H} c_k) V(s_H)``,
   where the ``c`` factors are used only with ``use_cont`` and the last term
-  only with ``use_value``.
+  only with ``use_value``;
+- with ``policy_candidates = P > 0`` the first P candidates of every start
+  state follow the model's ``policy`` prior (its mode) instead of sampled actions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol, Union, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import torch
 from torch import Tensor
-from torch.utils import _pytree as pytree
 
-#: A model state: one tensor [N, ...] or a (nested) dict of tensors, each [N, ...].
-State = Union[Tensor, Mapping[str, "State"]]
+from reverie.models.base import CONT, POLICY, REWARD, VALUE, require
+from reverie.models.state import State, StateError, state_batch
+from reverie.specs import ActionSpec
+
+__all__ = [
+    "PlanResult", "PlannerSettings", "PlannerSpec", "PlanningError", "Policy", "Setup", "State", "WarmStart",
+    "check_settings", "fit_horizon", "prepare", "shift_plan", "unsupported",
+]
 
 #: A prior policy used to propose candidates: ``policy(state [N, ...]) -> action [N, A]``.
 Policy = Callable[[State], Tensor]
@@ -40,37 +54,12 @@ class PlanningError(ValueError):
     """A planner was called with inputs it cannot use (the message says which and how to fix it)."""
 
 
-@runtime_checkable
-class PlanningModel(Protocol):
-    """What a planner needs from a world model.
-
-    ``cont(state) -> [N]`` (probability the episode continues) and
-    ``value(state) -> [N]`` (terminal value estimate) are optional; a planner
-    calls them only when its settings ask for them (``use_cont``, ``use_value``).
-    """
-
-    def step(self, state: State, action: Tensor) -> State:
-        """The prior (imagination) step: ``state [N, ...], action [N, A] -> state [N, ...]``.
-
-        Continuous actions lie in [-1, 1]; discrete actions are one-hot floats.
-        """
-        ...
-
-    def reward(self, state: State) -> Tensor:
-        """Predicted reward for arriving at ``state``: ``[N]``."""
-        ...
-
-
 @dataclass(frozen=True)
 class PlannerSettings:
     """Options every planner shares (each planner's settings extend these)."""
 
     horizon: int = 12
     """Number of actions H in each planned sequence."""
-    action_size: int | None = None
-    """Action dimension A (or number of choices if discrete); None reads ``model.action_size``."""
-    discrete: bool = False
-    """Plan one-hot categorical actions instead of continuous actions in [-1, 1]."""
     discount: float = 1.0
     """Discount gamma applied to the reward of step t as gamma^t (and gamma^H to the value)."""
     use_cont: bool = False
@@ -78,18 +67,25 @@ class PlannerSettings:
     use_value: bool = False
     """Add gamma^H times ``model.value`` of the last imagined state (TD-MPC style)."""
     policy_candidates: int = 0
-    """Candidates rolled out by the prior ``policy`` passed to the planner (TD-MPC2 style)."""
+    """Candidates rolled out by the model's ``policy`` prior (TD-MPC2 style)."""
     bf16: bool = False
     """Run the model calls under bfloat16 autocast; returns are still summed in float32."""
     seed: int | None = None
     """Seed for a fresh generator when none is passed; None uses torch's global generator."""
+
+    def needs(self) -> frozenset[str]:
+        """The model capabilities these settings use."""
+        return frozenset({REWARD} | ({CONT} if self.use_cont else set()) | ({VALUE} if self.use_value else set())
+                         | ({POLICY} if self.policy_candidates else set()))
 
 
 @dataclass(frozen=True)
 class WarmStart:
     """What a planner hands to its next call; time is already shifted by one step.
 
-    Exactly one of ``mean`` (continuous) and ``probs`` (discrete) is set.
+    Exactly one of ``mean`` (continuous) and ``probs`` (discrete) is set. The
+    planner that made it records its cold start (``init_std``), so the warm
+    start can forget single rows without knowing which planner made it.
     """
 
     mean: Tensor | None = None
@@ -98,6 +94,28 @@ class WarmStart:
     """[B, H, A] standard deviations (continuous, optional)."""
     probs: Tensor | None = None
     """[B, H, K] per-step choice probabilities for the next call (discrete)."""
+    init_std: float = 1.0
+    """The std a cold start uses (continuous)."""
+
+    def forget(self, rows: Tensor) -> "WarmStart | None":
+        """Replace the plans of ``rows [B]`` (bool, e.g. where an episode starts) by the cold start:
+        mean 0 and ``init_std``, or uniform choice probabilities. None if every row is forgotten."""
+        if bool(rows.all()):
+            return None
+        if not bool(rows.any()):
+            return self
+        mask = rows.view(-1, 1, 1)
+
+        def cold(x: Tensor | None, fill: float) -> Tensor | None:
+            return None if x is None else torch.where(mask.to(x.device), torch.full_like(x, fill), x)
+
+        uniform = 1.0 / self.probs.shape[-1] if self.probs is not None else 0.0
+        return WarmStart(mean=cold(self.mean, 0.0), std=cold(self.std, self.init_std),
+                         probs=cold(self.probs, uniform), init_std=self.init_std)
+
+    def detach(self) -> "WarmStart":
+        return WarmStart(*(None if x is None else x.detach() for x in (self.mean, self.std, self.probs)),
+                         init_std=self.init_std)
 
 
 @dataclass(frozen=True)
@@ -112,90 +130,48 @@ class PlanResult:
     """[B, H, A] the refined spread (CEM and MPPI only)."""
     probs: Tensor | None
     """[B, H, K] refined per-step choice probabilities (discrete only)."""
-    warm: WarmStart
-    """The plan shifted by one step: pass it as ``warm`` to the next call."""
+    warm: WarmStart | None
+    """The plan shifted by one step: pass it as ``warm`` to the next call (None for tree search)."""
     best_return: Tensor
     """[iterations, B] best finite predicted return among the candidates of each iteration."""
     mean_return: Tensor
     """[iterations, B] mean finite predicted return of each iteration's candidates."""
+    extras: Mapping[str, Tensor] = field(default_factory=dict)
+    """Planner-specific outputs per start state, e.g. a tree search's ``search_policy [B, K]`` and
+    ``root_value [B]``."""
 
 
-# ---------------------------------------------------------------------------
-# helpers shared by the planners
+@dataclass(frozen=True)
+class PlannerSpec:
+    """A planner's declaration: its name, function, settings type and the action kinds it plans."""
+
+    name: str
+    fn: Callable[..., PlanResult]
+    settings_type: type[PlannerSettings]
+    discrete: bool
+    continuous: bool
+
+    def supports(self, act_spec: ActionSpec) -> bool:
+        return self.discrete if act_spec.discrete else self.continuous
+
+    @property
+    def kinds(self) -> str:
+        return " and ".join(k for k, ok in (("discrete", self.discrete), ("continuous", self.continuous)) if ok)
 
 
-def state_leaves(state: State) -> list[Tensor]:
-    """All tensors of a state, in a fixed order."""
-    leaves = pytree.tree_leaves(state)
-    if not leaves or not all(isinstance(x, Tensor) for x in leaves):
-        raise PlanningError(
-            "The start state must be a tensor [B, ...] or a dict of tensors each [B, ...]; "
-            f"got {type(state).__name__}."
-        )
-    return leaves
+@dataclass(frozen=True)
+class Setup:
+    """What :func:`prepare` resolved for one planner call."""
 
-
-def state_batch(state: State) -> tuple[int, torch.device]:
-    """Batch size B and device shared by every tensor of ``state``."""
-    leaves = state_leaves(state)
-    sizes = {x.shape[0] if x.dim() else None for x in leaves}
-    if len(sizes) != 1 or None in sizes:
-        raise PlanningError(
-            "Every tensor of the start state needs the same leading batch size B; "
-            f"got leading sizes {sorted(str(s) for s in sizes)}."
-        )
-    return leaves[0].shape[0], leaves[0].device
-
-
-def repeat_state(state: State, count: int) -> State:
-    """Repeat each start state ``count`` times: leaves [B, ...] -> [B * count, ...].
-
-    Row ``b * count + c`` holds candidate c of start state b, so a flat
-    batch reshapes to ``[B, count, ...]``.
-    """
-    return pytree.tree_map(lambda x: x.repeat_interleave(count, dim=0), state)
-
-
-def select_rows(state: State, batch: int, count: int, first: int) -> State:
-    """The first ``first`` candidates of every start state: [B * count, ...] -> [B * first, ...]."""
-    return pytree.tree_map(
-        lambda x: x.reshape(batch, count, *x.shape[1:])[:, :first].reshape(batch * first, *x.shape[1:]),
-        state,
-    )
-
-
-def resolve_action_size(model: object, settings: PlannerSettings, warm: WarmStart | None) -> int:
-    """The action size A from the settings, the model (``action_size``) or the warm start."""
-    if settings.action_size is not None:
-        size = settings.action_size
-    elif isinstance(getattr(model, "action_size", None), int):
-        size = model.action_size  # type: ignore[attr-defined]
-    elif warm is not None and (warm.mean if warm.mean is not None else warm.probs) is not None:
-        size = (warm.mean if warm.mean is not None else warm.probs).shape[-1]  # type: ignore[union-attr]
-    else:
-        raise PlanningError(
-            "The planner does not know the action size: pass action_size=A in the settings "
-            "or give the model an integer attribute `action_size`."
-        )
-    if size < 1 or (settings.discrete and size < 2):
-        raise PlanningError(f"action_size must be >= 1 (>= 2 choices if discrete); got {size}.")
-    return int(size)
-
-
-def make_generator(
-    settings: PlannerSettings, device: torch.device, generator: torch.Generator | None
-) -> torch.Generator | None:
-    """The generator to draw candidates from: the one passed, a seeded one, or None (global)."""
-    if generator is not None:
-        if torch.device(generator.device).type != device.type:
-            raise PlanningError(
-                f"The generator lives on {generator.device} but the start state is on {device}; "
-                "create it with torch.Generator(device=state_device)."
-            )
-        return generator
-    if settings.seed is None:
-        return None
-    return torch.Generator(device=device).manual_seed(settings.seed)
+    batch: int
+    """B start states."""
+    device: torch.device
+    size: int
+    """A: action dimension, or number of choices if discrete."""
+    discrete: bool
+    generator: torch.Generator | None
+    policy: Policy | None
+    """The model's prior as ``state -> action [N, A]`` (its mode), if the settings use one."""
 
 
 def check_settings(settings: PlannerSettings, candidates: int | None = None) -> None:
@@ -213,7 +189,60 @@ def check_settings(settings: PlannerSettings, candidates: int | None = None) -> 
         )
 
 
-def check_warm(warm: WarmStart | None, batch: int, action_size: int, discrete: bool) -> None:
+def prepare(spec: PlannerSpec, model: object, state: State, settings: PlannerSettings, warm: WarmStart | None,
+            generator: torch.Generator | None, candidates: int | None = None) -> Setup:
+    """The preamble every planner runs: check the settings, the model's capabilities and action kind,
+    the start states and the warm start; pick the generator; build the prior policy."""
+    if not isinstance(settings, spec.settings_type):
+        raise PlanningError(f"planner '{spec.name}' takes {spec.settings_type.__name__}, "
+                            f"not {type(settings).__name__}.")
+    check_settings(settings, candidates)
+    act_spec = getattr(model, "act_spec", None)
+    if not isinstance(act_spec, ActionSpec):
+        raise PlanningError(f"{type(model).__name__} has no `act_spec` (a reverie.specs.ActionSpec); "
+                            "a planner reads the action size and kind from it.")
+    if not spec.supports(act_spec):
+        raise PlanningError(unsupported(spec, act_spec))
+    require(model, settings.needs(), f"planner '{spec.name}' with these settings")
+    try:
+        batch, device = state_batch(state)
+    except StateError as e:
+        raise PlanningError(f"the start state is not usable: {e}.") from None
+    size = act_spec.size
+    if size < 1 or (act_spec.discrete and size < 2):
+        raise PlanningError(f"action size must be >= 1 (>= 2 choices if discrete); got {size}.")
+    _check_warm(warm, batch, size, act_spec.discrete)
+    policy = None
+    if settings.policy_candidates:
+        def policy(s: State) -> Tensor:
+            return model.policy(s).mode()  # type: ignore[attr-defined]
+    return Setup(batch, device, size, act_spec.discrete, _generator(settings, device, generator), policy)
+
+
+def unsupported(spec: PlannerSpec, act_spec: ActionSpec, others: Mapping[str, PlannerSpec] | None = None) -> str:
+    """The sentence for a planner that cannot plan this kind of action, naming ``others`` that can."""
+    kind = "discrete" if act_spec.discrete else "continuous"
+    able = [repr(n) for n, s in (others or {}).items() if s.supports(act_spec)]
+    hint = f"; use {' or '.join(able)}" if able else ""
+    return f"planner '{spec.name}' plans {spec.kinds} actions but this model's are {kind}{hint}."
+
+
+def _generator(settings: PlannerSettings, device: torch.device,
+               generator: torch.Generator | None) -> torch.Generator | None:
+    """The generator to draw candidates from: the one passed, a seeded one, or None (global)."""
+    if generator is not None:
+        if torch.device(generator.device).type != device.type:
+            raise PlanningError(
+                f"The generator lives on {generator.device} but the start state is on {device}; "
+                "create it with torch.Generator(device=state_device)."
+            )
+        return generator
+    if settings.seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(settings.seed)
+
+
+def _check_warm(warm: WarmStart | None, batch: int, action_size: int, discrete: bool) -> None:
     """Check that a warm start fits B start states and A actions."""
     if warm is None:
         return

@@ -14,21 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import (
-    PlannerSettings,
-    PlanningError,
-    PlanResult,
-    Policy,
-    State,
-    WarmStart,
-    check_settings,
-    check_warm,
-    fit_horizon,
-    make_generator,
-    resolve_action_size,
-    shift_plan,
-    state_batch,
-)
+from .base import PlannerSettings, PlannerSpec, PlanningError, PlanResult, State, WarmStart, fit_horizon, prepare, shift_plan
 from .population import check_population, population_search, weighted_moments
 
 
@@ -60,9 +46,10 @@ class CEMSettings(PlannerSettings):
     """Execute the best candidate seen rather than the refined mean (or most likely choice)."""
 
 
-def _initial(settings: CEMSettings, warm: WarmStart | None, batch: int, size: int, device: torch.device):
+def _initial(settings: CEMSettings, warm: WarmStart | None, batch: int, size: int, discrete: bool,
+             device: torch.device):
     horizon = settings.horizon
-    if settings.discrete:
+    if discrete:
         probs = torch.full((batch, horizon, size), 1.0 / size, device=device)
         if warm is not None:
             probs = fit_horizon(warm.probs.to(device, torch.float32), horizon, 1.0 / size)  # type: ignore[union-attr]
@@ -83,19 +70,16 @@ def cem(
     settings: CEMSettings | None = None,
     warm: WarmStart | None = None,
     *,
-    policy: Policy | None = None,
     generator: torch.Generator | None = None,
 ) -> PlanResult:
     """Plan with the cross-entropy method.
 
     Args:
-        model: has ``step(state, action [N, A]) -> state`` and ``reward(state) -> [N]``
-            (plus ``cont`` / ``value`` if the settings use them).
+        model: has ``act_spec``, ``step(state, action [N, A]) -> state`` and ``reward(state) -> [N]``
+            (plus ``cont`` / ``value`` / ``policy`` if the settings use them).
         state: B start states, a tensor [B, ...] or a dict of tensors [B, ...].
         settings: see :class:`CEMSettings` (defaults: PlaNet's CEM).
         warm: the ``warm`` of the previous call (the plan shifted by one step) or None.
-        policy: prior ``policy(state [N, ...]) -> action [N, A]`` rolling out
-            ``settings.policy_candidates`` candidates.
         generator: randomness; None seeds one from ``settings.seed`` or uses torch's global one.
 
     Returns:
@@ -104,26 +88,21 @@ def cem(
         diagnostics [iterations, B]. Runs under ``torch.no_grad()``.
     """
     settings = settings or CEMSettings()
-    check_settings(settings, settings.candidates)
+    setup = prepare(SPEC, model, state, settings, warm, generator, settings.candidates)
     kept = round(settings.keep_elites * settings.elites)
     check_population(settings, settings.candidates, settings.elites, settings.iterations, kept)
     if not 0.0 <= settings.momentum < 1.0:
         raise PlanningError(f"momentum must be in [0, 1); got {settings.momentum}.")
     if not 0.0 <= settings.smoothing <= 1.0:
         raise PlanningError(f"smoothing must be in [0, 1]; got {settings.smoothing}.")
-    if settings.policy_candidates and policy is None:
-        raise PlanningError("policy_candidates > 0 needs a prior policy: pass policy=callable(state) -> action.")
-    batch, device = state_batch(state)
-    size = resolve_action_size(model, settings, warm)
-    check_warm(warm, batch, size, settings.discrete)
-    generator = make_generator(settings, device, generator)
-    mean, std = _initial(settings, warm, batch, size, device)
+    size, discrete = setup.size, setup.discrete
+    mean, std = _initial(settings, warm, setup.batch, size, discrete, setup.device)
     momentum = settings.momentum
 
     def refit(elites: Tensor, scores: Tensor, mean: Tensor, std: Tensor | None):
         # every finite elite counts equally; non-finite ones (-inf) get weight 0
         fit_mean, fit_std, has = weighted_moments(elites, torch.isfinite(scores).float())
-        if settings.discrete:
+        if discrete:
             # the mean of one-hot elites is the per-step choice frequency
             probs = momentum * mean + (1.0 - momentum) * fit_mean
             probs = (1.0 - settings.smoothing) * probs + settings.smoothing / size
@@ -145,15 +124,20 @@ def cem(
             refit=refit,
             kept=kept,
             beta=settings.noise_beta,
-            policy=policy,
-            generator=generator,
+            discrete=discrete,
+            policy=setup.policy,
+            generator=setup.generator,
         )
 
-    if settings.discrete:
+    if discrete:
         first = found.best[:, 0] if settings.return_best else found.mean[:, 0]
         action = torch.nn.functional.one_hot(first.argmax(-1), size).float()
         warm_next = WarmStart(probs=shift_plan(found.mean, 1.0 / size))
         return PlanResult(action, None, None, found.mean, warm_next, found.best_return, found.mean_return)
     action = (found.best[:, 0] if settings.return_best else found.mean[:, 0]).clamp(-1.0, 1.0)
-    warm_next = WarmStart(mean=shift_plan(found.mean, 0.0), std=shift_plan(found.std, settings.init_std))  # type: ignore[arg-type]
+    warm_next = WarmStart(mean=shift_plan(found.mean, 0.0), std=shift_plan(found.std, settings.init_std),  # type: ignore[arg-type]
+                          init_std=settings.init_std)
     return PlanResult(action, found.mean, found.std, None, warm_next, found.best_return, found.mean_return)
+
+
+SPEC = PlannerSpec("cem", cem, CEMSettings, discrete=True, continuous=True)

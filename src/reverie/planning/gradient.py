@@ -13,22 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import (
-    PlannerSettings,
-    PlanningError,
-    PlanResult,
-    Policy,
-    State,
-    WarmStart,
-    check_settings,
-    check_warm,
-    fit_horizon,
-    make_generator,
-    repeat_state,
-    resolve_action_size,
-    shift_plan,
-    state_batch,
-)
+from reverie.models.state import repeat_state
+
+from .base import PlannerSettings, PlannerSpec, PlanningError, PlanResult, State, WarmStart, fit_horizon, prepare, shift_plan
 from .returns import finite_scores, return_stats, rollout_returns
 
 
@@ -52,19 +39,17 @@ def gradient(
     settings: GradientSettings | None = None,
     warm: WarmStart | None = None,
     *,
-    policy: Policy | None = None,
     generator: torch.Generator | None = None,
 ) -> PlanResult:
     """Plan by gradient ascent on the predicted return (continuous actions only).
 
     Args:
         model: a model whose ``step`` and ``reward`` (and ``cont`` / ``value`` if used)
-            are differentiable in the action.
+            are differentiable in the action; with ``policy_candidates`` restarts 1 .. P start
+            from the rollout of its ``policy`` prior.
         state: B start states, a tensor [B, ...] or a dict of tensors [B, ...].
         settings: see :class:`GradientSettings`.
         warm: the ``warm`` of the previous call or None; its mean starts the first restart.
-        policy: prior ``policy(state [N, ...]) -> action [N, A]``; restarts 1 ..
-            ``settings.policy_candidates`` start from its imagined rollout.
         generator: randomness; None seeds one from ``settings.seed`` or uses torch's global one.
 
     Returns:
@@ -74,23 +59,16 @@ def gradient(
         but not under ``torch.inference_mode()``. Model parameters' ``.grad`` are untouched.
     """
     settings = settings or GradientSettings()
-    if settings.discrete:
-        raise PlanningError("Gradient planning needs continuous actions; use 'cem' or 'shooting' for discrete ones.")
-    check_settings(settings)
+    setup = prepare(SPEC, model, state, settings, warm, generator)
     if settings.restarts < 1 or settings.iterations < 1:
         raise PlanningError(f"restarts and iterations must be >= 1; got {settings.restarts} and {settings.iterations}.")
     if settings.policy_candidates >= settings.restarts:
         raise PlanningError(
             f"policy_candidates ({settings.policy_candidates}) must be smaller than restarts ({settings.restarts})."
         )
-    if settings.policy_candidates and policy is None:
-        raise PlanningError("policy_candidates > 0 needs a prior policy: pass policy=callable(state) -> action.")
     if torch.is_inference_mode_enabled():
         raise PlanningError("Gradient planning needs autograd; call it outside torch.inference_mode().")
-    batch, device = state_batch(state)
-    size = resolve_action_size(model, settings, warm)
-    check_warm(warm, batch, size, False)
-    generator = make_generator(settings, device, generator)
+    batch, size, device, generator = setup.batch, setup.size, setup.device, setup.generator
     horizon, restarts, n_policy = settings.horizon, settings.restarts, settings.policy_candidates
 
     centre = torch.zeros((batch, horizon, size), device=device)
@@ -104,7 +82,7 @@ def gradient(
         with torch.no_grad():
             # imagine the policy once; restarts 1 .. P then refine its action sequences
             rows = torch.cat([init[:, 1:], init[:, :1]], dim=1)  # policy rows first, restart 0 last
-            _, rolled = rollout_returns(model, start, rows, settings, policy, n_policy)
+            _, rolled = rollout_returns(model, start, rows, settings, setup.policy, n_policy)
             init[:, 1 : 1 + n_policy] = rolled[:, :n_policy]
 
     actions = init.clone().requires_grad_(True)  # [B, R, H, A]
@@ -142,7 +120,10 @@ def gradient(
                 actions.clamp_(-1.0, 1.0)
 
     action = best[:, 0].clamp(-1.0, 1.0)
-    warm_next = WarmStart(mean=shift_plan(best, 0.0))
+    warm_next = WarmStart(mean=shift_plan(best, 0.0), init_std=settings.init_std)
     return PlanResult(
         action, best, None, None, warm_next, torch.stack(best_history), torch.stack(mean_history)
     )
+
+
+SPEC = PlannerSpec("gradient", gradient, GradientSettings, discrete=False, continuous=True)

@@ -14,21 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import (
-    PlannerSettings,
-    PlanningError,
-    PlanResult,
-    Policy,
-    State,
-    WarmStart,
-    check_settings,
-    check_warm,
-    fit_horizon,
-    make_generator,
-    resolve_action_size,
-    shift_plan,
-    state_batch,
-)
+from .base import PlannerSettings, PlannerSpec, PlanningError, PlanResult, State, WarmStart, fit_horizon, prepare, shift_plan
 from .population import check_population, population_search, weighted_moments
 
 
@@ -82,20 +68,18 @@ def mppi(
     settings: MPPISettings | None = None,
     warm: WarmStart | None = None,
     *,
-    policy: Policy | None = None,
     generator: torch.Generator | None = None,
 ) -> PlanResult:
     """Plan with MPPI (continuous actions only).
 
     Args:
-        model: has ``step(state, action [N, A]) -> state`` and ``reward(state) -> [N]``
-            (plus ``cont`` / ``value`` if the settings use them).
+        model: has ``act_spec``, ``step(state, action [N, A]) -> state`` and ``reward(state) -> [N]``
+            (plus ``cont`` / ``value`` / ``policy`` if the settings use them; TD-MPC2 rolls out
+            24 policy candidates).
         state: B start states, a tensor [B, ...] or a dict of tensors [B, ...].
         settings: see :class:`MPPISettings` (defaults: TD-MPC2's planner).
         warm: the ``warm`` of the previous call or None; only its mean is used,
             the std restarts at ``init_std`` as in TD-MPC2.
-        policy: prior ``policy(state [N, ...]) -> action [N, A]`` rolling out
-            ``settings.policy_candidates`` candidates (TD-MPC2 uses 24).
         generator: randomness; None seeds one from ``settings.seed`` or uses torch's global one.
 
     Returns:
@@ -103,9 +87,7 @@ def mppi(
         Runs under ``torch.no_grad()``.
     """
     settings = settings or MPPISettings()
-    if settings.discrete:
-        raise PlanningError("MPPI plans continuous actions; use 'cem' or 'shooting' for discrete actions.")
-    check_settings(settings, settings.candidates)
+    setup = prepare(SPEC, model, state, settings, warm, generator, settings.candidates)
     elites = settings.candidates if settings.elites is None else settings.elites
     check_population(settings, settings.candidates, elites, settings.iterations, 0)
     if settings.temperature <= 0:
@@ -114,12 +96,7 @@ def mppi(
         raise PlanningError(f"need 0 < min_std <= max_std; got {settings.min_std} and {settings.max_std}.")
     if not 0.0 <= settings.momentum < 1.0:
         raise PlanningError(f"momentum must be in [0, 1); got {settings.momentum}.")
-    if settings.policy_candidates and policy is None:
-        raise PlanningError("policy_candidates > 0 needs a prior policy: pass policy=callable(state) -> action.")
-    batch, device = state_batch(state)
-    size = resolve_action_size(model, settings, warm)
-    check_warm(warm, batch, size, False)
-    generator = make_generator(settings, device, generator)
+    batch, size, device, generator = setup.batch, setup.size, setup.device, setup.generator
 
     shape = (batch, settings.horizon, size)
     mean = torch.zeros(shape, device=device)
@@ -145,7 +122,7 @@ def mppi(
             iterations=settings.iterations,
             refit=refit,
             beta=settings.noise_beta,
-            policy=policy,
+            policy=setup.policy,
             generator=generator,
         )
         action = found.mean[:, 0]
@@ -159,5 +136,9 @@ def mppi(
             action = torch.where(valid[:, None], sampled, action)
         action = action.clamp(-1.0, 1.0)
 
-    warm_next = WarmStart(mean=shift_plan(found.mean, 0.0), std=shift_plan(found.std, settings.init_std))  # type: ignore[arg-type]
+    warm_next = WarmStart(mean=shift_plan(found.mean, 0.0), std=shift_plan(found.std, settings.init_std),  # type: ignore[arg-type]
+                          init_std=settings.init_std)
     return PlanResult(action, found.mean, found.std, None, warm_next, found.best_return, found.mean_return)
+
+
+SPEC = PlannerSpec("mppi", mppi, MPPISettings, discrete=False, continuous=True)

@@ -13,7 +13,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .base import Policy, PlannerSettings, PlanningError, State, repeat_state
+from reverie.models.state import State, repeat_state
+
+from .base import PlannerSettings, PlanningError, Policy
 from .returns import finite_scores, return_stats, rollout_returns
 from .sampling import categorical_candidates, gather_candidates, gaussian_candidates
 
@@ -83,6 +85,7 @@ def population_search(
     refit: Refit,
     kept: int = 0,
     beta: float = 0.0,
+    discrete: bool = False,
     policy: Policy | None = None,
     generator: torch.Generator | None = None,
 ) -> SearchOutcome:
@@ -91,8 +94,8 @@ def population_search(
     Args:
         model: the world model (``step``, ``reward``; ``cont`` / ``value`` if used).
         state: B start states, leaves [B, ...].
-        settings: shared planner settings (``discrete``, ``policy_candidates``, ...).
-        mean: [B, H, A] initial means, or initial probabilities if ``settings.discrete``.
+        settings: shared planner settings (``policy_candidates``, discount, ...).
+        mean: [B, H, A] initial means, or initial probabilities if ``discrete``.
         std: [B, H, A] initial standard deviations (None if discrete).
         candidates: C sequences imagined per start state and iteration.
         elites: E best candidates handed to ``refit``.
@@ -100,6 +103,7 @@ def population_search(
         refit: the update rule (see :data:`Refit`).
         kept: this many elites of an iteration are re-imagined in the next one (iCEM).
         beta: colored-noise exponent for Gaussian sampling.
+        discrete: sample one-hot actions from per-step probabilities instead of Gaussians.
         policy: prior policy rolling out the first ``settings.policy_candidates``
             candidates; it runs in the first iteration and its action sequences are
             re-imagined unchanged afterwards (as TD-MPC2 does).
@@ -123,7 +127,7 @@ def population_search(
         if carried is not None:
             fixed.append(carried)
         n_sampled = candidates - sum(x.shape[1] for x in fixed)
-        if settings.discrete:
+        if discrete:
             sampled = categorical_candidates(mean, n_sampled, generator=generator)
         else:
             sampled = gaussian_candidates(mean, std, n_sampled, beta=beta, generator=generator)  # type: ignore[arg-type]

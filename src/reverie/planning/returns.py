@@ -12,7 +12,9 @@ import contextlib
 import torch
 from torch import Tensor
 
-from .base import Policy, PlannerSettings, PlanningError, State, select_rows
+from reverie.models.state import State, select_rows
+
+from .base import Policy, PlannerSettings, PlanningError
 
 
 def model_autocast(settings: PlannerSettings, device: torch.device) -> contextlib.AbstractContextManager:
@@ -28,14 +30,6 @@ def _per_row(value: Tensor, rows: int, what: str) -> Tensor:
         shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
         raise PlanningError(f"model.{what}(state) must return a tensor [N={rows}]; got {shape}.")
     return value.reshape(rows).float()
-
-
-def _require(model: object, name: str, flag: str) -> None:
-    if not callable(getattr(model, name, None)):
-        raise PlanningError(
-            f"The settings ask for {flag}=True but the model has no `{name}(state)` method; "
-            f"add one or set {flag}=False."
-        )
 
 
 def _policy_actions(policy: Policy, state: State, rows: int, action_size: int, discrete: bool) -> Tensor:
@@ -62,10 +56,11 @@ def rollout_returns(
     """Imagine every candidate from its start state and sum its predicted return.
 
     Args:
-        model: has ``step`` and ``reward`` (and ``cont`` / ``value`` if the settings use them).
+        model: has ``act_spec``, ``step`` and ``reward`` (and ``cont`` / ``value`` if the settings use
+            them; the planners' :func:`~reverie.planning.base.prepare` has checked that).
         start: start states repeated per candidate, leaves [B * C, ...] (see ``repeat_state``).
         actions: candidate action sequences [B, C, H, A] (float32; one-hot if discrete).
-        settings: discount, use_cont, use_value, bf16 and discrete are read.
+        settings: discount, use_cont, use_value and bf16 are read.
         policy: if given, candidates ``0 .. policy_count - 1`` of every start state take the
             policy's action on their own imagined state instead of ``actions``.
         policy_count: how many candidates per start state follow the policy.
@@ -79,10 +74,7 @@ def rollout_returns(
     batch, count, horizon, action_size = actions.shape
     rows = batch * count
     device = actions.device
-    if settings.use_cont:
-        _require(model, "cont", "use_cont")
-    if settings.use_value:
-        _require(model, "value", "use_value")
+    discrete = model.act_spec.discrete  # type: ignore[attr-defined]
     use_policy = policy is not None and policy_count > 0
 
     state = start
@@ -95,7 +87,7 @@ def rollout_returns(
             step_action = actions[:, :, t]  # [B, C, A]
             if use_policy:
                 sub = select_rows(state, batch, count, policy_count)  # [B * P, ...]
-                prior = _policy_actions(policy, sub, batch * policy_count, action_size, settings.discrete)
+                prior = _policy_actions(policy, sub, batch * policy_count, action_size, discrete)
                 prior = prior.reshape(batch, policy_count, action_size)
                 step_action = torch.cat([prior, step_action[:, policy_count:]], dim=1)
                 taken.append(step_action)

@@ -12,22 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import (
-    PlannerSettings,
-    PlanningError,
-    PlanResult,
-    Policy,
-    State,
-    WarmStart,
-    check_settings,
-    check_warm,
-    fit_horizon,
-    make_generator,
-    repeat_state,
-    resolve_action_size,
-    shift_plan,
-    state_batch,
-)
+from reverie.models.state import repeat_state
+
+from .base import PlannerSettings, PlannerSpec, PlanResult, State, WarmStart, fit_horizon, prepare, shift_plan
 from .returns import finite_scores, return_stats, rollout_returns
 from .sampling import gather_candidates, uniform_candidates
 
@@ -46,20 +33,17 @@ def shooting(
     settings: ShootingSettings | None = None,
     warm: WarmStart | None = None,
     *,
-    policy: Policy | None = None,
     generator: torch.Generator | None = None,
 ) -> PlanResult:
     """Plan by random shooting.
 
     Args:
-        model: has ``step(state, action [N, A]) -> state`` and ``reward(state) -> [N]``
-            (plus ``cont`` / ``value`` if the settings use them).
+        model: has ``act_spec``, ``step(state, action [N, A]) -> state`` and ``reward(state) -> [N]``
+            (plus ``cont`` / ``value`` / ``policy`` if the settings use them).
         state: B start states, a tensor [B, ...] or a dict of tensors [B, ...].
         settings: see :class:`ShootingSettings`.
         warm: the ``warm`` of the previous call; its sequence (the previous best,
             shifted) is imagined as one of the candidates.
-        policy: prior ``policy(state [N, ...]) -> action [N, A]`` rolling out
-            ``settings.policy_candidates`` candidates.
         generator: randomness; None seeds one from ``settings.seed`` or uses torch's global one.
 
     Returns:
@@ -68,13 +52,8 @@ def shooting(
         have one row. Runs under ``torch.no_grad()``.
     """
     settings = settings or ShootingSettings()
-    check_settings(settings, settings.candidates)
-    if settings.policy_candidates and policy is None:
-        raise PlanningError("policy_candidates > 0 needs a prior policy: pass policy=callable(state) -> action.")
-    batch, device = state_batch(state)
-    size = resolve_action_size(model, settings, warm)
-    check_warm(warm, batch, size, settings.discrete)
-    generator = make_generator(settings, device, generator)
+    setup = prepare(SPEC, model, state, settings, warm, generator, settings.candidates)
+    batch, size, device, discrete, generator = setup.batch, setup.size, setup.device, setup.discrete, setup.generator
     horizon = settings.horizon
     n_policy = settings.policy_candidates
 
@@ -84,7 +63,7 @@ def shooting(
     if n_policy:
         fixed.append(torch.zeros((batch, n_policy, horizon, size), device=device))  # filled by the rollout
     if warm is not None and settings.candidates - n_policy > 1:
-        if settings.discrete:
+        if discrete:
             plan = fit_horizon(warm.probs.to(device, torch.float32), horizon, 1.0 / size)  # type: ignore[union-attr]
             plan = torch.nn.functional.one_hot(plan.argmax(-1), size).float()
         else:
@@ -93,23 +72,26 @@ def shooting(
         fallback = plan
     n_random = settings.candidates - sum(x.shape[1] for x in fixed)
     random = uniform_candidates(
-        batch, n_random, horizon, size, discrete=settings.discrete, generator=generator, device=device
+        batch, n_random, horizon, size, discrete=discrete, generator=generator, device=device
     )
     actions = torch.cat([*fixed, random], dim=1)  # [B, C, H, A]
 
     with torch.no_grad():
         start = repeat_state(state, settings.candidates)
-        returns, actions = rollout_returns(model, start, actions, settings, policy, n_policy)
+        returns, actions = rollout_returns(model, start, actions, settings, setup.policy, n_policy)
         best_return, mean_return = return_stats(returns)
         index = finite_scores(returns).argmax(dim=1, keepdim=True)  # [B, 1]; NaN / inf never win
         plan = gather_candidates(actions, index)[:, 0]  # [B, H, A]
-        if settings.discrete and warm is None:
+        if discrete and warm is None:
             fallback = torch.nn.functional.one_hot(fallback.argmax(-1), size).float()
         plan = torch.where(torch.isfinite(best_return)[:, None, None], plan, fallback)
 
     action = plan[:, 0]
-    if settings.discrete:
+    if discrete:
         warm_next = WarmStart(probs=shift_plan(plan, 1.0 / size))
         return PlanResult(action, None, None, plan, warm_next, best_return[None], mean_return[None])
     warm_next = WarmStart(mean=shift_plan(plan, 0.0))
     return PlanResult(action, plan, None, None, warm_next, best_return[None], mean_return[None])
+
+
+SPEC = PlannerSpec("shooting", shooting, ShootingSettings, discrete=True, continuous=True)

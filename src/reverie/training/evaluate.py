@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from reverie.agents.base import Agent, to_model_action
+from reverie.agents.base import Agent
 from reverie.envs import BatchEnv, Env
 
 
@@ -34,8 +34,8 @@ def run_episodes(agent: Agent, env_fns: list[Callable[[], Env]], explore: bool =
             done |= step["is_last"]
             if done.all():
                 break
-            env_action, model_action, state = agent.act(step, state, explore)
-            prev = to_model_action(env_action, envs.act_spec)
+            env_action, _, state, _ = agent.act(step, state, explore)
+            prev = envs.act_spec.to_model(env_action)
             step = envs.step(env_action)
         recorded = {k: np.stack([s[k] for s in episode]) for k in episode[0]} if record else None
         return returns, recorded

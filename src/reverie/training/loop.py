@@ -17,16 +17,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from reverie.agents.base import Agent, to_model_action
+from reverie.agents.base import Agent, Refit, ReplayRatio
 from reverie.config import to_dict
 from reverie.envs import BatchEnv
 from reverie.envs.spaces import check_finite
+from reverie.models.batch import Batch
 from reverie.replay import Replay
 from reverie.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from reverie.training.evaluate import run_episodes
 from reverie.training.logger import MetricsLogger, read_metrics
 from reverie.training.progress import Progress
-from reverie.training.run_config import RunConfig
+from reverie.run_config import RunConfig
 from reverie.training.run_dir import RunFolder
 
 
@@ -119,7 +120,7 @@ class Trainer:
                         parallel=run.parallel_envs)
         # On resumption, metric rows logged after the checkpoint describe rolled-back work: drop them.
         logger = MetricsLogger(self.folder.path, resume_step=c.env_steps if self.resumed else None)
-        progress = Progress(total=run.steps, start=c.env_steps, refits=hasattr(self.agent, "fit"))
+        progress = Progress(total=run.steps, start=c.env_steps, refits=isinstance(self.agent.schedule, Refit))
         rng = np.random.default_rng(run.seed + c.agent_steps)
         act_spec = envs.act_spec
         started = time.perf_counter() - c.wall_time
@@ -135,7 +136,12 @@ class Trainer:
                 prev[step["is_first"]] = 0.0
                 step = dict(step, action=prev)
                 check_finite(step, envs.obs_spec, f" at environment step {c.env_steps}")
-                self.replay.add(step)
+                if c.agent_steps < prefill:
+                    env_action, extras = act_spec.sample(rng, run.num_envs), self._no_extras(run.num_envs)
+                else:
+                    env_action, _, state, extras = self.agent.act(step, state, explore=True)
+                # what the agent computed on this step (a search policy, say) is stored beside it
+                self.replay.add({**step, **extras})
                 ep_return += step["reward"]
                 ep_length += 1
                 for i in np.flatnonzero(step["is_last"]):
@@ -145,11 +151,7 @@ class Trainer:
                     progress.episode(float(ep_return[i]))
                 ep_return[step["is_last"]] = 0.0
                 ep_length[step["is_last"]] = 0
-                if c.agent_steps < prefill:
-                    env_action = act_spec.sample(rng, run.num_envs)
-                else:
-                    env_action, _, state = self.agent.act(step, state, explore=True)
-                prev = to_model_action(env_action, act_spec)
+                prev = act_spec.to_model(env_action)
                 step = envs.step(env_action)
                 c.agent_steps += 1
                 c.env_steps += per_step
@@ -183,24 +185,28 @@ class Trainer:
         mean, std = self.latest_eval
         return RunResult(self.folder.path, c, mean, std)
 
-    def _train_owed(self, prefill: int, tokens: int) -> list[dict[str, float]]:
-        """Run the updates the schedule owes by now.
+    def _no_extras(self, n: int) -> dict[str, np.ndarray]:
+        """Zeros for the agent's extras on steps it did not act on (prefill)."""
+        return {k: np.zeros((n, *spec.shape), spec.dtype) for k, spec in self.agent.extras_spec.items()}
 
-        Agents that learn from mini-batches (Dreamer, PlaNet) get ``train(batch)`` calls at the
-        replay ratio. Agents that refit on all data at intervals (PETS) define ``fit(replay)`` and
-        ``fit_every`` (agent steps) instead.
-        """
-        c, run = self.counters, self.run
+    def _train_owed(self, prefill: int, tokens: int) -> list[dict[str, float]]:
+        """Run the updates the agent's declared schedule owes by now."""
+        c, run, agent = self.counters, self.run, self.agent
         done_since_prefill = c.agent_steps - prefill + 1
-        if hasattr(self.agent, "fit"):
-            if (done_since_prefill - 1) % self.agent.fit_every:
+        schedule = agent.schedule
+        if isinstance(schedule, Refit):
+            if (done_since_prefill - 1) % schedule.every:
                 return []
             c.updates += 1
-            return [self.agent.fit(self.replay)]
+            return [agent.refit(self.replay)]
+        if not isinstance(schedule, ReplayRatio):
+            raise TypeError(f"agent '{agent.name}' declares an unknown schedule {schedule!r}")
         owed = int(done_since_prefill * run.num_envs * run.train_ratio / tokens) - c.updates
         out = []
         for _ in range(max(owed, 0)):
-            out.append(self.agent.train(self.replay.sample(run.batch_size)))
+            batch = Batch.build(self.replay.sample(run.batch_size), agent.obs_spec, agent.act_spec, agent.device,
+                                agent.extras_spec)
+            out.append(agent.update(batch))
             c.updates += 1
         return out
 

@@ -18,7 +18,7 @@ from reverie.config import load_config
 from reverie.envs import make_env
 from reverie.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from reverie.training.loop import RunResult, Trainer
-from reverie.training.run_config import RunConfig
+from reverie.run_config import RunConfig
 from reverie.training.run_dir import RunFolder, RunFolderError, atomic_write_text
 
 #: Action repeat per suite when the config leaves it unset.
@@ -59,7 +59,7 @@ def _setup_torch(run: RunConfig) -> None:
 
 def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], None] = print) -> RunResult:
     """Train (or resume) ``agent_name`` with ``cfg`` in ``run_dir``; write the end-of-run artifacts."""
-    from reverie.analysis.report import write_dream, write_learning_curve
+    from reverie.training.artifacts import can_dream, write_dream, write_learning_curve
 
     run = cfg.run
     _setup_torch(run)
@@ -70,8 +70,10 @@ def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], N
     trainer.resume()
     result = trainer.train()
     result.artifacts["learning_curve"] = write_learning_curve(folder.path)
-    dream_path, errors = write_dream(agent, functools.partial(make, run.seed + 999), folder.path / "dream")
-    result.artifacts["dream"] = dream_path
+    errors = None
+    if can_dream(agent):   # a model without a decoder (MuZero's) has no observations to imagine
+        dream_path, errors = write_dream(agent, functools.partial(make, run.seed + 999), folder.path / "dream")
+        result.artifacts["dream"] = dream_path
     summary = {
         "agent": agent_name, "env": run.env, "obs": run.obs, "env_steps": result.counters.env_steps,
         "updates": result.counters.updates, "episodes": result.counters.episodes,

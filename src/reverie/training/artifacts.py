@@ -1,4 +1,4 @@
-"""End-of-run artifacts a person looks at: the learning curve and a dream."""
+"""End-of-run artifacts a person looks at: the learning curve and a dream (for models with a decoder)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ import numpy as np
 
 from reverie.analysis.dream import open_loop, prediction_error
 from reverie.analysis.plots import plot_dream_vectors, plot_learning_curve, write_dream_video
+from reverie.models.base import DECODER, CapabilityError, has, require
 from reverie.training.evaluate import run_episodes
 from reverie.training.logger import read_metrics
+
+
+def can_dream(agent: Any) -> bool:
+    """Whether the agent's model can decode observations, which a dream needs."""
+    return agent.model is not None and has(agent.model, DECODER)
 
 
 def write_learning_curve(run_dir: Path, out: Path | None = None) -> Path:
@@ -25,8 +31,12 @@ def write_dream(agent: Any, make_env: Callable[[], Any], out: Path, context: int
     ``out`` without an extension gets ``.gif`` (pixels) or ``.png`` (vectors); an explicit one
     is kept (``.mp4`` needs imageio-ffmpeg; ``.svg``/``.pdf`` plots work).
 
-    Returns (the file written, per-key open-loop MSE averaged over the imagined steps).
+    Returns (the file written, per-key open-loop MSE averaged over the imagined steps). Raises
+    :class:`CapabilityError` if the agent's model cannot decode observations.
     """
+    if agent.model is None:
+        raise CapabilityError(f"agent '{agent.name}' has no world model to dream with")
+    require(agent.model, [DECODER], "a dream (predicted observations)")
     _, episode = run_episodes(agent, [make_env], explore=False, record=True)
     length = episode["action"].shape[0]
     context = min(context, max(length - 1, 1))
@@ -34,7 +44,7 @@ def write_dream(agent: Any, make_env: Callable[[], Any], out: Path, context: int
     if end - context < 1:
         raise ValueError(f"the episode lasted {length} steps, too short for a dream after {context} context steps")
     obs = {k: episode[k][:end] for k in agent.obs_spec}
-    pred = open_loop(agent.wm, obs, episode["action"][:end], context, device=agent.device)
+    pred = open_loop(agent.model, obs, episode["action"][:end], context, device=agent.device)
     errors = {k: float(prediction_error(obs[k][context:], pred[k][context:]).mean()) for k in obs}
     images = [k for k in obs if obs[k].dtype == np.uint8 and obs[k].ndim == 4]
     if images:

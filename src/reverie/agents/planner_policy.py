@@ -1,0 +1,146 @@
+"""Acting by planning: any planner on any world model, and any trained agent acting through a planner.
+
+- :class:`PlannerPolicy` acts like an agent (``init_state`` / ``act``): it folds
+  each environment step into the model's state with ``observe``, plans from
+  that state and executes the first action, keeping one warm start per
+  environment in the agent state (forgotten where an episode starts over).
+  PlaNet and PETS act this way.
+- :func:`planner_policy` makes a trained agent act through a planner on its
+  ``model`` (``reverie eval --planner``), with the agent's own settings for
+  that planner or :func:`default_settings`, which use whatever the model can
+  do: its continuation, its value as the terminal value, its policy as a prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from reverie.agents.base import ActOutput, observe_step, to_env_action
+from reverie.models.base import CONT, POLICY, VALUE, State, WorldModel, capabilities_of, require
+from reverie.planning import PLANNERS, PlannerSettings, PlanningError, WarmStart, planner_settings, planner_spec
+
+#: What ``reverie eval --planner`` accepts: "policy" is the agent's own way of acting.
+PLANNER_CHOICES = ("policy", *sorted(PLANNERS))
+
+__all__ = ["PLANNER_CHOICES", "PlanState", "PlannerPolicy", "default_settings", "planner_policy"]
+
+
+@dataclass(frozen=True)
+class PlanState:
+    """The agent state of a planning policy for N environments."""
+
+    belief: State
+    """The model's state after the last observed step ``[N]``."""
+    warm: WarmStart | None
+    """The planner's warm start for the N environments (plans shifted by one step), or None."""
+
+
+class PlannerPolicy:
+    """Acts by planning with ``planner`` on ``model`` (a :class:`~reverie.models.base.WorldModel`).
+
+    Exploration (``explore=True``) adds Gaussian noise of std ``explore_noise`` to continuous
+    actions (PlaNet uses 0.3) or, for discrete actions, takes a uniformly random action with
+    probability ``explore_noise``.
+    """
+
+    def __init__(self, model: WorldModel, planner: str, settings: PlannerSettings | None = None, *,
+                 explore_noise: float = 0.0, device: torch.device | str = "cpu", name: str = "planner"):
+        self.spec = planner_spec(planner, model.act_spec)
+        if explore_noise < 0:
+            raise PlanningError(f"exploration noise must be >= 0; got {explore_noise}")
+        self.settings = planner_settings(planner, settings)
+        require(model, self.settings.needs(), f"planner '{planner}' with these settings")
+        self.model = model
+        self.act_spec = model.act_spec
+        self.explore_noise = explore_noise
+        self.device = torch.device(device)
+        self.name = name
+
+    def init_state(self, batch: int) -> PlanState:
+        return PlanState(self.model.initial(batch), None)
+
+    @torch.no_grad()
+    def act(self, step: dict[str, np.ndarray], state: PlanState, explore: bool) -> ActOutput:
+        """step: obs keys ``[N, ...]``, ``action [N, A]``, ``is_first [N]``; randomness from torch's global
+        generator."""
+        is_first = torch.as_tensor(np.asarray(step["is_first"]), device=self.device).bool()
+        belief = observe_step(self.model, step, state.belief, self.device)
+        warm = state.warm.forget(is_first) if state.warm is not None else None
+        # the gradient planner switches autograd back on for itself
+        result = self.spec.fn(self.model, belief, self.settings, warm)
+        action = result.action.detach().float()
+        if explore and self.explore_noise > 0:
+            action = self._explore(action)
+        warm_next = result.warm.detach() if result.warm is not None else None
+        return ActOutput(to_env_action(action, self.act_spec), action.cpu().numpy(), PlanState(belief, warm_next), {})
+
+    def _explore(self, action: Tensor) -> Tensor:
+        if self.act_spec.discrete:
+            n, size = action.shape
+            random = torch.nn.functional.one_hot(torch.randint(size, (n,), device=action.device), size).float()
+            pick = torch.rand(n, device=action.device) < self.explore_noise
+            return torch.where(pick[:, None], random, action)
+        return (action + self.explore_noise * torch.randn_like(action)).clamp(-1.0, 1.0)
+
+
+#: Planner settings for a model with a value and a policy prior: TD-MPC2's short horizon bootstrapped
+#: by the value, with the policy's own rollouts among the candidates, so that planning starts from what
+#: the policy would do and costs a few dozen model calls per action.
+TRAINED_MODEL = {
+    "shooting": dict(horizon=3, candidates=512, policy_candidates=24),
+    "cem": dict(horizon=3, candidates=512, elites=64, iterations=6, policy_candidates=24),
+    "mppi": dict(horizon=3, candidates=512, elites=64, iterations=6, policy_candidates=24),
+    "gradient": dict(horizon=3, restarts=8, iterations=20, policy_candidates=1),
+}
+
+
+def default_settings(planner: str, model: WorldModel, discount: float = 1.0) -> PlannerSettings:
+    """Settings of ``planner`` for ``model`` built from its capabilities: continuation when it predicts one,
+    and with a value and a policy prior the :data:`TRAINED_MODEL` settings; otherwise the planner's own
+    defaults."""
+    caps = capabilities_of(model)
+    fields: dict[str, Any] = dict(discount=discount, use_cont=CONT in caps)
+    if VALUE in caps and POLICY in caps:
+        fields.update(use_value=True, **TRAINED_MODEL[planner])
+    elif VALUE in caps:
+        fields.update(use_value=True)
+    return planner_settings(planner, **fields)
+
+
+def _apply(settings: PlannerSettings, overrides: Sequence[str]) -> PlannerSettings:
+    from reverie.config import apply_overrides
+
+    return apply_overrides(settings, list(overrides)) if overrides else settings
+
+
+def planner_policy(agent: Any, planner: str, overrides: Sequence[str] = ()) -> Any:
+    """Something that acts like ``agent`` but chooses actions with ``planner`` on ``agent.model``.
+
+    ``planner`` is one of :data:`PLANNER_CHOICES`; "policy" returns ``agent`` itself. The settings are
+    ``agent.planner_defaults[planner]`` if the agent has its own, else :func:`default_settings`, then
+    ``overrides`` (``key=value``, e.g. ``horizon=5``).
+
+    Raises PlanningError (unknown planner, one that cannot plan these actions, an agent without a model),
+    CapabilityError (settings that need what the model lacks) or ConfigError (a bad override), each
+    one sentence.
+    """
+    if planner not in PLANNER_CHOICES:
+        raise PlanningError(f"unknown planner {planner!r}; choose one of {', '.join(PLANNER_CHOICES)}")
+    if planner == "policy":
+        if overrides:
+            raise PlanningError("planner settings need a planner; add --planner " + "|".join(sorted(PLANNERS)))
+        return agent
+    model = agent.model
+    if model is None:
+        raise PlanningError(f"agent '{agent.name}' has no world model that a planner can use; "
+                            "evaluate it with --planner policy")
+    planner_spec(planner, model.act_spec)
+    settings = agent.planner_defaults.get(planner) or default_settings(planner, model, agent.discount)
+    settings = _apply(settings, overrides)
+    return PlannerPolicy(model, planner, settings, device=agent.device, name=f"{agent.name}+{planner}")
+
