@@ -96,6 +96,7 @@ TRAINED_MODEL = {
     "cem": dict(horizon=3, candidates=512, elites=64, iterations=6, policy_candidates=24),
     "mppi": dict(horizon=3, candidates=512, elites=64, iterations=6, policy_candidates=24),
     "gradient": dict(horizon=3, restarts=8, iterations=20, policy_candidates=1),
+    "mcts": dict(),
 }
 
 

@@ -52,6 +52,19 @@ PLANET_PRESETS: dict[str, list[str]] = {
     "default": [],  # the dataclass defaults are PlaNet's own (RSSM 200/30/200, CEM 12/1000/100/10)
 }
 
+MUZERO_PRESETS: dict[str, list[str]] = {
+    "tiny": [
+        "model.latent=8", "model.units=16", "model.layers=1", "model.bins=21", "search.simulations=4",
+        "unroll=2", "td_steps=3",
+        "run.seq_len=6", "run.batch_size=4", "run.num_envs=2", "run.prefill=4", "run.train_ratio=24",
+        "run.eval_episodes=2", "run.eval_every=100000000", "run.log_every=50", "run.checkpoint_every=100000000",
+        "run.replay_chunk=32",
+    ],
+    # CartPole on two CPU cores: latent 64, MLPs of 2 x 128, PUCT with 50 simulations, K = 5, n = 10,
+    # batches of 128, 8 environments searched as one batch of roots (the dataclass defaults)
+    "default": [],
+}
+
 PETS_PRESETS: dict[str, list[str]] = {
     "tiny": [
         "model.units=16", "model.layers=2", "particles=4", "fit_every=50", "max_epochs=5", "patience=2",

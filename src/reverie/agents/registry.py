@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from reverie.agents.dreamer import Dreamer, DreamerConfig
+from reverie.agents.muzero import MuZero, MuZeroConfig
 from reverie.agents.pets import Pets, PetsConfig
 from reverie.agents.planet import Planet, PlanetConfig
-from reverie.agents.presets import DREAMER_PRESETS, PETS_PRESETS, PLANET_PRESETS
+from reverie.agents.presets import DREAMER_PRESETS, MUZERO_PRESETS, PETS_PRESETS, PLANET_PRESETS
 from reverie.config import ConfigError, apply_overrides
 
 
@@ -27,6 +28,7 @@ AGENTS: dict[str, AgentEntry] = {
     "dreamer": AgentEntry(DreamerConfig, Dreamer, DREAMER_PRESETS, "default"),
     "planet": AgentEntry(PlanetConfig, Planet, PLANET_PRESETS, "default"),
     "pets": AgentEntry(PetsConfig, Pets, PETS_PRESETS, "default"),
+    "muzero": AgentEntry(MuZeroConfig, MuZero, MUZERO_PRESETS, "default"),
 }
 
 

@@ -3,10 +3,10 @@
 from reverie.nn.distributions import (Bernoulli, BoundedNormal, ImageMSE, OneHotDist, SymlogMSE, TwoHotDist,
                                       categorical_kl)
 from reverie.nn.functional import lambda_returns, symexp, symlog, symlog_bins, twohot
-from reverie.nn.layers import MLP, ChannelNorm, ConvDecoder, ConvEncoder, GRUCell
+from reverie.nn.layers import MLP, ChannelNorm, ConvDecoder, ConvEncoder, GRUCell, ResidualBlock, ResidualTower
 
 __all__ = [
     "Bernoulli", "BoundedNormal", "ChannelNorm", "ConvDecoder", "ConvEncoder", "GRUCell", "ImageMSE", "MLP",
-    "OneHotDist", "SymlogMSE", "TwoHotDist", "categorical_kl", "lambda_returns", "symexp", "symlog",
+    "OneHotDist", "ResidualBlock", "ResidualTower", "SymlogMSE", "TwoHotDist", "categorical_kl", "lambda_returns", "symexp", "symlog",
     "symlog_bins", "twohot",
 ]

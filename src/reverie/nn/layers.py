@@ -126,3 +126,42 @@ class ConvDecoder(nn.Module):
         x = self.linear(feat).reshape(-1, *self.start)  # [N, 8d, 4, 4]
         x = self.net(x)                                 # [N, C, H, W]
         return x.permute(0, 2, 3, 1)
+
+
+class ResidualBlock(nn.Module):
+    """``x + conv(act(norm(conv(act(norm(x))))))`` on ``[N, C, H, W]`` (pre-activation, 3x3, same size)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(ChannelNorm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+                                 ChannelNorm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, 1, 1, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)
+
+
+class ResidualTower(nn.Module):
+    """Images ``[N, H, W, C]`` uint8 -> features ``[N, F]`` through a residual conv tower (MuZero's
+    representation for small images).
+
+    Two stride-2 convolutions, each followed by ``blocks`` residual blocks, bring the image down by 4 in
+    each direction; a final stride-2 convolution and flattening give ``F = 2 * channels * (H / 8) * (W / 8)``.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], channels: int = 32, blocks: int = 1):
+        super().__init__()
+        h, w, c = shape
+        if h % 8 or w % 8:
+            raise ValueError(f"image observations need sides divisible by 8 for the residual tower, got {shape}")
+        mods: list[nn.Module] = [nn.Conv2d(c, channels, 3, 2, 1, bias=False)]
+        mods += [ResidualBlock(channels) for _ in range(blocks)]
+        mods += [nn.Conv2d(channels, channels, 3, 2, 1, bias=False)]
+        mods += [ResidualBlock(channels) for _ in range(blocks)]
+        mods += [ChannelNorm(channels), nn.SiLU(), nn.Conv2d(channels, 2 * channels, 3, 2, 1, bias=False),
+                 ChannelNorm(2 * channels), nn.SiLU()]
+        self.net = nn.Sequential(*mods)
+        self.out_dim = 2 * channels * (h // 8) * (w // 8)
+
+    def forward(self, image: Tensor) -> Tensor:
+        x = image.float() / 255.0 - 0.5                     # [N, H, W, C]
+        return self.net(x.permute(0, 3, 1, 2).contiguous()).flatten(1)

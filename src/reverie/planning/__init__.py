@@ -21,11 +21,13 @@ from .mppi import MPPISettings, mppi, mppi_weights
 from .returns import rollout_returns
 from .sampling import categorical_candidates, colored_noise, gaussian_candidates, uniform_candidates
 from .shooting import ShootingSettings, shooting
+from .tree_search import MCTSPlannerSettings, mcts_plan
 
 __all__ = [
     "PLANNERS",
     "CEMSettings",
     "GradientSettings",
+    "MCTSPlannerSettings",
     "MPPISettings",
     "PlanResult",
     "PlannerSettings",
@@ -40,6 +42,7 @@ __all__ = [
     "colored_noise",
     "gaussian_candidates",
     "gradient",
+    "mcts_plan",
     "mppi",
     "mppi_weights",
     "plan",

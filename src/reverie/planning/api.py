@@ -18,9 +18,10 @@ from .cem import SPEC as CEM
 from .gradient import SPEC as GRADIENT
 from .mppi import SPEC as MPPI
 from .shooting import SPEC as SHOOTING
+from .tree_search import SPEC as MCTS
 
 #: Every planner by name, with what it declares (see :class:`~reverie.planning.base.PlannerSpec`).
-PLANNERS: dict[str, PlannerSpec] = {spec.name: spec for spec in (SHOOTING, CEM, MPPI, GRADIENT)}
+PLANNERS: dict[str, PlannerSpec] = {spec.name: spec for spec in (SHOOTING, CEM, MPPI, GRADIENT, MCTS)}
 
 
 def planner_spec(name: str, act_spec: ActionSpec | None = None) -> PlannerSpec:

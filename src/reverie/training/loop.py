@@ -8,7 +8,6 @@ same run folder resumes from the newest complete checkpoint with its replay.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +113,7 @@ class Trainer:
         run, c = self.run, self.counters
         repeat = self.action_repeat
         per_step = run.num_envs * repeat                     # env steps per batched agent step
-        prefill = max(run.prefill, math.ceil(run.seq_len / run.num_envs))
+        prefill = max(run.prefill, run.seq_len)   # sequences run along one stream: each needs seq_len steps
         tokens = run.batch_size * run.seq_len
         envs = BatchEnv([functools.partial(self.make_env, run.seed + 100 * i + c.agent_steps) for i in range(run.num_envs)],
                         parallel=run.parallel_envs)

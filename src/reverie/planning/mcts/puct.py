@@ -1,0 +1,159 @@
+"""MuZero's PUCT selection (Schrittwieser et al. 2020, appendix B) and its root exploration noise.
+
+At a node with visit count N(s) the child maximising
+
+    score(a) = Qnorm(s, a) + P(s, a) * sqrt(N(s)) / (1 + N(s, a)) * (c1 + log((N(s) + c2 + 1) / c2))
+
+is selected, with Q(s, a) = r(s, a) + discount(s, a) * value(child). Qnorm
+rescales Q by the smallest and largest Q backed up anywhere in the row's tree
+so far (MuZero's MinMaxStats), which makes the exploration constants
+independent of the reward scale; unvisited children score Qnorm = 0. Ties go to
+the lowest action index (``argmax`` returns the first maximum), so the search
+is deterministic without exploration.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .tree import PRIOR, VISITS, Tree, qvalues
+from .types import MCTSSettings
+
+
+def min_max_normalizer(q_min: Tensor, q_max: Tensor) -> tuple[Tensor, Tensor]:
+    """MinMaxStats as an affine map: bounds [B] -> (offset, scale) [B, 1] with Qnorm = (Q - offset) * scale.
+
+    Rows whose bounds are not yet a proper interval (max <= min: no Q or a
+    single distinct Q backed up so far) keep Q unnormalised (offset 0, scale 1),
+    as MuZero does. The bounds change only in backups, so a simulation computes
+    this once for all its levels.
+    """
+    span = q_max - q_min
+    proper = span > 0
+    offset = torch.where(proper, q_min, torch.zeros_like(q_min))
+    scale = torch.where(proper, 1.0 / torch.where(proper, span, torch.ones_like(span)), torch.ones_like(span))
+    return offset[:, None], scale[:, None]
+
+
+def normalize_q(q: Tensor, q_min: Tensor, q_max: Tensor) -> Tensor:
+    """MinMaxStats normalisation of q [B, K] by the row bounds [B]: [B, K] (see ``min_max_normalizer``)."""
+    offset, scale = min_max_normalizer(q_min, q_max)
+    return (q - offset) * scale
+
+
+def puct_scores(
+    prior: Tensor,
+    visits: Tensor,
+    q: Tensor,
+    offset: Tensor,
+    scale: Tensor,
+    pb_c_init: float,
+    pb_c_base: float,
+) -> Tensor:
+    """PUCT scores of the K children of one node per row: prior, visits (float), q [B, K] -> [B, K].
+
+    ``offset``, ``scale`` [B, 1] come from ``min_max_normalizer``. The node's
+    visit count N(s) is 1 + the children's visits (its own expansion counts),
+    so the prior term is positive from the first selection on; the selection
+    happens only at nodes that have children to choose, where this holds.
+    """
+    n = 1.0 + visits.sum(dim=-1, keepdim=True)
+    weight = pb_c_init + torch.log1p((n + 1.0) / pb_c_base)  # c1 + log((N + c2 + 1) / c2)
+    exploration = prior * (weight * n.sqrt()) / (1.0 + visits)
+    value = torch.where(visits > 0, (q - offset) * scale, 0.0)  # unvisited children score Q = 0
+    return value + exploration
+
+
+def _stats_scores(stats: Tensor, normalizer: tuple[Tensor, Tensor], settings: MCTSSettings) -> Tensor:
+    channels = stats.unbind(1)
+    return puct_scores(
+        channels[PRIOR], channels[VISITS], qvalues(stats), *normalizer, settings.pb_c_init, settings.pb_c_base
+    )
+
+
+def puct_action(stats: Tensor, normalizer: tuple[Tensor, Tensor], settings: MCTSSettings) -> Tensor:
+    """The PUCT action from gathered ``edge_stats`` [A, C, K] and the rows' normaliser ([A, 1] each): [A]."""
+    return _stats_scores(stats, normalizer, settings).argmax(dim=-1)
+
+
+def puct_root_select(tree: Tree, settings: MCTSSettings, normalizer: tuple[Tensor, Tensor]) -> Tensor:
+    """The PUCT action at every root: [B] int64; invalid actions score -inf, so they are never visited.
+
+    ``normalizer`` is this simulation's ``min_max_normalizer(tree.q_min, tree.q_max)``.
+    """
+    scores = _stats_scores(tree.edge_stats[:, 0], normalizer, settings)
+    return scores.masked_fill(tree.root_invalid, float("-inf")).argmax(dim=-1)
+
+
+def puct_select(
+    tree: Tree, node: Tensor, settings: MCTSSettings, normalizer: tuple[Tensor, Tensor], rows: Tensor | None = None
+) -> Tensor:
+    """The PUCT action at one non-root node per row: node [A] -> action [A] int64.
+
+    ``rows`` [A] names the rows the nodes belong to (None: all B rows);
+    ``normalizer`` is this simulation's ``min_max_normalizer`` for all B rows.
+    """
+    stats = tree.gather(tree.edge_stats, tree.flat_nodes(node, rows))  # one gather for everything the score needs
+    if rows is not None:
+        normalizer = (normalizer[0].index_select(0, rows), normalizer[1].index_select(0, rows))
+    return puct_action(stats, normalizer, settings)
+
+
+def dirichlet_noise(
+    shape: tuple[int, int],
+    alpha: float,
+    generator: torch.Generator | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Tensor:
+    """Samples of Dirichlet(alpha, ..., alpha) over the last dim: [B, K].
+
+    torch's Dirichlet sampler takes no generator; with one, a seed drawn from it
+    seeds the CPU RNG inside ``fork_rng`` (so the global RNG is left as it was
+    and a seeded generator gives the same noise every time). Sampling happens on
+    the CPU, whose RNG is the only one forked, then moves to ``device``.
+    """
+    concentration = torch.full(shape, float(alpha), dtype=torch.float64)
+    sampler = torch.distributions.Dirichlet(concentration)
+    if generator is None:
+        sample = sampler.sample()
+    else:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            sample = sampler.sample()
+    return sample.to(device=device, dtype=dtype)
+
+
+def add_dirichlet_noise(
+    prior: Tensor,
+    invalid: Tensor,
+    alpha: float,
+    fraction: float,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Mix Dirichlet noise into root priors: prior, invalid [B, K] -> [B, K].
+
+    The noise is restricted to the valid actions and renormalised there, which is
+    again Dirichlet(alpha) over the valid actions (a Dirichlet's renormalised
+    sub-vector is Dirichlet), so invalid actions keep probability 0.
+    """
+    noise = dirichlet_noise(tuple(prior.shape), alpha, generator, prior.device, prior.dtype)
+    noise = noise.masked_fill(invalid, 0.0)
+    noise = noise / noise.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(noise.dtype).tiny)
+    return (1.0 - fraction) * prior + fraction * noise
+
+
+def visit_policy(visits: Tensor, dtype: torch.dtype) -> Tensor:
+    """PUCT's search policy, the normalised visit counts: [B, K] -> [B, K]."""
+    counts = visits.to(dtype)
+    return counts / counts.sum(dim=-1, keepdim=True).clamp(min=1.0)
+
+
+def visit_temperature_logits(visits: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
+    """log(visits ** (1 / T)) = log(visits) / T: [B, K] (-inf for unvisited actions; T > 0).
+
+    Working in logs keeps small temperatures from overflowing visits ** (1 / T).
+    """
+    return visits.to(dtype).log() / temperature

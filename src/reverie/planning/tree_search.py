@@ -1,0 +1,136 @@
+"""Tree search as a planner: batched MCTS (PUCT or Gumbel) on any model with reward, value and a policy.
+
+The search itself (:mod:`reverie.planning.mcts`) talks to a model through a
+recurrent function; :func:`recurrent_fn` builds that function from the
+world-model contract alone, so MuZero's model and a Dreamer model with its
+actor-critic attached are searched the same way:
+
+- next state ``model.step(state, one_hot(a))``, reward ``model.reward(next)``;
+- discount ``settings.discount``, times ``model.cont(next)`` with ``use_cont``;
+- prior logits ``model.policy(next).logits`` and value ``model.value(next)``.
+
+Discrete actions only. The result's ``extras`` carry what MuZero trains on:
+``search_policy [B, K]``, ``root_value [B]`` and ``visit_counts [B, K]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from reverie.models.base import CONT, POLICY, REWARD, VALUE, State
+
+from .base import PlannerSettings, PlannerSpec, PlanningError, PlanResult, WarmStart, prepare
+from .mcts import MCTSSettings, RecurrentOutput, RootOutput, search
+
+__all__ = ["MCTSPlannerSettings", "mcts_plan", "mcts_settings", "recurrent_fn", "root_output"]
+
+
+@dataclass(frozen=True)
+class MCTSPlannerSettings(PlannerSettings):
+    """Tree-search settings; the defaults are MuZero's (PUCT, 50 simulations, c1 1.25, c2 19652).
+
+    ``horizon`` is the deepest node the tree may create (the root has depth 0); ``policy_candidates``
+    and ``bf16`` do not apply.
+    """
+
+    horizon: int = 50
+    """Deepest node the tree may create (50 = the simulation budget: no limit in practice)."""
+    discount: float = 0.997
+    """Discount gamma of every transition (times the continuation with ``use_cont``)."""
+    use_value: bool = True
+    """Tree search always bootstraps with the model's value (this field must stay True)."""
+    algorithm: Literal["puct", "gumbel"] = "puct"
+    """"puct" (MuZero) or "gumbel" (Gumbel MuZero: sequential halving at the root)."""
+    simulations: int = 50
+    """Simulations per search; each is one batched model step."""
+    pb_c_init: float = 1.25
+    """PUCT's c1."""
+    pb_c_base: float = 19652.0
+    """PUCT's c2."""
+    dirichlet_alpha: float = 0.25
+    """Root Dirichlet noise concentration (PUCT with ``explore``)."""
+    dirichlet_fraction: float = 0.25
+    """Root Dirichlet noise weight (PUCT with ``explore``)."""
+    temperature: float = 1.0
+    """PUCT with ``explore``: act by sampling visits ** (1 / T)."""
+    max_considered_actions: int = 16
+    """Gumbel: actions sequential halving starts from."""
+    c_visit: float = 50.0
+    """Gumbel: sigma's visit offset."""
+    c_scale: float = 0.1
+    """Gumbel: sigma's value scale."""
+    explore: bool = False
+    """Root noise and sampled acting (collecting data); False acts greedily (evaluation)."""
+
+    def needs(self) -> frozenset[str]:
+        return frozenset({REWARD, VALUE, POLICY} | ({CONT} if self.use_cont else set()))
+
+
+def mcts_settings(settings: MCTSPlannerSettings) -> MCTSSettings:
+    """The search's own settings from the planner's."""
+    # a tree of n simulations is at most n deep: a horizon beyond that limits nothing (and costs masks)
+    depth = settings.horizon if settings.horizon < settings.simulations else None
+    return MCTSSettings(algorithm=settings.algorithm, num_simulations=settings.simulations,
+                        max_depth=depth, pb_c_init=settings.pb_c_init, pb_c_base=settings.pb_c_base,
+                        dirichlet_alpha=settings.dirichlet_alpha, dirichlet_fraction=settings.dirichlet_fraction,
+                        temperature=settings.temperature, max_considered_actions=settings.max_considered_actions,
+                        c_visit=settings.c_visit, c_scale=settings.c_scale)
+
+
+def root_output(model: object, state: State) -> RootOutput:
+    """The model's prediction at B start states."""
+    return RootOutput(model.policy(state).logits.float(), model.value(state).float(), state)  # type: ignore[attr-defined]
+
+
+def recurrent_fn(model: object, discount: float, use_cont: bool):
+    """``(state [B], action [B] int64) -> (RecurrentOutput, next state)`` from the model's contract."""
+    size = model.act_spec.size  # type: ignore[attr-defined]
+
+    def step(state: State, action: Tensor) -> tuple[RecurrentOutput, State]:
+        nxt = model.step(state, torch.nn.functional.one_hot(action, size).float())  # type: ignore[attr-defined]
+        reward = model.reward(nxt).float()  # type: ignore[attr-defined]
+        gamma = torch.full_like(reward, discount)
+        if use_cont:
+            gamma = gamma * model.cont(nxt).float()  # type: ignore[attr-defined]
+        out = RecurrentOutput(reward, gamma, model.policy(nxt).logits.float(),  # type: ignore[attr-defined]
+                              model.value(nxt).float())  # type: ignore[attr-defined]
+        return out, nxt
+
+    return step
+
+
+def mcts_plan(model: object, state: State, settings: MCTSPlannerSettings | None = None, warm: WarmStart | None = None,
+         *, generator: torch.Generator | None = None) -> PlanResult:
+    """Plan one action per start state by tree search.
+
+    Args:
+        model: discrete actions; capabilities reward, value and policy (and cont with ``use_cont``).
+        state: B start states.
+        settings: see :class:`MCTSPlannerSettings`.
+        warm: unused (a tree is not carried between calls); accepted for the planner contract.
+        generator: randomness of the root noise and of sampled actions.
+
+    Returns:
+        PlanResult with action ``[B, K]`` (one-hot), ``probs [B, 1, K]`` the search policy, diagnostics
+        ``best_return [1, B]`` (the best root Q) and ``mean_return [1, B]`` (the root value), and
+        ``extras`` {search_policy [B, K], root_value [B], visit_counts [B, K]}.
+    """
+    settings = settings or MCTSPlannerSettings()
+    setup = prepare(SPEC, model, state, settings, None, generator)
+    if not settings.use_value:
+        raise PlanningError("tree search always bootstraps with the model's value; leave use_value=True.")
+    with torch.no_grad():
+        result = search(recurrent_fn(model, settings.discount, settings.use_cont), root_output(model, state),
+                        mcts_settings(settings), explore=settings.explore, generator=setup.generator)
+    action = torch.nn.functional.one_hot(result.action, setup.size).float()
+    visited = result.visit_counts > 0
+    best_q = torch.where(visited, result.q_values, torch.full_like(result.q_values, float("-inf"))).max(-1).values
+    extras = {"search_policy": result.policy, "root_value": result.root_value, "visit_counts": result.visit_counts}
+    return PlanResult(action, None, None, result.policy[:, None], None, best_q[None], result.root_value[None], extras)
+
+
+SPEC = PlannerSpec("mcts", mcts_plan, MCTSPlannerSettings, discrete=True, continuous=False)
