@@ -199,3 +199,28 @@ def test_dream_refuses_an_extension_that_does_not_fit(cartpole_run, tmp_path, ca
     assert main(["dream", str(cartpole_run), "--out", str(tmp_path / "d.gif")]) == 2
     assert "vector observations" in capsys.readouterr().err
     assert not (tmp_path / "d.gif").exists()
+
+
+def test_a_dreamer_model_is_searched_by_mcts_through_its_actor_critic(cartpole_run, capsys):
+    # the actor's logits are the tree's prior and the critic its leaf value (discrete actions)
+    assert main(["eval", str(cartpole_run), "--episodes", "1", "--planner", "mcts",
+                 "--planner-arg", "simulations=8"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["planner"] == "mcts" and out["return_mean"] >= 8     # CartPole lasts at least 8 steps
+
+
+def test_an_agent_with_an_unknown_schedule_is_refused(tmp_path, monkeypatch):
+    from reverie.agents.registry import resolve_config
+    from reverie.training import session
+
+    original = session.build_agent
+
+    def build(name, cfg, make):
+        agent = original(name, cfg, make)
+        agent.schedule = object()      # neither ReplayRatio nor Refit
+        return agent
+
+    monkeypatch.setattr(session, "build_agent", build)
+    cfg = resolve_config("dreamer", "tiny", ["run.steps=40", "run.prefill=8", "run.seq_len=8"])
+    with pytest.raises(TypeError, match="unknown schedule"):
+        session.train("dreamer", cfg, tmp_path / "run", say=lambda _: None)

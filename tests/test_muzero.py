@@ -197,3 +197,42 @@ def test_reanalysis_replaces_the_stored_targets_with_a_fresh_search(muzero_run):
     agent.cfg = type(cfg)(**{**vars(cfg), "reanalyse": 1.0})
     metrics = agent.update(batch)
     assert np.isfinite(metrics["loss/value"]) and np.isfinite(metrics["loss/policy"])
+
+
+def test_small_images_go_through_the_residual_tower():
+    torch.manual_seed(0)
+    spec = {"image": ArraySpec((16, 16, 3), np.dtype(np.uint8))}
+    model = MuZeroModel(spec, ActionSpec(True, 4), MuZeroModelConfig(latent=8, units=16, layers=1, bins=21,
+                                                                    channels=4, blocks=1))
+    assert model.tower is not None and model.vectors is None
+    images = torch.randint(0, 256, (3, 2, 16, 16, 3), dtype=torch.uint8)
+    states, _ = model.observe({"image": images}, torch.zeros(3, 2, 4), torch.zeros(3, 2, dtype=torch.bool))
+    assert states["latent"].shape == (3, 2, 8)
+    ones = torch.ones(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(2):   # the heads start at zero, so the first step moves only them
+        losses, _ = model.unroll_loss({"image": images[:, 0]}, torch.eye(4)[torch.tensor([[0], [1], [2]])],
+                                      torch.ones(3, 2), torch.zeros(3, 2), torch.full((3, 2, 4), 0.25), ones, ones,
+                                      ones)
+        opt.zero_grad()
+        sum(v.mean() for v in losses.values()).backward()
+        opt.step()
+    assert model.tower.net[0].weight.grad.abs().sum() > 0            # the tower learns from the losses
+
+
+def test_values_bootstrap_from_a_target_network_refreshed_every_few_updates(muzero_run):
+    from reverie.training.session import load_run
+
+    run_dir, _ = muzero_run
+    agent, cfg, _, _ = load_run(run_dir)
+    assert cfg.bootstrap == "model"
+    replay = Replay(run_dir / "replay", capacity=10_000, seq_len=cfg.run.seq_len, seed=1)
+    batch = Batch.build(replay.sample(4), agent.obs_spec, agent.act_spec, extras_spec=agent.extras_spec)
+    agent.cfg = type(cfg)(**{**vars(cfg), "target_every": 3})
+    agent.updates = 0
+    before = [p.clone() for p in agent.target.parameters()]
+    for _ in range(2):
+        agent.update(batch)
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.target.parameters()))    # frozen in between
+    agent.update(batch)
+    assert all(torch.equal(a, b) for a, b in zip(agent.wm.parameters(), agent.target.parameters()))

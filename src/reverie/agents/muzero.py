@@ -6,6 +6,12 @@ search planner :func:`reverie.planning.tree_search.mcts_plan` (PUCT, or Gumbel M
 stored in the replay beside each step (the agent's ``extras``), the targets of
 :mod:`reverie.agents.muzero_targets`, and one Adam optimiser.
 
+Value targets bootstrap, n steps ahead, from a target network's value of the observation there
+(``bootstrap=model``, as EfficientZero and LightZero do; the target network is a copy refreshed
+every ``target_every`` updates), or from the root value the search stored beside that step
+(``bootstrap=search``, the MuZero paper). The stored values were computed by networks that may be
+thousands of updates old, which holds the values back while the policy improves.
+
 Reanalysis (``reanalyse`` > 0): for that fraction of every batch the stored search policies and
 values are replaced by a fresh search with the latest network before the targets are built
 (MuZero Reanalyse), so old data keeps teaching the current model.
@@ -13,9 +19,10 @@ values are replaced by a fresh search with the latest network before the targets
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import torch
@@ -52,7 +59,11 @@ class MuZeroConfig:
     unroll: int = 5
     """K: steps the dynamics is unrolled along real actions in every update."""
     td_steps: int = 10
-    """n: rewards summed before bootstrapping with the stored search value."""
+    """n: rewards summed before bootstrapping."""
+    bootstrap: Literal["model", "search"] = "model"
+    """Where the value n steps ahead comes from: the target network, or the search's stored root value."""
+    target_every: int = 100
+    """Updates between refreshes of the target network (``bootstrap=model``)."""
     lr: float = 3e-3
     """Adam learning rate."""
     weight_decay: float = 1e-4
@@ -75,6 +86,8 @@ class MuZeroConfig:
     def __post_init__(self):
         if self.unroll < 1 or self.td_steps < 1:
             raise ValueError(f"unroll and td_steps must be >= 1; got {self.unroll} and {self.td_steps}")
+        if self.target_every < 1:
+            raise ValueError(f"target_every must be >= 1; got {self.target_every}")
         if not 0.0 <= self.reanalyse <= 1.0:
             raise ValueError(f"reanalyse must be a fraction in [0, 1]; got {self.reanalyse}")
 
@@ -96,7 +109,8 @@ class MuZero(AgentBase):
             raise ConfigError(f"MuZero needs run.seq_len >= 1 + unroll + td_steps = {need}; got {cfg.run.seq_len}")
         self.cfg = cfg
         self.wm = MuZeroModel(obs_spec, act_spec, cfg.model).to(self.device)
-        self.modules = {"model": self.wm}
+        self.target = copy.deepcopy(self.wm).requires_grad_(False)
+        self.modules = {"model": self.wm, "target": self.target}
         self.optimizers = {"model_opt": torch.optim.Adam(self.wm.parameters(), lr=cfg.lr,
                                                          weight_decay=cfg.weight_decay)}
         self.model = self.wm
@@ -136,6 +150,9 @@ class MuZero(AgentBase):
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
         policy, value = batch.extras["search_policy"].float(), batch.extras["root_value"].float()
+        if cfg.bootstrap == "model":
+            with torch.no_grad():
+                value = self.target.observe(batch.obs, batch.action, batch.is_first)[0]["value"].float()
         rows = round(cfg.reanalyse * batch.shape[0])
         if rows:
             fresh_policy, fresh_value = self.reanalysed(batch, rows)
@@ -150,4 +167,13 @@ class MuZero(AgentBase):
                                      cfg.grad_clip, prefix="model/"))
         metrics["model/target_value"] = float(targets.value[:, 0].mean())
         self.updates += 1
+        if self.updates % cfg.target_every == 0:
+            self.target.load_state_dict(self.wm.state_dict())
         return metrics
+
+    def tensors(self) -> dict[str, dict[str, Any]]:
+        return {**super().tensors(), "progress": {"updates": self.updates}}
+
+    def load_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
+        super().load_tensors(tensors)
+        self.updates = int(tensors["progress"]["updates"])

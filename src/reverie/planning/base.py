@@ -43,7 +43,7 @@ from reverie.specs import ActionSpec
 
 __all__ = [
     "PlanResult", "PlannerSettings", "PlannerSpec", "PlanningError", "Policy", "Setup", "State", "WarmStart",
-    "check_settings", "fit_horizon", "prepare", "shift_plan", "unsupported",
+    "centred_probs", "check_settings", "fit_horizon", "prepare", "shift_plan", "unsupported",
 ]
 
 #: A prior policy used to propose candidates: ``policy(state [N, ...]) -> action [N, A]``.
@@ -68,6 +68,10 @@ class PlannerSettings:
     """Add gamma^H times ``model.value`` of the last imagined state (TD-MPC style)."""
     policy_candidates: int = 0
     """Candidates rolled out by the model's ``policy`` prior (TD-MPC2 style)."""
+    centre_on_policy: bool = False
+    """Start the search at the model's ``policy``: its action sequence along its own imagined trajectory is
+    the initial mean (continuous; the spread is the planner's ``init_std``) or carries half of each step's
+    choice probability (discrete), instead of zeros / uniform choices / the warm start."""
     bf16: bool = False
     """Run the model calls under bfloat16 autocast; returns are still summed in float32."""
     seed: int | None = None
@@ -76,7 +80,7 @@ class PlannerSettings:
     def needs(self) -> frozenset[str]:
         """The model capabilities these settings use."""
         return frozenset({REWARD} | ({CONT} if self.use_cont else set()) | ({VALUE} if self.use_value else set())
-                         | ({POLICY} if self.policy_candidates else set()))
+                         | ({POLICY} if self.policy_candidates or self.centre_on_policy else set()))
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,8 @@ class Setup:
     generator: torch.Generator | None
     policy: Policy | None
     """The model's prior as ``state -> action [N, A]`` (its mode), if the settings use one."""
+    centre: Tensor | None
+    """[B, H, A] the policy's action sequence from each start state (``centre_on_policy``), else None."""
 
 
 def check_settings(settings: PlannerSettings, candidates: int | None = None) -> None:
@@ -212,11 +218,29 @@ def prepare(spec: PlannerSpec, model: object, state: State, settings: PlannerSet
     if size < 1 or (act_spec.discrete and size < 2):
         raise PlanningError(f"action size must be >= 1 (>= 2 choices if discrete); got {size}.")
     _check_warm(warm, batch, size, act_spec.discrete)
-    policy = None
-    if settings.policy_candidates:
+    policy, centre = None, None
+    if settings.policy_candidates or settings.centre_on_policy:
         def policy(s: State) -> Tensor:
             return model.policy(s).mode()  # type: ignore[attr-defined]
-    return Setup(batch, device, size, act_spec.discrete, _generator(settings, device, generator), policy)
+    if settings.centre_on_policy:
+        centre = _policy_plan(model, state, settings.horizon, policy)
+    return Setup(batch, device, size, act_spec.discrete, _generator(settings, device, generator), policy, centre)
+
+
+def _policy_plan(model: object, state: State, horizon: int, policy: Policy) -> Tensor:
+    """The actions ``[B, H, A]`` the policy takes along its own imagined trajectory from each start state."""
+    actions = []
+    with torch.no_grad():
+        for _ in range(horizon):
+            action = policy(state).float()
+            actions.append(action)
+            state = model.step(state, action)  # type: ignore[attr-defined]
+    return torch.stack(actions, 1)
+
+
+def centred_probs(centre: Tensor) -> Tensor:
+    """Discrete choice probabilities ``[B, H, K]`` with half the mass on the policy's choice, half uniform."""
+    return 0.5 * centre + 0.5 / centre.shape[-1]
 
 
 def unsupported(spec: PlannerSpec, act_spec: ActionSpec, others: Mapping[str, PlannerSpec] | None = None) -> str:

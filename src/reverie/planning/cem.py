@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import PlannerSettings, PlannerSpec, PlanningError, PlanResult, State, WarmStart, fit_horizon, prepare, shift_plan
+from .base import (PlannerSettings, PlannerSpec, PlanningError, PlanResult, Setup, State, WarmStart, centred_probs,
+                   fit_horizon, prepare, shift_plan)
 from .population import check_population, population_search, weighted_moments
 
 
@@ -46,10 +47,13 @@ class CEMSettings(PlannerSettings):
     """Execute the best candidate seen rather than the refined mean (or most likely choice)."""
 
 
-def _initial(settings: CEMSettings, warm: WarmStart | None, batch: int, size: int, discrete: bool,
-             device: torch.device):
-    horizon = settings.horizon
-    if discrete:
+def _initial(settings: CEMSettings, warm: WarmStart | None, setup: Setup):
+    horizon, batch, size, device = settings.horizon, setup.batch, setup.size, setup.device
+    if setup.centre is not None:
+        if setup.discrete:
+            return centred_probs(setup.centre), None
+        return setup.centre.clamp(-1.0, 1.0), torch.full((batch, horizon, size), settings.init_std, device=device)
+    if setup.discrete:
         probs = torch.full((batch, horizon, size), 1.0 / size, device=device)
         if warm is not None:
             probs = fit_horizon(warm.probs.to(device, torch.float32), horizon, 1.0 / size)  # type: ignore[union-attr]
@@ -96,7 +100,7 @@ def cem(
     if not 0.0 <= settings.smoothing <= 1.0:
         raise PlanningError(f"smoothing must be in [0, 1]; got {settings.smoothing}.")
     size, discrete = setup.size, setup.discrete
-    mean, std = _initial(settings, warm, setup.batch, size, discrete, setup.device)
+    mean, std = _initial(settings, warm, setup)
     momentum = settings.momentum
 
     def refit(elites: Tensor, scores: Tensor, mean: Tensor, std: Tensor | None):

@@ -72,7 +72,9 @@ def gradient(
     horizon, restarts, n_policy = settings.horizon, settings.restarts, settings.policy_candidates
 
     centre = torch.zeros((batch, horizon, size), device=device)
-    if warm is not None:
+    if setup.centre is not None:
+        centre = setup.centre.clamp(-1.0, 1.0)
+    elif warm is not None:
         centre = fit_horizon(warm.mean.to(device, torch.float32), horizon, 0.0).clamp(-1.0, 1.0)  # type: ignore[union-attr]
     noise = torch.randn((batch, restarts, horizon, size), generator=generator, device=device)
     init = (centre.unsqueeze(1) + settings.init_std * noise).clamp(-1.0, 1.0)

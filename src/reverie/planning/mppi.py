@@ -100,7 +100,9 @@ def mppi(
 
     shape = (batch, settings.horizon, size)
     mean = torch.zeros(shape, device=device)
-    if warm is not None:
+    if setup.centre is not None:
+        mean = setup.centre.clamp(-1.0, 1.0)
+    elif warm is not None:
         mean = fit_horizon(warm.mean.to(device, torch.float32), settings.horizon, 0.0).clamp(-1.0, 1.0)  # type: ignore[union-attr]
     std = torch.full(shape, settings.init_std, device=device)
 

@@ -1,5 +1,8 @@
 """Random shooting: imagine many uniformly random action sequences, keep the best.
 
+With ``centre_on_policy`` the random sequences are perturbations of the model policy's own plan
+instead of uniform ones.
+
 The simplest model-predictive controller (Nagabandi et al., 2018). Besides
 the random candidates it re-imagines the previous call's best sequence,
 shifted by one step (the warm start), and any prior-policy rollouts, so a
@@ -14,9 +17,9 @@ import torch
 
 from reverie.models.state import repeat_state
 
-from .base import PlannerSettings, PlannerSpec, PlanResult, State, WarmStart, fit_horizon, prepare, shift_plan
+from .base import PlannerSettings, PlannerSpec, PlanResult, State, WarmStart, centred_probs, fit_horizon, prepare, shift_plan
 from .returns import finite_scores, return_stats, rollout_returns
-from .sampling import gather_candidates, uniform_candidates
+from .sampling import categorical_candidates, gather_candidates, gaussian_candidates, uniform_candidates
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class ShootingSettings(PlannerSettings):
 
     candidates: int = 1000
     """Action sequences imagined per start state (warm start and policy rollouts included)."""
+    init_std: float = 0.3
+    """With ``centre_on_policy``: std of the Gaussian perturbations of the policy's actions (continuous)."""
 
 
 def shooting(
@@ -71,9 +76,14 @@ def shooting(
         fixed.append(plan.unsqueeze(1))
         fallback = plan
     n_random = settings.candidates - sum(x.shape[1] for x in fixed)
-    random = uniform_candidates(
-        batch, n_random, horizon, size, discrete=discrete, generator=generator, device=device
-    )
+    if setup.centre is None:
+        random = uniform_candidates(batch, n_random, horizon, size, discrete=discrete, generator=generator,
+                                    device=device)
+    elif discrete:   # perturbations of the policy's plan rather than uniform sequences
+        random = categorical_candidates(centred_probs(setup.centre), n_random, generator=generator)
+    else:
+        std = torch.full_like(setup.centre, settings.init_std)
+        random = gaussian_candidates(setup.centre, std, n_random, generator=generator)
     actions = torch.cat([*fixed, random], dim=1)  # [B, C, H, A]
 
     with torch.no_grad():

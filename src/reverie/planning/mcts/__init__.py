@@ -35,6 +35,8 @@ from .puct import (
     visit_policy,
 )
 from .search import search
+from .backup import backup, path_mask
+from .cache import SelectionCache
 from .tree import (
     CHANNELS,
     DISCOUNT,
@@ -46,7 +48,6 @@ from .tree import (
     VALUE_SUM,
     VISITS,
     Tree,
-    backup,
     expand,
     init_tree,
     qvalues,

@@ -100,7 +100,9 @@ def mixed_value(raw_value: Tensor, q: Tensor, visits: Tensor, prior: Tensor) -> 
     """
     total = visits.sum(dim=-1).to(q.dtype)
     tiny = torch.finfo(q.dtype).tiny
-    weights = torch.where(visits > 0, prior.clamp(min=tiny), 0.0)  # q is finite everywhere, so 0 * q = 0
+    # prior where visited, else 0, as a float product (a where() on a bool mask is much slower on the
+    # CPU): counts are non-negative integers, so min(N, 1) is the 0/1 indicator; q is finite, so 0 * q = 0
+    weights = prior.clamp(min=tiny) * visits.clamp(max=1)
     weighted_q = (weights * q).sum(dim=-1) / weights.sum(dim=-1).clamp(min=tiny)
     return (raw_value + total * weighted_q) / (1.0 + total)
 
@@ -137,7 +139,12 @@ def node_sigma(stats: Tensor, raw_value: Tensor, settings: MCTSSettings, valid: 
     rescaling to the valid root actions.
     """
     visits = stats[:, VISITS]
-    completed = completed_q(raw_value, qvalues(stats), visits, stats[:, LOGITS])
+    q = qvalues(stats)
+    value = mixed_value(raw_value, q, visits, torch.softmax(stats[:, LOGITS], dim=-1))
+    # ``completed_q`` without the where() on a bool mask: an unvisited child is an unexpanded one, whose
+    # reward, discount and value sum are 0, so q = 0 there and q + v_mix * (1 - min(N, 1)) is exactly
+    # q where visited and v_mix elsewhere (v_mix is finite)
+    completed = torch.addcmul(q, value[:, None], 1.0 - visits.clamp(max=1))
     return sigma(completed, visits, settings.c_visit, settings.c_scale, valid)
 
 
@@ -160,10 +167,16 @@ def gumbel_interior_select(tree: Tree, node: Tensor, settings: MCTSSettings, row
     visit distribution tracks pi'.
     """
     flat = tree.flat_nodes(node, rows)
-    stats = tree.gather(tree.edge_stats, flat)  # [A, C, K]
+    return gumbel_actions(tree.gather(tree.edge_stats, flat), tree.gather(tree.raw_values, flat), settings)
+
+
+def gumbel_actions(stats: Tensor, raw_value: Tensor, settings: MCTSSettings) -> Tensor:
+    """``gumbel_interior_select``'s action at M nodes from their gathered ``edge_stats`` [M, C, K]
+    and model values ``raw_value`` [M]: [M] int64."""
     visits = stats[:, VISITS]
-    policy = torch.softmax(stats[:, LOGITS] + node_sigma(stats, tree.gather(tree.raw_values, flat), settings), dim=-1)
-    return (policy - visits / (1.0 + visits.sum(dim=-1, keepdim=True))).argmax(dim=-1)
+    policy = torch.softmax(stats[:, LOGITS] + node_sigma(stats, raw_value, settings), dim=-1)
+    scores = policy - visits / (1.0 + visits.sum(dim=-1, keepdim=True))
+    return scores.max(dim=-1).indices  # the first maximum, like argmax, and faster on the CPU
 
 
 def _best_with_visits(tree: Tree, root_scores: Tensor, candidates: Tensor, settings: MCTSSettings) -> Tensor:

@@ -20,9 +20,13 @@ import torch
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
+from collections.abc import Callable
+
 from . import gumbel as gm
 from . import puct
-from .tree import LOGITS, PRIOR, VISITS, Tree, backup, expand, init_tree, qvalues
+from .backup import backup, path_mask
+from .cache import SelectionCache
+from .tree import CHANNELS, LOGITS, PRIOR, VISITS, Tree, expand, init_tree, qvalues
 from .types import MCTSSettings, RecurrentFn, RecurrentOutput, RootOutput, SearchResult, State
 
 
@@ -41,48 +45,96 @@ def _check_root(root: RootOutput, invalid: Tensor | None) -> tuple[int, int]:
     return batch, actions
 
 
-def _check_output(output: RecurrentOutput, embedding: State, root: RootOutput) -> None:
-    # shapes only: metadata checks cost no device synchronisation
+def _output_checker(root: RootOutput) -> Callable[[RecurrentOutput, State], None]:
+    """A check of every ``recurrent_fn`` answer against the root's shapes (the root's side computed once)."""
     batch, actions = root.prior_logits.shape
-    for name in ("reward", "discount", "value"):
-        shape = getattr(output, name).shape
-        if shape != (batch,):
-            raise ValueError(f"recurrent_fn's {name} must be [B] = [{batch}], got {list(shape)}.")
-    if output.prior_logits.shape != (batch, actions):
-        raise ValueError(f"recurrent_fn's prior_logits must be [B, K] = [{batch}, {actions}].")
-    leaves, spec = pytree.tree_flatten(embedding)
     stored, stored_spec = pytree.tree_flatten(root.embedding)
-    if spec != stored_spec or any(new.shape != old.shape for new, old in zip(leaves, stored)):
+    shapes = [leaf.shape for leaf in stored]
+
+    def check(output: RecurrentOutput, embedding: State) -> None:
+        # shapes only: metadata checks cost no device synchronisation
+        for name in ("reward", "discount", "value"):
+            shape = getattr(output, name).shape
+            if shape != (batch,):
+                raise ValueError(f"recurrent_fn's {name} must be [B] = [{batch}], got {list(shape)}.")
+        if output.prior_logits.shape != (batch, actions):
+            raise ValueError(f"recurrent_fn's prior_logits must be [B, K] = [{batch}, {actions}].")
+        if isinstance(embedding, Tensor) and isinstance(root.embedding, Tensor):
+            if embedding.shape == shapes[0]:
+                return
+        else:
+            leaves, spec = pytree.tree_flatten(embedding)
+            if spec == stored_spec and all(new.shape == old for new, old in zip(leaves, shapes)):
+                return
         raise ValueError("recurrent_fn must return an embedding with the root embedding's structure and leaf shapes.")
+
+    return check
 
 
 def _compacts(device: torch.device) -> bool:
-    """Whether the descent keeps only the rows still descending (a host read per level; free on the CPU)."""
+    """Whether the search reads tensors on the host to do less work (free on the CPU, a sync elsewhere):
+    the descent stops at the first level where no row moves, and the refresh after a backup gathers
+    only the nodes that changed instead of every candidate."""
     return device.type == "cpu"
 
 
-class _Puct:
-    """PUCT selection for one search; the min-max normalisation is refreshed once per simulation."""
+def _slots(tree: Tree, rows: Tensor, count: int) -> Tensor:
+    """Flat indices of slots 0..count - 1 of ``rows`` [R]: [R * count]."""
+    return (tree.row_offsets.index_select(0, rows)[:, None] + torch.arange(count, device=rows.device)).view(-1)
 
-    def __init__(self, tree: Tree, settings: MCTSSettings):
-        self.tree, self.settings = tree, settings
-        self.normalizer = puct.min_max_normalizer(tree.q_min, tree.q_max)
+
+class _Puct:
+    """PUCT selection for one search, through the selection cache.
+
+    A node's PUCT action changes when its statistics change (it lies on the
+    backed-up path) or when its row's min-max bounds change; the bounds move
+    in only a few rows per simulation once the first values are in.
+    """
+
+    def __init__(self, tree: Tree, settings: MCTSSettings, cache: SelectionCache, compact: bool, blocked: bool):
+        self.tree, self.cache, self.compact = tree, cache, compact
+        batch, nodes, actions = tree.batch_size, tree.num_nodes, tree.num_actions
+        self.stats = tree.edge_stats.view(batch * nodes, CHANNELS, actions)
+        dtype, device = tree.edge_stats.dtype, tree.edge_stats.device
+        self.table = puct.exploration_table(nodes, settings.pb_c_init, settings.pb_c_base, dtype, device)
+        self.blocked: Tensor | None = None  # [B * N, K]: invalid root actions, False elsewhere
+        if blocked:
+            table = torch.zeros((batch, nodes, actions), dtype=torch.bool, device=device)
+            table[:, 0] = tree.root_invalid
+            self.blocked = table.view(batch * nodes, actions)
+        self.refresh(cache.roots)
 
     def begin(self, simulation: int) -> None:
-        self.normalizer = puct.min_max_normalizer(self.tree.q_min, self.tree.q_max)
+        pass  # the root's action is cached like any other node's
 
-    def root(self) -> Tensor:
-        return puct.puct_root_select(self.tree, self.settings, self.normalizer)
+    def refresh(self, flat: Tensor) -> None:
+        """Recompute the cached action of the nodes ``flat`` [M]."""
+        offset, scale = puct.min_max_normalizer(self.tree.q_min, self.tree.q_max)
+        rows = torch.div(flat, self.tree.num_nodes, rounding_mode="floor")
+        blocked = None if self.blocked is None else self.blocked.index_select(0, flat)
+        action = puct.puct_actions(
+            self.stats.index_select(0, flat), offset.index_select(0, rows), scale.index_select(0, rows), self.table, blocked
+        )
+        self.cache.store(flat, action)
 
-    def interior(self, node: Tensor, rows: Tensor | None) -> Tensor:
-        return puct.puct_select(self.tree, node, self.settings, self.normalizer, rows)
+    def after_backup(self, path: Tensor, on_path: Tensor, changed: Tensor, slot: int) -> None:
+        if not self.compact:  # no host reads: every used slot of every row
+            self.refresh(_slots(self.tree, torch.arange(self.tree.batch_size, device=path.device), slot + 1))
+            return
+        flat = path.view(-1).masked_select(on_path.view(-1))
+        rows = changed.nonzero().squeeze(1)
+        if rows.numel() > 0:  # new bounds change the scores of every node of the row
+            flat = torch.cat([flat, _slots(self.tree, rows, slot + 1)])
+        self.refresh(flat)
 
 
 class _Gumbel:
-    """Gumbel MuZero selection for one search: the root follows the sequential-halving schedule."""
+    """Gumbel MuZero selection for one search: the root follows the sequential-halving schedule,
+    interior nodes use the cache (their action depends on their own statistics only)."""
 
-    def __init__(self, tree: Tree, settings: MCTSSettings, noise: Tensor):
-        self.tree, self.settings = tree, settings
+    def __init__(self, tree: Tree, settings: MCTSSettings, cache: SelectionCache, compact: bool, noise: Tensor):
+        self.tree, self.settings, self.cache, self.compact = tree, settings, cache, compact
+        self.stats = tree.edge_stats.view(-1, CHANNELS, tree.num_actions)
         self.root_scores = noise + tree.edge_stats[:, 0, LOGITS]  # g + logits, -inf for invalid actions
         self.considered, count = gm.select_considered(
             self.root_scores, ~tree.root_invalid, settings.max_considered_actions
@@ -91,84 +143,27 @@ class _Gumbel:
             min(settings.max_considered_actions, tree.num_actions), settings.num_simulations, noise.device
         )
         self.targets = table[count].to(noise.dtype)  # [B, n]: each row follows the schedule of its own m
-        self.target = self.targets[:, 0]
 
     def begin(self, simulation: int) -> None:
-        self.target = self.targets[:, simulation]
+        action = gm.gumbel_root_select(
+            self.tree, self.root_scores, self.considered, self.targets[:, simulation], self.settings
+        )
+        self.cache.store(self.cache.roots, action)
 
-    def root(self) -> Tensor:
-        return gm.gumbel_root_select(self.tree, self.root_scores, self.considered, self.target, self.settings)
+    def refresh(self, flat: Tensor) -> None:
+        """Recompute the cached action of the non-root nodes ``flat`` [M]."""
+        raw_value = self.tree.raw_values.view(-1).index_select(0, flat)
+        self.cache.store(flat, gm.gumbel_actions(self.stats.index_select(0, flat), raw_value, self.settings))
 
-    def interior(self, node: Tensor, rows: Tensor | None) -> Tensor:
-        return gm.gumbel_interior_select(self.tree, node, self.settings, rows)
+    def after_backup(self, path: Tensor, on_path: Tensor, changed: Tensor, slot: int) -> None:
+        # the root is left out: ``begin`` chooses its action afresh every simulation
+        if self.compact:
+            self.refresh(path[1:].reshape(-1).masked_select(on_path[1:].reshape(-1)))
+        else:  # no host reads: stopped rows repeat their last node, which recomputes the same action
+            self.refresh(path[1:].reshape(-1))
 
     def final_action(self) -> Tensor:
         return gm.gumbel_final_action(self.tree, self.root_scores, self.considered, self.settings)
-
-
-def _descend(
-    tree: Tree, levels: int, max_depth: int | None, slot: int, selector: _Puct | _Gumbel, compact: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Walk from every root to where its row stops, recording the paths for ``backup``.
-
-    A row stops at the first selected action without a child (it will expand
-    that child into ``slot``) or on reaching a node at ``max_depth`` (no
-    expansion: that node is the leaf whose value is backed up again).
-    ``levels`` = deepest node depth + 1, so every row has stopped by then.
-
-    Two ways to carry the rows that are still descending: with ``compact``
-    each level keeps only their indices (``nonzero``), so deep levels that few
-    rows reach cost little and the loop ends when the last row stops; that
-    reads a count on the host per level, which is free on the CPU. Without it
-    (other devices) every level works on all B rows under a mask and the loop
-    runs to ``levels`` without synchronising.
-
-    Returns level-major ``path`` [L + 1, B] (the new slot appended after the
-    stopping node of expanding rows), ``actions`` [L, B], ``on_path`` [L + 1, B],
-    and each row's stopping ``node`` [B], ``action`` [B] and ``expanding`` [B] bool.
-    """
-    batch, device = tree.batch_size, tree.row_offsets.device
-    path = torch.zeros((levels + 2, batch), dtype=torch.int64, device=device)
-    on_path = torch.zeros((levels + 2, batch), dtype=torch.bool, device=device)
-    taken = torch.zeros((levels + 1, batch), dtype=torch.int64, device=device)
-    limited = torch.zeros(batch, dtype=torch.bool, device=device)
-    node = torch.zeros(batch, dtype=torch.int64, device=device)
-    active = torch.ones(batch, dtype=torch.bool, device=device)
-    rows: Tensor | None = None  # compact mode: the rows still descending (None: all of them)
-    used = levels
-    for level in range(levels):
-        if rows is None:
-            path[level] = node
-            on_path[level] = active
-        else:
-            path[level].index_copy_(0, rows, node)
-            on_path[level].index_fill_(0, rows, True)
-        if max_depth is not None and level == max_depth:
-            limited = on_path[level].clone()  # nodes at max_depth never get children: back their value up again
-            used = level + 1
-            break
-        action = selector.root() if level == 0 else selector.interior(node, rows)
-        if rows is None:
-            taken[level] = action
-        else:
-            taken[level].index_copy_(0, rows, action)
-        child = torch.take(tree.children_index, tree.flat_nodes(node, rows) * tree.num_actions + action)
-        if compact:
-            keep = (child >= 0).nonzero().squeeze(1)
-            if keep.numel() == 0:  # every row stops here
-                used = level + 1
-                break
-            rows = keep if rows is None else rows.index_select(0, keep)
-            node = child.index_select(0, keep)
-        else:
-            active = active & (child >= 0)
-            node = torch.where(active, child, node)
-    path, on_path, taken = path[: used + 1], on_path[: used + 1], taken[:used]
-    stop = on_path.sum(dim=0, keepdim=True) - 1  # [1, B] depth where each row stopped
-    expanding = ~limited
-    path.scatter_(0, stop + 1, slot)
-    on_path.scatter_(0, stop + 1, expanding[None])
-    return path, taken, on_path, path.gather(0, stop)[0], taken.gather(0, stop)[0], expanding
 
 
 @torch.no_grad()
@@ -199,6 +194,8 @@ def search(
         if not bool((~invalid).any(dim=-1).all()):  # one host sync per search, before any work
             raise ValueError("invalid_actions leaves some row without a valid action.")
     tree = init_tree(root, settings.num_simulations + 1, invalid)
+    cache = SelectionCache.create(tree)
+    compact = _compacts(device)
 
     selector: _Puct | _Gumbel
     if settings.algorithm == "puct":
@@ -206,30 +203,40 @@ def search(
             tree.edge_stats[:, 0, PRIOR] = puct.add_dirichlet_noise(
                 tree.edge_stats[:, 0, PRIOR], invalid, settings.dirichlet_alpha, settings.dirichlet_fraction, generator
             )
-        selector = _Puct(tree, settings)
+        selector = _Puct(tree, settings, cache, compact, blocked=invalid_actions is not None)
     else:
         noise = torch.zeros((batch, actions), dtype=dtype, device=device)
         if explore and settings.gumbel_scale > 0:
             noise = settings.gumbel_scale * gm.sample_gumbel((batch, actions), generator, device, dtype)
-        selector = _Gumbel(tree, settings, noise)
+        selector = _Gumbel(tree, settings, cache, compact, noise)
 
+    check = _output_checker(root)
+    single = isinstance(tree.embeddings, Tensor)
+    flat_embeddings = tree.embeddings.view(batch * tree.num_nodes, *tree.embeddings.shape[2:]) if single else None
     # without max_depth every row expands every simulation, so the expansion needs no masks
     limited = settings.max_depth is not None
-    compact = _compacts(device)
     deepest = 0  # host copy of the deepest node's depth: bounds the descent and backup loops
     for sim in range(settings.num_simulations):
         slot = sim + 1
         selector.begin(sim)
-        path, taken, on_path, node, action, expanding = _descend(
-            tree, deepest + 1, settings.max_depth, slot, selector, compact
+        path = cache.descend(deepest, compact)  # [L + 2, B]; the last row is for the new node
+        leaf = path[-2]
+        action = cache.best.index_select(0, leaf)
+        embedding = flat_embeddings.index_select(0, leaf) if single else pytree.tree_map(
+            lambda field: field.view(-1, *field.shape[2:]).index_select(0, leaf), tree.embeddings
         )
-        output, embedding = recurrent_fn(tree.node_embedding(node), action)
-        _check_output(output, embedding, root)
-        expand(tree, slot, node, action, output, embedding, expanding if limited else None)
+        output, embedding = recurrent_fn(embedding, action)
+        check(output, embedding)
+        # a row stopped at a max_depth node creates nothing: it backs up that node's model value again
+        expanding = tree.depth.view(-1).index_select(0, leaf) < settings.max_depth if limited else None
+        expand(tree, slot, leaf - cache.roots, action, output, embedding, expanding)
+        cache.extend(tree, path, slot, action, expanding)
         value = output.value.to(dtype)
-        if limited:  # a max_depth leaf backs up its model value again; a new node its fresh one
-            value = torch.where(expanding, value, tree.at(tree.raw_values, node))
-        backup(tree, path, taken, on_path, value)
+        if expanding is not None:
+            value = torch.where(expanding, value, tree.raw_values.view(-1).index_select(0, leaf))
+        on_path = path_mask(path)
+        changed = backup(tree, path, cache.edge_of.index_select(0, path[1:].reshape(-1)).view(-1, batch), on_path, value)
+        selector.after_backup(path, on_path, changed, slot)
         if deepest < (settings.max_depth if limited else settings.num_simulations):
             deepest = max(deepest, int(tree.depth[:, slot].max()))  # the one host read of a simulation
 

@@ -241,60 +241,24 @@ def expand(
             new = torch.where(mask.repeat(new.shape[0] // mask.shape[0]), new, flat.index_select(0, index))
         flat.index_copy_(0, index, new)
 
-    logits = output.prior_logits.to(dtype)
+    flat = tree.row_offsets + parent
     put(tree.raw_values, output.value)
     put(tree.parents, parent)
     put(tree.action_from_parent, action)
-    put(tree.depth, tree.at(tree.depth, parent) + 1)
-    put(tree.edge_stats[:, :, LOGITS], logits)
-    put(tree.edge_stats[:, :, PRIOR], torch.softmax(logits, dim=-1))
-    for storage, leaf in zip(pytree.tree_leaves(tree.embeddings), pytree.tree_leaves(embedding)):
-        put(storage, leaf)
-    link(tree.children_index, tree.edge_index(parent, action), torch.full_like(parent, slot))
-    transition = torch.cat([tree.edge_index(parent, action, REWARD), tree.edge_index(parent, action, DISCOUNT)])
+    put(tree.depth, tree.depth.view(-1).take(flat) + 1)
+    logits = output.prior_logits.to(dtype)
+    # PRIOR and LOGITS are adjacent channels: one write for both
+    put(tree.edge_stats[:, :, PRIOR : LOGITS + 1], torch.stack([torch.softmax(logits, dim=-1), logits], dim=1))
+    if isinstance(embedding, Tensor):  # the common case, without the pytree walk
+        put(tree.embeddings, embedding)
+    else:
+        for storage, leaf in zip(pytree.tree_leaves(tree.embeddings), pytree.tree_leaves(embedding)):
+            put(storage, leaf)
+    child = flat * tree.num_actions + action
+    if mask is None:
+        tree.children_index.view(-1).index_fill_(0, child, slot)
+    else:
+        link(tree.children_index, child, torch.full_like(parent, slot))
+    edge = flat * (CHANNELS * tree.num_actions) + action  # the parent's entry for the action, channel 0
+    transition = torch.cat([edge + REWARD * tree.num_actions, edge + DISCOUNT * tree.num_actions])
     link(tree.edge_stats, transition, torch.cat([output.reward, output.discount]))
-
-
-def backup(tree: Tree, path: Tensor, actions: Tensor, on_path: Tensor, value: Tensor) -> None:
-    """Back ``value`` [B] up a root-to-leaf path per row, all rows and levels at once.
-
-    Level-major inputs: ``path`` [L + 1, B] holds each row's node at each depth
-    (root first), ``on_path`` [L + 1, B] bool marks the entries on the row's
-    path (a prefix; its last entry is the leaf ``value`` belongs to),
-    ``actions`` [L, B] the action taken at each entry. The returns
-    ``G_l = r_l + discount_l * G_{l+1}`` need one short loop over depth;
-    everything else is one gather or one ``scatter_add_`` per field for the
-    whole path. Each path edge's Q (with the child's updated mean) then widens
-    the row's min-max bounds (MuZero's MinMaxStats, over edges only: the root
-    has no incoming edge).
-    """
-    parents = path[:-1]
-    on_edge = on_path[1:]
-    rewards = torch.take(tree.edge_stats, tree.edge_index(parents, actions, REWARD))
-    discounts = torch.take(tree.edge_stats, tree.edge_index(parents, actions, DISCOUNT))
-
-    returns = [value]
-    for level in range(actions.shape[0] - 1, -1, -1):
-        # past the leaf the return stays the leaf value; those entries are masked below anyway
-        value = torch.where(on_edge[level], torch.addcmul(rewards[level], discounts[level], value), value)
-        returns.append(value)
-    returns = torch.stack(returns[::-1])  # [L + 1, B]
-
-    nodes = (tree.row_offsets + path).view(-1)
-    counted = on_path.reshape(-1)
-    tree.node_visits.view(-1).scatter_add_(0, nodes, counted.long())
-    tree.value_sums.view(-1).scatter_add_(0, nodes, torch.where(counted, returns.view(-1), 0.0))
-
-    # the same updates on the parents' copies: value sums and visits in one scatter
-    value_index = tree.edge_index(parents, actions, VALUE_SUM)
-    visit_index = value_index + (VISITS - VALUE_SUM) * tree.num_actions
-    edge_returns = torch.where(on_edge, returns[1:], 0.0)
-    tree.edge_stats.view(-1).scatter_add_(
-        0, torch.cat([value_index.reshape(-1), visit_index.reshape(-1)]),
-        torch.cat([edge_returns.reshape(-1), on_edge.reshape(-1).to(edge_returns.dtype)]),
-    )
-
-    child_means = torch.take(tree.edge_stats, value_index) / torch.take(tree.edge_stats, visit_index).clamp(min=1)
-    q = torch.addcmul(rewards, discounts, child_means)
-    tree.q_min.copy_(torch.minimum(tree.q_min, q.masked_fill(~on_edge, float("inf")).amin(dim=0)))
-    tree.q_max.copy_(torch.maximum(tree.q_max, q.masked_fill(~on_edge, float("-inf")).amax(dim=0)))

@@ -1,0 +1,95 @@
+"""Every node's selected action, cached, so that a descent is one lookup per level.
+
+The action selection picks at a node depends only on the node's own edge
+statistics and, for PUCT, on its row's min-max bounds. Both change only in a
+backup, and only for a few nodes: the statistics of the nodes on the path just
+backed up, the bounds of the rows whose path widened them. So the search
+keeps, for every node, the action it would select (``best``) and the node a
+descent moves to from there (``next``: the selected child, or the node itself
+while that child does not exist yet), and after each backup recomputes them
+for the nodes that changed (``store``). A descent is then ``levels`` lookups
+in ``next`` for all rows at once, with no score computed on the way; a row
+that has stopped stays where it is, because its node leads to itself.
+
+Indices are flat: node n of row b is entry ``b * N + n`` of a ``[B, N]`` field
+viewed as ``[B * N]``, so one gather serves nodes of different rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .tree import CHANNELS, Tree
+
+
+@dataclass(frozen=True)
+class SelectionCache:
+    """Selection state of B trees of N node slots over K actions (flat indices, see the module docstring)."""
+
+    best: Tensor
+    """[B * N] int64 the action each node selects now (stale for unused slots, never read there)."""
+    next: Tensor
+    """[B * N] int64 the node a descent moves to from each node: the child ``best`` leads to, or itself."""
+    successor: Tensor
+    """[B * N * K] int64 the child of each (node, action), or the node itself while unexpanded."""
+    edge_of: Tensor
+    """[B * N] int64 where a node's entry in its parent's ``edge_stats`` lies (viewed 1-D, channel 0);
+    0 for roots and unused slots, where backups only ever add 0."""
+    roots: Tensor
+    """[B] int64 the roots' flat indices (``tree.row_offsets``)."""
+    actions: int
+    """K."""
+
+    @staticmethod
+    def create(tree: Tree) -> SelectionCache:
+        batch, nodes, actions = tree.batch_size, tree.num_nodes, tree.num_actions
+        flat = torch.arange(batch * nodes, device=tree.row_offsets.device)
+        return SelectionCache(
+            best=torch.zeros_like(flat),
+            next=flat.clone(),
+            successor=flat.repeat_interleave(actions),
+            edge_of=torch.zeros_like(flat),
+            roots=tree.row_offsets,
+            actions=actions,
+        )
+
+    def store(self, flat: Tensor, action: Tensor) -> None:
+        """Record ``action`` [M] as the selection of the nodes ``flat`` [M] (repeats must agree)."""
+        self.best.index_copy_(0, flat, action)
+        self.next.index_copy_(0, flat, self.successor.take(flat * self.actions + action))
+
+    def descend(self, levels: int, stop_early: bool) -> Tensor:
+        """Follow ``next`` from every root for ``levels`` steps: the path [L + 2, B], rows 0..L filled.
+
+        Row ``l`` holds each row's node at depth ``l``, or its stopping node
+        repeated once it has stopped; row L + 1 is left for the node the
+        simulation creates (see ``extend``). ``levels`` is the deepest node's
+        depth, so every row has stopped by then. With ``stop_early`` (where
+        reading a tensor on the host is free, the CPU) the walk ends at the
+        first level where no row moved, and L is that level.
+        """
+        path = torch.empty((levels + 2, self.roots.shape[0]), dtype=torch.int64, device=self.roots.device)
+        path[0] = self.roots
+        for level in range(1, levels + 1):
+            torch.index_select(self.next, 0, path[level - 1], out=path[level])
+            if stop_early and torch.equal(path[level], path[level - 1]):
+                return path[: level + 1]
+        return path
+
+    def extend(self, tree: Tree, path: Tensor, slot: int, action: Tensor, expanding: Tensor | None) -> None:
+        """Link the node just created in ``slot`` (``expand``) from the path's last node ``path[-2]`` [B] by
+        ``action`` [B], and append it to the path as ``path[-1]`` (rows not ``expanding`` repeat ``path[-2]``).
+        """
+        leaf, actions = path[-2], self.actions
+        created = self.roots + slot
+        if expanding is not None:
+            created = torch.where(expanding, created, leaf)
+        path[-1] = created
+        # rows not expanding write the leaf itself: its successor for the action stays itself
+        self.successor.index_copy_(0, leaf * actions + action, created)
+        edge = torch.where(created != leaf, leaf * (CHANNELS * actions) + action, 0) if expanding is not None \
+            else leaf * (CHANNELS * actions) + action
+        self.edge_of.view(tree.batch_size, -1)[:, slot] = edge

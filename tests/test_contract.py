@@ -1,0 +1,170 @@
+"""The world-model contract: every family implements it, every planner runs on every model that has what it
+needs (and refuses in one sentence otherwise), and the packages keep their layers."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from reverie.behavior import ActorCritic, ActorCriticConfig
+from reverie.models import (CAPABILITIES, CapabilityError, EnsembleConfig, EnsembleWorldModel, RSSMConfig,
+                            RSSMWorldModel, WorldModel, WorldModelConfig, capabilities_of, with_heads)
+from reverie.models.muzero import MuZeroModel, MuZeroModelConfig
+from reverie.planning import PLANNERS, PlanningError, plan, planner_spec
+from reverie.specs import ActionSpec, ArraySpec
+
+OBS = {"vector": ArraySpec((3,), np.dtype(np.float32))}
+SMALL_RSSM = dict(units=16, layers=1, reward_bins=21)
+
+
+def rssm(act, latent="categorical"):
+    return RSSMWorldModel(OBS, act, WorldModelConfig(rssm=RSSMConfig(deter=16, hidden=16, stoch=4, classes=4,
+                                                                     latent=latent), **SMALL_RSSM))
+
+
+def rssm_with_actor_critic(act):
+    wm = rssm(act)
+    ac = ActorCritic(wm.feat_size, act, ActorCriticConfig(units=16, layers=1, critic_bins=21))
+    return with_heads(wm, value=ac.value, policy=ac.policy)
+
+
+FAMILIES = {
+    "rssm-categorical": rssm,
+    "rssm-gaussian": lambda act: rssm(act, "gaussian"),
+    "ensemble": lambda act: EnsembleWorldModel(OBS, act, EnsembleConfig(members=3, units=8, layers=1), particles=4),
+    "muzero": lambda act: MuZeroModel(OBS, act, MuZeroModelConfig(latent=8, units=16, layers=1, bins=21)),
+    "rssm+actor-critic": rssm_with_actor_critic,
+}
+ACTIONS = {"discrete": ActionSpec(True, 3), "continuous": ActionSpec(False, 2)}
+SETTINGS = {   # small enough for a test, every capability the planner can use switched on
+    "shooting": dict(horizon=3, candidates=16),
+    "cem": dict(horizon=3, candidates=16, elites=4, iterations=2),
+    "mppi": dict(horizon=3, candidates=16, elites=4, iterations=2),
+    "gradient": dict(horizon=3, restarts=2, iterations=2),
+    "mcts": dict(simulations=5),
+}
+FULL = {"use_value": True, "use_cont": True}
+
+
+# MuZero's agent refuses continuous actions, so its model is only checked with discrete ones
+CASES = [(f, k) for f in FAMILIES for k in ACTIONS if (f, k) != ("muzero", "continuous")]
+
+
+def build(family, kind):
+    torch.manual_seed(0)
+    return FAMILIES[family](ACTIONS[kind])
+
+
+def observed(model, batch=2):
+    obs = {"vector": torch.randn(batch, 4, 3)}
+    action = torch.zeros(batch, 4, model.act_spec.size)
+    is_first = torch.zeros(batch, 4, dtype=torch.bool)
+    is_first[:, 0] = True
+    with torch.no_grad():
+        states, last = model.observe(obs, action, is_first, model.initial(batch))
+    return states, last
+
+
+@pytest.mark.parametrize("family, kind", CASES)
+def test_every_family_implements_the_core_and_what_it_declares(family, kind):
+    model = build(family, kind)
+    assert isinstance(model, WorldModel)
+    caps = capabilities_of(model)
+    states, last = observed(model)
+    leaves = torch.utils._pytree.tree_leaves(states)
+    assert all(x.shape[:2] == (2, 4) for x in leaves)                     # [B, T] states
+    assert model.features(states).shape == (2, 4, model.feat_size)
+    with torch.no_grad():
+        nxt = model.step(last, torch.zeros(2, model.act_spec.size))
+        assert model.features(nxt).shape == (2, model.feat_size)
+        for cap in caps:                                                     # declared means callable on a state
+            out = getattr(model, CAPABILITIES[cap])(nxt)
+            if cap in ("reward", "cont", "value"):
+                assert out.shape == (2,) and torch.isfinite(out).all()
+            elif cap == "decoder":
+                assert out["vector"].shape == (2, 3)
+            else:
+                assert out.mode().shape == (2, model.act_spec.size)
+
+
+@pytest.mark.parametrize("planner", PLANNERS)
+@pytest.mark.parametrize("family, kind", CASES)
+def test_every_planner_runs_on_every_model_that_has_what_it_needs(family, kind, planner):
+    model = build(family, kind)
+    spec = planner_spec(planner)
+    caps = capabilities_of(model)
+    settings = dict(SETTINGS[planner])
+    settings.update({k: v for k, v in FULL.items() if k.removeprefix("use_") in caps})
+    if "policy" in caps and planner != "mcts":
+        settings["policy_candidates"] = 1
+    _, start = observed(model)
+    if not spec.supports(model.act_spec):
+        with pytest.raises(PlanningError, match=f"plans {spec.kinds} actions"):
+            plan(planner, model, start, **settings)
+        return
+    if planner == "mcts" and not {"value", "policy"} <= caps:
+        with pytest.raises(CapabilityError, match="needs a model with"):
+            plan(planner, model, start, **settings)
+        return
+    result = plan(planner, model, start, seed=0, **settings)
+    assert result.action.shape == (2, model.act_spec.size) and torch.isfinite(result.action).all()
+    if model.act_spec.discrete:
+        assert torch.equal(result.action.sum(-1), torch.ones(2))           # one-hot choices
+
+
+def test_a_missing_capability_is_named_in_one_sentence():
+    model = rssm(ActionSpec(False, 2))
+    _, start = observed(model)
+    with pytest.raises(CapabilityError) as info:
+        plan("mppi", model, start, use_value=True)
+    message = str(info.value)
+    assert message == ("planner 'mppi' with these settings needs a model with value, but RSSMWorldModel has only "
+                       "cont, decoder, reward")
+
+
+def test_heads_add_capabilities_and_pass_the_core_through():
+    act = ActionSpec(True, 3)
+    torch.manual_seed(0)
+    model = rssm_with_actor_critic(act)
+    assert capabilities_of(model) == {"reward", "cont", "decoder", "value", "policy"}
+    assert capabilities_of(model.model) == {"reward", "cont", "decoder"}
+    _, last = observed(model)
+    torch.testing.assert_close(model.decode(last)["vector"], model.model.decode(last)["vector"])
+
+
+# ---------------------------------------------------------------------------
+# layers of the packages
+
+SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "reverie"
+CORE = ("nn", "models", "planning", "behavior")
+SHELL = ("envs", "training", "agents", "cli")
+
+
+def package_imports():
+    edges = set()
+    for path in SRC.rglob("*.py"):
+        here = path.relative_to(SRC).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                if name.startswith("reverie.") and name.split(".")[1] != here:
+                    edges.add((here, name.split(".")[1]))
+    return edges
+
+
+def test_no_two_packages_import_each_other_and_the_core_never_imports_the_shell():
+    edges = package_imports()
+    assert {(a, b) for a, b in edges if (b, a) in edges} == set()
+    assert sorted(e for e in edges if e[0] in CORE and e[1] in SHELL) == []
+
+
+def test_importing_the_core_loads_no_environment_library():
+    code = ("import sys, reverie.models, reverie.planning, reverie.behavior, reverie.nn; "
+            "print(sorted(m for m in ('gymnasium', 'dm_control', 'ale_py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
