@@ -204,7 +204,7 @@ def test_dream_refuses_an_extension_that_does_not_fit(cartpole_run, tmp_path, ca
 def test_a_dreamer_model_is_searched_by_mcts_through_its_actor_critic(cartpole_run, capsys):
     # the actor's logits are the tree's prior and the critic its leaf value (discrete actions)
     assert main(["eval", str(cartpole_run), "--episodes", "1", "--planner", "mcts",
-                 "--planner-arg", "simulations=8"]) == 0
+                 "--planner-arg", "num_simulations=8"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["planner"] == "mcts" and out["return_mean"] >= 8     # CartPole lasts at least 8 steps
 

@@ -45,7 +45,7 @@ SETTINGS = {   # small enough for a test, every capability the planner can use s
     "cem": dict(horizon=3, candidates=16, elites=4, iterations=2),
     "mppi": dict(horizon=3, candidates=16, elites=4, iterations=2),
     "gradient": dict(horizon=3, restarts=2, iterations=2),
-    "mcts": dict(simulations=5),
+    "mcts": dict(num_simulations=5),
 }
 FULL = {"use_value": True, "use_cont": True}
 

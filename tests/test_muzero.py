@@ -160,7 +160,7 @@ def test_train_stores_the_search_beside_each_step_and_resumes(muzero_run, capsys
 
 def test_eval_plans_with_tree_search_and_with_cem_through_value_and_reward(muzero_run, capsys):
     run_dir, _ = muzero_run
-    for planner, extra in (("policy", []), ("mcts", ["--planner-arg", "simulations=6"]),
+    for planner, extra in (("policy", []), ("mcts", ["--planner-arg", "num_simulations=6"]),
                            ("cem", ["--planner-arg", "candidates=16", "--planner-arg", "elites=4",
                                     "--planner-arg", "iterations=2", "--planner-arg", "policy_candidates=2"])):
         assert main(["eval", str(run_dir), "--episodes", "1", "--planner", planner, *extra]) == 0

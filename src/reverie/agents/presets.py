@@ -54,7 +54,7 @@ PLANET_PRESETS: dict[str, list[str]] = {
 
 MUZERO_PRESETS: dict[str, list[str]] = {
     "tiny": [
-        "model.latent=8", "model.units=16", "model.layers=1", "model.bins=21", "search.simulations=4",
+        "model.latent=8", "model.units=16", "model.layers=1", "model.bins=21", "search.num_simulations=4",
         "unroll=2", "td_steps=3",
         "run.seq_len=6", "run.batch_size=4", "run.num_envs=2", "run.prefill=4", "run.train_ratio=24",
         "run.eval_episodes=2", "run.eval_every=100000000", "run.log_every=50", "run.checkpoint_every=100000000",

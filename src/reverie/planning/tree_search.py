@@ -16,8 +16,6 @@ Discrete actions only. The result's ``extras`` carry what MuZero trains on:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import Tensor
 
@@ -26,59 +24,27 @@ from reverie.models.base import CONT, POLICY, REWARD, VALUE, State
 from .base import PlannerSettings, PlannerSpec, PlanningError, PlanResult, WarmStart, prepare
 from .mcts import MCTSSettings, RecurrentOutput, RootOutput, search
 
-__all__ = ["MCTSPlannerSettings", "mcts_plan", "mcts_settings", "recurrent_fn", "root_output"]
+__all__ = ["MCTSPlannerSettings", "mcts_plan", "recurrent_fn", "root_output"]
 
 
 @dataclass(frozen=True)
-class MCTSPlannerSettings(PlannerSettings):
-    """Tree-search settings; the defaults are MuZero's (PUCT, 50 simulations, c1 1.25, c2 19652).
+class MCTSPlannerSettings(MCTSSettings, PlannerSettings):
+    """Tree-search settings: the search's own (:class:`~reverie.planning.mcts.MCTSSettings`, MuZero's
+    defaults: PUCT, 50 simulations, c1 1.25, c2 19652) plus the planner contract's.
 
-    ``horizon`` is the deepest node the tree may create (the root has depth 0); ``policy_candidates``
-    and ``bf16`` do not apply.
+    ``max_depth`` bounds the tree; ``horizon``, ``policy_candidates``, ``centre_on_policy`` and ``bf16``
+    do not apply.
     """
 
-    horizon: int = 50
-    """Deepest node the tree may create (50 = the simulation budget: no limit in practice)."""
     discount: float = 0.997
     """Discount gamma of every transition (times the continuation with ``use_cont``)."""
     use_value: bool = True
     """Tree search always bootstraps with the model's value (this field must stay True)."""
-    algorithm: Literal["puct", "gumbel"] = "puct"
-    """"puct" (MuZero) or "gumbel" (Gumbel MuZero: sequential halving at the root)."""
-    simulations: int = 50
-    """Simulations per search; each is one batched model step."""
-    pb_c_init: float = 1.25
-    """PUCT's c1."""
-    pb_c_base: float = 19652.0
-    """PUCT's c2."""
-    dirichlet_alpha: float = 0.25
-    """Root Dirichlet noise concentration (PUCT with ``explore``)."""
-    dirichlet_fraction: float = 0.25
-    """Root Dirichlet noise weight (PUCT with ``explore``)."""
-    temperature: float = 1.0
-    """PUCT with ``explore``: act by sampling visits ** (1 / T)."""
-    max_considered_actions: int = 16
-    """Gumbel: actions sequential halving starts from."""
-    c_visit: float = 50.0
-    """Gumbel: sigma's visit offset."""
-    c_scale: float = 0.1
-    """Gumbel: sigma's value scale."""
     explore: bool = False
     """Root noise and sampled acting (collecting data); False acts greedily (evaluation)."""
 
     def needs(self) -> frozenset[str]:
         return frozenset({REWARD, VALUE, POLICY} | ({CONT} if self.use_cont else set()))
-
-
-def mcts_settings(settings: MCTSPlannerSettings) -> MCTSSettings:
-    """The search's own settings from the planner's."""
-    # a tree of n simulations is at most n deep: a horizon beyond that limits nothing (and costs masks)
-    depth = settings.horizon if settings.horizon < settings.simulations else None
-    return MCTSSettings(algorithm=settings.algorithm, num_simulations=settings.simulations,
-                        max_depth=depth, pb_c_init=settings.pb_c_init, pb_c_base=settings.pb_c_base,
-                        dirichlet_alpha=settings.dirichlet_alpha, dirichlet_fraction=settings.dirichlet_fraction,
-                        temperature=settings.temperature, max_considered_actions=settings.max_considered_actions,
-                        c_visit=settings.c_visit, c_scale=settings.c_scale)
 
 
 def root_output(model: object, state: State) -> RootOutput:
@@ -125,7 +91,7 @@ def mcts_plan(model: object, state: State, settings: MCTSPlannerSettings | None 
         raise PlanningError("tree search always bootstraps with the model's value; leave use_value=True.")
     with torch.no_grad():
         result = search(recurrent_fn(model, settings.discount, settings.use_cont), root_output(model, state),
-                        mcts_settings(settings), explore=settings.explore, generator=setup.generator)
+                        settings, explore=settings.explore, generator=setup.generator)
     action = torch.nn.functional.one_hot(result.action, setup.size).float()
     visited = result.visit_counts > 0
     best_q = torch.where(visited, result.q_values, torch.full_like(result.q_values, float("-inf"))).max(-1).values

@@ -35,7 +35,7 @@ from .puct import (
     visit_policy,
 )
 from .search import search
-from .backup import backup, path_mask
+from .backup import backup
 from .cache import SelectionCache
 from .tree import (
     CHANNELS,

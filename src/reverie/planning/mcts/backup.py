@@ -1,12 +1,15 @@
 """Backing a simulation's value up its root-to-leaf path, every row and level at once.
 
-Paths come from ``SelectionCache.descend``: level-major flat node indices
+Paths come from ``SelectionCache.extend``: level-major flat node indices
 (entry ``b * N + n`` of a ``[B, N]`` field viewed as ``[B * N]``), root
-first, and a row that stopped before the last level repeats its last node.
-The repeats are what make every per-level step branch-free: an edge whose
-child equals its parent is off the path, and it gets reward 0 and discount 1,
-so the return recursion carries the leaf value through it unchanged, and the
-scatters add 0 there.
+first, and a row whose path is shorter than the others repeats its last node.
+The repeats are what make every step branch-free. A repeated edge (child =
+parent) is off the path: it gets reward 0 and discount 1, so the return
+recursion carries the leaf value through it unchanged, and the scatters add 0
+there. And it is a copy of the row's last path edge (``edges`` holds the
+child's incoming edge), so minima and maxima over all entries are those over
+the path. The masks are float products, not where(): exact for finite
+statistics, and much faster than selecting on bool masks on the CPU.
 """
 
 from __future__ import annotations
@@ -17,53 +20,46 @@ from torch import Tensor
 from .tree import DISCOUNT, REWARD, VALUE_SUM, VISITS, Tree
 
 
-def path_mask(path: Tensor) -> Tensor:
-    """The entries of ``path`` [L + 1, B] on each row's path (a prefix of each column): [L + 1, B] bool."""
-    on_path = torch.empty(path.shape, dtype=torch.bool, device=path.device)
-    on_path[0] = True
-    torch.ne(path[1:], path[:-1], out=on_path[1:])
-    return on_path
-
-
 def backup(tree: Tree, path: Tensor, edges: Tensor, on_path: Tensor, value: Tensor) -> Tensor:
     """Back ``value`` [B] (the value of each row's last path node) up to the roots; return which
     rows' min-max bounds changed: [B] bool.
 
     ``path`` [L + 1, B] flat node indices (see the module docstring), ``on_path``
-    [L + 1, B] its ``path_mask``, ``edges`` [L, B] the index of each step's edge
-    (parent ``path[l]``, the action to ``path[l + 1]``) in ``tree.edge_stats``
-    viewed 1-D at channel 0, any valid index off the path. The returns
-    ``G_l = r_l + discount_l * G_{l+1}`` need one ``addcmul`` per level;
-    everything else is one gather or one ``scatter_add_`` per field for the
-    whole path. Each path edge's Q (with the child's updated mean) then widens
-    the row's min-max bounds (MuZero's MinMaxStats, over edges only: the root
-    has no incoming edge).
+    [L + 1, B] bool its entries before the first repeat, ``edges`` [L, B] the
+    index of the edge into each ``path[l + 1]`` in ``tree.edge_stats`` viewed 1-D
+    at channel 0. The returns ``G_l = r_l + discount_l * G_{l+1}`` need one
+    ``addcmul`` per level; everything else is one gather or one ``scatter_add_``
+    per field for the whole path. Each path edge's Q (with the child's updated
+    mean) then widens the row's min-max bounds (MuZero's MinMaxStats, over edges
+    only: the root has no incoming edge).
     """
     actions = tree.num_actions
-    on_edge = on_path[1:]
     stats = tree.edge_stats.view(-1)
-    rewards = torch.where(on_edge, stats.take(edges + REWARD * actions), 0.0)
-    discounts = torch.where(on_edge, stats.take(edges + DISCOUNT * actions), 1.0)
+    counted = on_path.to(value.dtype)  # 1 on the path, 0 on the repeats
+    on_edge = counted[1:]
+    reward, discount = stats.take(edges + REWARD * actions), stats.take(edges + DISCOUNT * actions)
+    rewards = reward * on_edge
+    discounts = torch.addcmul(1.0 - on_edge, discount, on_edge)  # the discount on the path, 1 off it
 
     returns = torch.empty(path.shape, dtype=value.dtype, device=value.device)
     returns[-1] = value
-    for level in range(edges.shape[0] - 1, -1, -1):
+    steps, levels = returns.unbind(0), edges.shape[0]
+    for level in range(levels - 1, -1, -1):
         # off the path r = 0, discount = 1: 0 + 1 * G is G exactly, so the leaf value passes through
-        torch.addcmul(rewards[level], discounts[level], returns[level + 1], out=returns[level])
+        torch.addcmul(rewards[level], discounts[level], steps[level + 1], out=steps[level])
+    returns *= counted
 
-    nodes, counted = path.view(-1), on_path.view(-1)
-    tree.node_visits.view(-1).scatter_add_(0, nodes, counted.long())
-    tree.value_sums.view(-1).scatter_add_(0, nodes, torch.where(counted, returns.view(-1), 0.0))
+    nodes = path.view(-1)
+    tree.node_visits.view(-1).scatter_add_(0, nodes, on_path.view(-1).long())
+    tree.value_sums.view(-1).scatter_add_(0, nodes, returns.view(-1))
 
     # the same updates on the parents' copies: value sums and visits in one scatter
     copies = torch.stack([edges + VALUE_SUM * actions, edges + VISITS * actions])  # [2, L, B]
-    increments = torch.stack([torch.where(on_edge, returns[1:], 0.0), on_edge.to(returns.dtype)])
-    stats.scatter_add_(0, copies.view(-1), increments.view(-1))
+    stats.scatter_add_(0, copies.view(-1), torch.stack([returns[1:], on_edge]).view(-1))
 
     sums, visits = stats.take(copies).unbind(0)
-    q = torch.addcmul(rewards, discounts, sums / visits.clamp(min=1))
-    low = q.masked_fill(~on_edge, float("inf")).amin(dim=0)
-    high = q.masked_fill(~on_edge, float("-inf")).amax(dim=0)
+    q = torch.addcmul(reward, discount, sums / visits.clamp(min=1))  # the repeats copy the last edge's Q
+    low, high = torch.aminmax(q, dim=0)
     changed = (low < tree.q_min) | (high > tree.q_max)
     torch.minimum(tree.q_min, low, out=tree.q_min)
     torch.maximum(tree.q_max, high, out=tree.q_max)

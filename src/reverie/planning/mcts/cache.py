@@ -62,14 +62,14 @@ class SelectionCache:
         self.next.index_copy_(0, flat, self.successor.take(flat * self.actions + action))
 
     def descend(self, levels: int, stop_early: bool) -> Tensor:
-        """Follow ``next`` from every root for ``levels`` steps: the path [L + 2, B], rows 0..L filled.
+        """Follow ``next`` from every root for ``levels`` steps: the walk [L + 2, B], rows 0..L filled.
 
         Row ``l`` holds each row's node at depth ``l``, or its stopping node
-        repeated once it has stopped; row L + 1 is left for the node the
-        simulation creates (see ``extend``). ``levels`` is the deepest node's
-        depth, so every row has stopped by then. With ``stop_early`` (where
-        reading a tensor on the host is free, the CPU) the walk ends at the
-        first level where no row moved, and L is that level.
+        repeated once it has stopped; row L + 1 is left for ``extend``.
+        ``levels`` is the deepest node's depth, so every row has stopped by
+        then. With ``stop_early`` (where reading a tensor on the host is free,
+        the CPU) the walk ends at the first level where no row moved, and L is
+        that level.
         """
         path = torch.empty((levels + 2, self.roots.shape[0]), dtype=torch.int64, device=self.roots.device)
         path[0] = self.roots
@@ -79,17 +79,32 @@ class SelectionCache:
                 return path[: level + 1]
         return path
 
-    def extend(self, tree: Tree, path: Tensor, slot: int, action: Tensor, expanding: Tensor | None) -> None:
-        """Link the node just created in ``slot`` (``expand``) from the path's last node ``path[-2]`` [B] by
-        ``action`` [B], and append it to the path as ``path[-1]`` (rows not ``expanding`` repeat ``path[-2]``).
+    def extend(self, path: Tensor, slot: int, action: Tensor, expanding: Tensor | None) -> Tensor:
+        """Link the node just created in ``slot`` (``expand``) from each row's stopping node
+        ``path[-2]`` [B] by ``action`` [B]; turn the walk ``path`` [L + 2, B] into the backup's path,
+        in place, and return its on-path mask [L + 2, B] bool.
+
+        The backup's path is the walk with the new node after the stopping node
+        and every entry past it the new node again (rows not ``expanding``: the
+        stopping node again). Repeating the last node keeps the repeated edges
+        copies of the last path edge, which is what lets the backup take
+        minima and maxima over all entries without masks.
         """
         leaf, actions = path[-2], self.actions
         created = self.roots + slot
         if expanding is not None:
             created = torch.where(expanding, created, leaf)
-        path[-1] = created
         # rows not expanding write the leaf itself: its successor for the action stays itself
         self.successor.index_copy_(0, leaf * actions + action, created)
-        edge = torch.where(created != leaf, leaf * (CHANNELS * actions) + action, 0) if expanding is not None \
-            else leaf * (CHANNELS * actions) + action
-        self.edge_of.view(tree.batch_size, -1)[:, slot] = edge
+        edge = leaf * (CHANNELS * actions) + action
+        self.edge_of.view(self.roots.shape[0], -1)[:, slot] = edge if expanding is None else torch.where(
+            expanding, edge, 0
+        )
+        walk = path[:-1]
+        on_path = torch.empty(path.shape, dtype=torch.bool, device=path.device)
+        on_path[0] = True
+        torch.ne(walk[1:], walk[:-1], out=on_path[1:-1])
+        path[1:-1] = torch.where(on_path[1:-1], walk[1:], created)
+        path[-1] = created
+        torch.ne(path[1:], path[:-1], out=on_path[1:])
+        return on_path

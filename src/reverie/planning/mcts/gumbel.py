@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .tree import LOGITS, VISITS, Tree, qvalues
+from .tree import LOGITS, PRIOR, VISITS, Tree, qvalues
 from .types import MCTSSettings
 
 #: Guards the [0, 1] rescaling of a node whose completed Q-values are all equal.
@@ -132,19 +132,53 @@ def sigma(completed: Tensor, visits: Tensor, c_visit: float, c_scale: float, val
     return transformed if valid is None else transformed.masked_fill(~valid, 0.0)
 
 
+def _softmax(x: Tensor) -> Tensor:
+    """softmax over the last dim. On the CPU as exp(x - max) / sum: torch's last-dim softmax kernel
+    works a row at a time and is several times slower for a few actions per row (K = 2: 100 vs
+    30 us for 2000 rows); the composed ops are row-independent too."""
+    if x.device.type != "cpu":
+        return torch.softmax(x, dim=-1)
+    e = (x - x.amax(dim=-1, keepdim=True)).exp_()
+    return e.div_(e.sum(dim=-1, keepdim=True))
+
+
+def _completed(stats: Tensor, raw_value: Tensor) -> tuple[Tensor, Tensor]:
+    """(completed Q, visits) [M, K] of M nodes' gathered ``edge_stats`` [M, C, K] with model values [M].
+
+    ``completed_q`` on tree statistics, using two facts of the tree: the PRIOR
+    channel is softmax(LOGITS) (Gumbel adds no noise to the root prior), and an
+    unvisited child is an unexpanded one, whose reward, discount and value sum
+    are 0, so q = 0 there and q + v_mix * (1 - min(N, 1)) is exactly q where
+    visited and v_mix elsewhere (v_mix is finite): no where() on a bool mask,
+    which is slow on the CPU.
+    """
+    visits = stats[:, VISITS]
+    q = qvalues(stats)
+    value = mixed_value(raw_value, q, visits, stats[:, PRIOR])
+    return torch.addcmul(q, value[:, None], 1.0 - visits.clamp(max=1)), visits
+
+
+def _scaled(completed: Tensor, visits: Tensor, settings: MCTSSettings, excluded: Tensor | None = None) -> Tensor:
+    """``sigma`` of [M, K] completed Q-values, the rescaling's min and max over the actions where
+    ``excluded`` [M, K] is 0 (+inf elsewhere: x + inf is inf, x + 0 is x exactly; None: all actions).
+    Excluded actions get an arbitrary finite value: their -inf logits or scores override it."""
+    if excluded is None:
+        low, high = torch.aminmax(completed, dim=-1, keepdim=True)
+    else:
+        low = (completed + excluded).amin(dim=-1, keepdim=True)
+        high = (completed - excluded).amax(dim=-1, keepdim=True)
+    scale = (settings.c_visit + visits.amax(dim=-1, keepdim=True)) * settings.c_scale
+    return (completed - low) * (scale / (high - low).clamp(min=RESCALE_EPSILON))
+
+
 def node_sigma(stats: Tensor, raw_value: Tensor, settings: MCTSSettings, valid: Tensor | None = None) -> Tensor:
     """sigma(completed Q) of one node's children from its gathered ``edge_stats`` [B, C, K]: [B, K].
 
     ``raw_value`` [B] is the node's model value; ``valid`` [B, K] restricts the
-    rescaling to the valid root actions.
+    rescaling to the valid root actions. The prior pi is the PRIOR channel,
+    softmax(LOGITS) in a Gumbel tree.
     """
-    visits = stats[:, VISITS]
-    q = qvalues(stats)
-    value = mixed_value(raw_value, q, visits, torch.softmax(stats[:, LOGITS], dim=-1))
-    # ``completed_q`` without the where() on a bool mask: an unvisited child is an unexpanded one, whose
-    # reward, discount and value sum are 0, so q = 0 there and q + v_mix * (1 - min(N, 1)) is exactly
-    # q where visited and v_mix elsewhere (v_mix is finite)
-    completed = torch.addcmul(q, value[:, None], 1.0 - visits.clamp(max=1))
+    completed, visits = _completed(stats, raw_value)
     return sigma(completed, visits, settings.c_visit, settings.c_scale, valid)
 
 
@@ -173,8 +207,8 @@ def gumbel_interior_select(tree: Tree, node: Tensor, settings: MCTSSettings, row
 def gumbel_actions(stats: Tensor, raw_value: Tensor, settings: MCTSSettings) -> Tensor:
     """``gumbel_interior_select``'s action at M nodes from their gathered ``edge_stats`` [M, C, K]
     and model values ``raw_value`` [M]: [M] int64."""
-    visits = stats[:, VISITS]
-    policy = torch.softmax(stats[:, LOGITS] + node_sigma(stats, raw_value, settings), dim=-1)
+    completed, visits = _completed(stats, raw_value)
+    policy = _softmax(stats[:, LOGITS] + _scaled(completed, visits, settings))
     scores = policy - visits / (1.0 + visits.sum(dim=-1, keepdim=True))
     return scores.max(dim=-1).indices  # the first maximum, like argmax, and faster on the CPU
 
@@ -186,18 +220,33 @@ def _best_with_visits(tree: Tree, root_scores: Tensor, candidates: Tensor, setti
 
 
 def gumbel_root_select(
-    tree: Tree, root_scores: Tensor, considered: Tensor, target_visits: Tensor, settings: MCTSSettings
+    tree: Tree,
+    root_scores: Tensor,
+    considered: Tensor,
+    target_visits: Tensor,
+    settings: MCTSSettings,
+    excluded: Tensor | None = None,
 ) -> Tensor:
     """The root action of one simulation: the considered action with ``target_visits`` [B] visits
     (this simulation's schedule entry) that maximises g + logits + sigma(completed Q): [B].
 
     ``root_scores`` [B, K] is g + logits. The schedule always leaves such an
     action; falling back to all considered actions only guards against misuse.
+    ``excluded`` [B, K] is ``exclusion(tree.root_invalid, dtype)`` if the caller keeps one.
     """
-    visits = tree.edge_stats[:, 0, VISITS]
+    stats = tree.edge_stats[:, 0]
+    completed, visits = _completed(stats, tree.raw_values[:, 0])
     candidates = considered & (visits == target_visits[:, None])
     candidates = torch.where(candidates.any(dim=-1, keepdim=True), candidates, considered)
-    return _best_with_visits(tree, root_scores, candidates, settings)
+    if excluded is None:
+        excluded = exclusion(tree.root_invalid, stats.dtype)
+    scores = root_scores + _scaled(completed, visits, settings, excluded)  # invalid actions: -inf + finite
+    return torch.where(candidates, scores, float("-inf")).argmax(dim=-1)
+
+
+def exclusion(invalid: Tensor, dtype: torch.dtype) -> Tensor:
+    """+inf where ``invalid`` [B, K], else 0: the rescaling mask of ``_scaled``."""
+    return torch.zeros(invalid.shape, dtype=dtype, device=invalid.device).masked_fill(invalid, float("inf"))
 
 
 def gumbel_final_action(tree: Tree, root_scores: Tensor, considered: Tensor, settings: MCTSSettings) -> Tensor:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from . import gumbel as gm
 from . import puct
-from .backup import backup, path_mask
+from .backup import backup
 from .cache import SelectionCache
 from .tree import CHANNELS, LOGITS, PRIOR, VISITS, Tree, expand, init_tree, qvalues
 from .types import MCTSSettings, RecurrentFn, RecurrentOutput, RootOutput, SearchResult, State
@@ -143,10 +143,11 @@ class _Gumbel:
             min(settings.max_considered_actions, tree.num_actions), settings.num_simulations, noise.device
         )
         self.targets = table[count].to(noise.dtype)  # [B, n]: each row follows the schedule of its own m
+        self.excluded = gm.exclusion(tree.root_invalid, noise.dtype)
 
     def begin(self, simulation: int) -> None:
         action = gm.gumbel_root_select(
-            self.tree, self.root_scores, self.considered, self.targets[:, simulation], self.settings
+            self.tree, self.root_scores, self.considered, self.targets[:, simulation], self.settings, self.excluded
         )
         self.cache.store(self.cache.roots, action)
 
@@ -230,11 +231,10 @@ def search(
         # a row stopped at a max_depth node creates nothing: it backs up that node's model value again
         expanding = tree.depth.view(-1).index_select(0, leaf) < settings.max_depth if limited else None
         expand(tree, slot, leaf - cache.roots, action, output, embedding, expanding)
-        cache.extend(tree, path, slot, action, expanding)
+        on_path = cache.extend(path, slot, action, expanding)
         value = output.value.to(dtype)
         if expanding is not None:
             value = torch.where(expanding, value, tree.raw_values.view(-1).index_select(0, leaf))
-        on_path = path_mask(path)
         changed = backup(tree, path, cache.edge_of.index_select(0, path[1:].reshape(-1)).view(-1, batch), on_path, value)
         selector.after_backup(path, on_path, changed, slot)
         if deepest < (settings.max_depth if limited else settings.num_simulations):
