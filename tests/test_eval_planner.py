@@ -16,10 +16,10 @@ from reverie.training import session
 STEPS = 20                         # episode length of the runs below (run.time_limit)
 WORST = -16.3 * STEPS              # Pendulum-v1 pays at least -16.3 per step
 SMALL = {                          # planner settings that keep a test episode quick
-    "cem": ["candidates=32", "elites=4", "iterations=2", "horizon=5"],
-    "mppi": ["candidates=32", "elites=8", "iterations=2"],
-    "shooting": ["candidates=32", "horizon=5"],
-    "gradient": ["restarts=2", "iterations=3", "horizon=5"],
+    "cem": ["candidates=32", "elites=4", "iterations=2", "horizon=5", "policy_candidates=4"],
+    "mppi": ["candidates=32", "elites=8", "iterations=2", "policy_candidates=4"],
+    "shooting": ["candidates=32", "horizon=5", "policy_candidates=4"],
+    "gradient": ["restarts=2", "iterations=3", "horizon=5", "policy_candidates=1"],
 }
 
 
@@ -58,7 +58,7 @@ def test_a_dreamer_model_acts_through_every_planner(dreamer_run, planner, capsys
 
 
 def test_a_planet_model_acts_through_mppi(planet_run, capsys):
-    code, captured = evaluate(planet_run, "mppi", capsys)
+    code, captured = evaluate(planet_run, "mppi", capsys, ["candidates=32", "elites=8", "iterations=2"])
     assert code == 0, captured.err
     out = json.loads(captured.out.strip().splitlines()[-1])
     assert out["planner"] == "mppi" and WORST <= out["return_mean"] <= 0
@@ -70,7 +70,7 @@ def test_dreamer_plans_with_its_critic_actor_discount_and_continuation(dreamer_r
     assert isinstance(policy, PlannerPolicy)
     s = policy.settings
     assert (s.use_value, s.use_cont, s.discount, s.horizon) == (True, True, agent.ac.cfg.gamma, 4)
-    assert s.policy_candidates == 24 and s.candidates == 512   # the trained-model defaults
+    assert (s.policy_candidates, s.sample_policy, s.centre_on_policy, s.candidates) == (64, True, True, 128)
     assert policy.model.capabilities == {"reward", "cont", "decoder", "value", "policy"}
     state = agent.wm.initial(3)
     state = {k: v + torch.randn_like(v) for k, v in state.items()}
@@ -81,7 +81,7 @@ def test_dreamer_plans_with_its_critic_actor_discount_and_continuation(dreamer_r
 
 
 def test_a_model_without_critic_refuses_a_terminal_value(planet_run, capsys):
-    code, captured = evaluate(planet_run, "cem", capsys, SMALL["cem"] + ["use_value=true"])
+    code, captured = evaluate(planet_run, "cem", capsys, ["candidates=32", "elites=4", "use_value=true"])
     assert code == 2 and "needs a model with value" in captured.err and "Traceback" not in captured.err
 
 

@@ -583,3 +583,49 @@ def test_pytree_embeddings_pass_through(algorithm):
                 _, embedding = step(embedding, torch.full((batch,), action))
             assert torch.equal(tree.embeddings["h"][b, node], embedding["h"][b])
             assert torch.equal(tree.embeddings["z"]["a"][b, node], embedding["z"]["a"][b])
+
+
+# ----------------------------------------------------------------------------- 8. the selection cache
+
+
+@pytest.mark.parametrize("algorithm", ["puct", "gumbel"])
+@pytest.mark.parametrize("max_depth", [None, 2])
+@pytest.mark.parametrize("actions", [2, 5])
+def test_cached_selection_equals_selection_from_scratch(algorithm, max_depth, actions, monkeypatch):
+    # the search keeps every node's selected action and refreshes only the nodes whose statistics or
+    # min-max bounds changed; after the last backup each used node's cached action must equal the
+    # action computed afresh from the final tree, and the cached next node must follow it
+    from reverie.planning.mcts import gumbel_interior_select, min_max_normalizer, puct_scores
+    from reverie.planning.mcts.cache import SelectionCache
+
+    caches = []
+    create = SelectionCache.create
+    monkeypatch.setattr(SelectionCache, "create", staticmethod(lambda tree: caches.append(create(tree)) or caches[-1]))
+    batch = 4
+    model = MLPModel(actions, seed=7)
+    invalid = torch.zeros(batch, actions, dtype=torch.bool)
+    invalid[1, 0] = invalid[2, actions - 1] = True
+    settings = MCTSSettings(algorithm=algorithm, num_simulations=25, max_depth=max_depth, max_considered_actions=3)
+    tree = search(model, model.root(batch, seed=8), settings, invalid_actions=invalid,
+                  generator=torch.Generator().manual_seed(4)).tree
+    cache = caches[-1]
+    nodes = tree.num_nodes
+    offset, scale = min_max_normalizer(tree.q_min, tree.q_max)
+    for b in range(batch):
+        for n in range(nodes):
+            if tree.node_visits[b, n] == 0 or (algorithm == "gumbel" and n == 0):
+                continue  # unused slot; the Gumbel root's action is the schedule's, chosen afresh each time
+            flat = b * nodes + n
+            stats = tree.edge_stats[b, n]
+            if algorithm == "puct":
+                q = stats[2] + stats[3] * stats[4] / stats[5].clamp(min=1)
+                scores = puct_scores(stats[0][None], stats[5][None], q[None], offset[b : b + 1], scale[b : b + 1],
+                                     settings.pb_c_init, settings.pb_c_base)[0]
+                if n == 0:
+                    scores = scores.masked_fill(invalid[b], float("-inf"))
+                expected = int(scores.argmax())
+            else:
+                expected = int(gumbel_interior_select(tree, torch.tensor([n]), settings, rows=torch.tensor([b]))[0])
+            assert int(cache.best[flat]) == expected, (b, n)
+            child = int(tree.children_index[b, n, expected])
+            assert int(cache.next[flat]) == (b * nodes + child if child >= 0 else flat), (b, n)

@@ -713,3 +713,35 @@ def test_mppi_sample_action_draws_around_the_elites():
     assert actions.abs().max() <= 1.0
     assert actions.std() > 0.01  # sampled, not the deterministic mean
     assert actions.mean().item() == pytest.approx(0.7, abs=0.1)
+
+
+class Jittered(Deterministic):
+    """The policy's action plus N(0, 0.2) noise when sampled (drawn from the planner's generator)."""
+
+    def sample(self, generator=None):
+        return (self.action + 0.2 * torch.randn(self.action.shape, generator=generator)).clamp(-1.0, 1.0)
+
+
+class ReachWithNoisyPrior(ReachWithPrior):
+    def policy(self, states):
+        return Jittered(super().policy(states).mode())
+
+
+def test_sampled_policy_candidates_are_distinct_rollouts_and_mode_ones_identical():
+    class Recording(ReachWithNoisyPrior):
+        def step(self, state, action):
+            self.actions = action
+            return super().step(state, action)
+
+    state = torch.tensor([[0.5, 0.0]])
+    for sample, distinct in ((False, 1), (True, 8)):
+        model = Recording()
+        plan("shooting", model, state, horizon=1, candidates=9, policy_candidates=8, sample_policy=sample, seed=0)
+        policy_rows = model.actions[:8, 0]
+        assert len(set(policy_rows.tolist())) == distinct
+        assert (policy_rows - 0.5).abs().max() < (0.8 if sample else 1e-6)   # around the policy's action 0.5
+    first = Recording()
+    plan("shooting", first, state, horizon=1, candidates=9, policy_candidates=8, sample_policy=True, seed=3)
+    again = Recording()
+    plan("shooting", again, state, horizon=1, candidates=9, policy_candidates=8, sample_policy=True, seed=3)
+    assert torch.equal(first.actions, again.actions)       # the samples come from the planner's generator

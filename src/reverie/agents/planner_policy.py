@@ -89,18 +89,19 @@ class PlannerPolicy:
 
 
 #: Planner settings for a model with a value and a policy prior: a short horizon bootstrapped by the
-#: value (TD-MPC2's 3 steps), the policy's own rollout among the candidates, and the search started at
-#: the policy's plan with a small spread. Sampling around zero instead (TD-MPC2's std 2) let every
-#: planner find action sequences the learned model overrates: on a Dreamer Pendulum model MPPI scored
-#: -590 where the policy alone scored -313 (BENCHMARKS.md).
+#: value (TD-MPC2's 3 steps), candidates sampled from the policy along their own imagined trajectories
+#: (TD-MPC2 samples 24), and CEM / MPPI / gradient steps started at the policy's plan with a small
+#: spread. Sampling around zero instead (TD-MPC2's std 2, 24 mode rollouts) let every planner pick
+#: action sequences the learned model overrates: on a Dreamer Pendulum model MPPI scored -590 where the
+#: policy alone scored -313 (BENCHMARKS.md has the comparison with these settings).
 TRAINED_MODEL = {
-    "shooting": dict(horizon=3, candidates=256, policy_candidates=1, centre_on_policy=True, init_std=0.3),
-    "cem": dict(horizon=3, candidates=256, elites=32, iterations=4, policy_candidates=1, centre_on_policy=True,
-                init_std=0.3),
-    "mppi": dict(horizon=3, candidates=256, elites=32, iterations=4, policy_candidates=1, centre_on_policy=True,
-                 init_std=0.3),
-    "gradient": dict(horizon=3, restarts=4, iterations=10, policy_candidates=1, centre_on_policy=True,
-                     init_std=0.1),
+    "shooting": dict(horizon=3, candidates=128, policy_candidates=127, sample_policy=True),
+    "cem": dict(horizon=3, candidates=128, elites=16, iterations=3, policy_candidates=64, sample_policy=True,
+                centre_on_policy=True, init_std=0.3),
+    "mppi": dict(horizon=3, candidates=128, elites=16, iterations=3, policy_candidates=64, sample_policy=True,
+                 centre_on_policy=True, init_std=0.3),
+    "gradient": dict(horizon=3, restarts=4, iterations=5, learning_rate=0.02, policy_candidates=3,
+                     sample_policy=True, centre_on_policy=True),
     "mcts": dict(),
 }
 

@@ -68,6 +68,9 @@ class PlannerSettings:
     """Add gamma^H times ``model.value`` of the last imagined state (TD-MPC style)."""
     policy_candidates: int = 0
     """Candidates rolled out by the model's ``policy`` prior (TD-MPC2 style)."""
+    sample_policy: bool = False
+    """The policy candidates sample the policy's actions (TD-MPC2), each a different rollout; False takes
+    its mode, so every policy candidate is the same sequence."""
     centre_on_policy: bool = False
     """Start the search at the model's ``policy``: its action sequence along its own imagined trajectory is
     the initial mean (continuous; the spread is the planner's ``init_std``) or carries half of each step's
@@ -219,12 +222,17 @@ def prepare(spec: PlannerSpec, model: object, state: State, settings: PlannerSet
         raise PlanningError(f"action size must be >= 1 (>= 2 choices if discrete); got {size}.")
     _check_warm(warm, batch, size, act_spec.discrete)
     policy, centre = None, None
+    generator = _generator(settings, device, generator)
     if settings.policy_candidates or settings.centre_on_policy:
         def policy(s: State) -> Tensor:
+            dist = model.policy(s)  # type: ignore[attr-defined]
+            return dist.sample(generator) if settings.sample_policy else dist.mode()
+
+        def mode(s: State) -> Tensor:
             return model.policy(s).mode()  # type: ignore[attr-defined]
     if settings.centre_on_policy:
-        centre = _policy_plan(model, state, settings.horizon, policy)
-    return Setup(batch, device, size, act_spec.discrete, _generator(settings, device, generator), policy, centre)
+        centre = _policy_plan(model, state, settings.horizon, mode)
+    return Setup(batch, device, size, act_spec.discrete, generator, policy, centre)
 
 
 def _policy_plan(model: object, state: State, horizon: int, policy: Policy) -> Tensor:

@@ -8,6 +8,7 @@ makes one ``recurrent_fn`` call for the whole batch.
     result.action, result.policy   # [B], [B, K]: act, and train the policy towards it
 """
 
+from .backup import backup
 from .gumbel import (
     completed_q,
     gumbel_final_action,
@@ -35,8 +36,6 @@ from .puct import (
     visit_policy,
 )
 from .search import search
-from .backup import backup
-from .cache import SelectionCache
 from .tree import (
     CHANNELS,
     DISCOUNT,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .tree import CHANNELS, Tree
+from .tree import Tree
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ class SelectionCache:
     edge_of: Tensor
     """[B * N] int64 where a node's entry in its parent's ``edge_stats`` lies (viewed 1-D, channel 0);
     0 for roots and unused slots, where backups only ever add 0."""
+    transition: Tensor
+    """[2, B * N] the reward and discount of each node's incoming edge (0 for roots and unused slots):
+    copies of the parent's REWARD and DISCOUNT entries, read by backups from this small array
+    instead of scattered entries of ``edge_stats``."""
     roots: Tensor
     """[B] int64 the roots' flat indices (``tree.row_offsets``)."""
     actions: int
@@ -52,6 +56,7 @@ class SelectionCache:
             next=flat.clone(),
             successor=flat.repeat_interleave(actions),
             edge_of=torch.zeros_like(flat),
+            transition=tree.edge_stats.new_zeros((2, batch * nodes)),
             roots=tree.row_offsets,
             actions=actions,
         )
@@ -68,21 +73,26 @@ class SelectionCache:
         repeated once it has stopped; row L + 1 is left for ``extend``.
         ``levels`` is the deepest node's depth, so every row has stopped by
         then. With ``stop_early`` (where reading a tensor on the host is free,
-        the CPU) the walk ends at the first level where no row moved, and L is
-        that level.
+        the CPU) the walk ends before the first level where no row moves, and
+        L is the last level where one did.
         """
-        path = torch.empty((levels + 2, self.roots.shape[0]), dtype=torch.int64, device=self.roots.device)
-        path[0] = self.roots
-        for level in range(1, levels + 1):
-            torch.index_select(self.next, 0, path[level - 1], out=path[level])
-            if stop_early and torch.equal(path[level], path[level - 1]):
-                return path[: level + 1]
-        return path
+        walk = [self.roots]
+        for _ in range(levels):
+            step = self.next.index_select(0, walk[-1])
+            if stop_early and torch.equal(step, walk[-1]):
+                break
+            walk.append(step)
+        walk.append(walk[-1])  # the row ``extend`` fills
+        return torch.stack(walk)
 
-    def extend(self, path: Tensor, slot: int, action: Tensor, expanding: Tensor | None) -> Tensor:
-        """Link the node just created in ``slot`` (``expand``) from each row's stopping node
-        ``path[-2]`` [B] by ``action`` [B]; turn the walk ``path`` [L + 2, B] into the backup's path,
-        in place, and return its on-path mask [L + 2, B] bool.
+    def extend(
+        self, path: Tensor, slot: int, links: tuple[Tensor, Tensor], transition: Tensor, expanding: Tensor | None
+    ) -> Tensor:
+        """Link the node just created in ``slot`` from each row's stopping node ``path[-2]`` [B]:
+        ``links`` are ``expand``'s flat indices of the stopping node's entries for the action, in
+        ``successor`` and ``edge_stats``, ``transition`` [2, B] the reward and discount. Turn the
+        walk ``path`` [L + 2, B] into the backup's path, in place, and return its on-path mask
+        [L + 2, B] bool.
 
         The backup's path is the walk with the new node after the stopping node
         and every entry past it the new node again (rows not ``expanding``: the
@@ -90,21 +100,29 @@ class SelectionCache:
         copies of the last path edge, which is what lets the backup take
         minima and maxima over all entries without masks.
         """
-        leaf, actions = path[-2], self.actions
+        leaf, (child, edge) = path[-2], links
         created = self.roots + slot
         if expanding is not None:
             created = torch.where(expanding, created, leaf)
         # rows not expanding write the leaf itself: its successor for the action stays itself
-        self.successor.index_copy_(0, leaf * actions + action, created)
-        edge = leaf * (CHANNELS * actions) + action
-        self.edge_of.view(self.roots.shape[0], -1)[:, slot] = edge if expanding is None else torch.where(
-            expanding, edge, 0
-        )
-        walk = path[:-1]
-        on_path = torch.empty(path.shape, dtype=torch.bool, device=path.device)
-        on_path[0] = True
-        torch.ne(walk[1:], walk[:-1], out=on_path[1:-1])
-        path[1:-1] = torch.where(on_path[1:-1], walk[1:], created)
-        path[-1] = created
-        torch.ne(path[1:], path[:-1], out=on_path[1:])
+        self.successor.index_copy_(0, child, created)
+        batch = self.roots.shape[0]
+        if expanding is None:
+            self.edge_of.view(batch, -1)[:, slot] = edge
+            self.transition.view(2, batch, -1)[:, :, slot] = transition
+        else:
+            self.edge_of.view(batch, -1)[:, slot] = torch.where(expanding, edge, 0)
+            self.transition.view(2, batch, -1)[:, :, slot] = torch.where(expanding, transition, 0.0)
+        # past each row's stopping node (where the walk stops moving), the created node
+        later, earlier = path[1:], path[:-1]
+        later.copy_(torch.where(later != earlier, later, created))
+        on_path = torch.ones(path.shape, dtype=torch.bool, device=path.device)
+        torch.ne(later, earlier, out=on_path[1:])
         return on_path
+
+    def edges(self, path: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The edges into ``path[1:]`` [L, B]: their index in ``edge_stats`` viewed 1-D at channel 0,
+        rewards and discounts, each [L, B]."""
+        children = path[1:]
+        reward, discount = self.transition.index_select(1, children.reshape(-1)).view(2, *children.shape)
+        return self.edge_of.take(children), reward, discount

@@ -16,10 +16,12 @@ rescaled to [0, 1] per node and multiplied by sigma's growing scale
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-from .tree import LOGITS, PRIOR, VISITS, Tree, qvalues
+from .tree import DISCOUNT, LOGITS, PRIOR, REWARD, VALUE_SUM, VISITS, Tree, gather_stats
 from .types import MCTSSettings
 
 #: Guards the [0, 1] rescaling of a node whose completed Q-values are all equal.
@@ -132,42 +134,52 @@ def sigma(completed: Tensor, visits: Tensor, c_visit: float, c_scale: float, val
     return transformed if valid is None else transformed.masked_fill(~valid, 0.0)
 
 
-def _softmax(x: Tensor) -> Tensor:
-    """softmax over the last dim. On the CPU as exp(x - max) / sum: torch's last-dim softmax kernel
-    works a row at a time and is several times slower for a few actions per row (K = 2: 100 vs
-    30 us for 2000 rows); the composed ops are row-independent too."""
+def _softmax(x: Tensor, dim: int) -> Tensor:
+    """softmax over ``dim``. On the CPU as exp(x - max) / sum: torch's softmax kernel over a short
+    last dim works a row at a time and is several times slower for a few actions per row (K = 2:
+    100 vs 30 us for 2000 rows); the composed ops are row-independent too."""
     if x.device.type != "cpu":
-        return torch.softmax(x, dim=-1)
-    e = (x - x.amax(dim=-1, keepdim=True)).exp_()
-    return e.div_(e.sum(dim=-1, keepdim=True))
+        return torch.softmax(x, dim=dim)
+    e = (x - x.amax(dim=dim, keepdim=True)).exp_()
+    return e.div_(e.sum(dim=dim, keepdim=True))
 
 
-def _completed(stats: Tensor, raw_value: Tensor) -> tuple[Tensor, Tensor]:
-    """(completed Q, visits) [M, K] of M nodes' gathered ``edge_stats`` [M, C, K] with model values [M].
+def _completed(stats: Sequence[Tensor], raw_value: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(completed Q, visits, total visits) of M nodes from their ``edge_stats`` channels.
 
-    ``completed_q`` on tree statistics, using two facts of the tree: the PRIOR
-    channel is softmax(LOGITS) (Gumbel adds no noise to the root prior), and an
-    unvisited child is an unexpanded one, whose reward, discount and value sum
-    are 0, so q = 0 there and q + v_mix * (1 - min(N, 1)) is exactly q where
-    visited and v_mix elsewhere (v_mix is finite): no where() on a bool mask,
-    which is slow on the CPU.
+    ``stats[c]`` is channel c, [M, K] (``dim`` -1) or [K, M] (``dim`` 0);
+    ``raw_value`` [M] the nodes' model values; total is summed over ``dim``
+    (kept). ``completed_q`` on tree statistics, using two facts of the tree: the
+    PRIOR channel is softmax(LOGITS) (Gumbel adds no noise to the root prior),
+    and an unvisited child is an unexpanded one, whose reward, discount and value
+    sum are 0, so q = 0 there and q + v_mix * (1 - min(N, 1)) is exactly q where
+    visited and v_mix elsewhere (v_mix is finite). No where() on a bool mask:
+    that is slow on the CPU, and min(N, 1) is the 0/1 visited indicator.
     """
-    visits = stats[:, VISITS]
-    q = qvalues(stats)
-    value = mixed_value(raw_value, q, visits, stats[:, PRIOR])
-    return torch.addcmul(q, value[:, None], 1.0 - visits.clamp(max=1)), visits
+    visits = stats[VISITS]
+    q = torch.addcmul(stats[REWARD], stats[DISCOUNT], stats[VALUE_SUM] / visits.clamp(min=1))
+    visited = visits.clamp(max=1)
+    # mixed_value, with the sums kept along ``dim``
+    total = visits.sum(dim=dim, keepdim=True)
+    tiny = torch.finfo(q.dtype).tiny
+    weights = stats[PRIOR].clamp(min=tiny) * visited
+    weighted_q = (weights * q).sum(dim=dim, keepdim=True) / weights.sum(dim=dim, keepdim=True).clamp(min=tiny)
+    value = (raw_value.unsqueeze(dim) + total * weighted_q) / (1.0 + total)
+    return torch.addcmul(q, value, 1.0 - visited), visits, total
 
 
-def _scaled(completed: Tensor, visits: Tensor, settings: MCTSSettings, excluded: Tensor | None = None) -> Tensor:
-    """``sigma`` of [M, K] completed Q-values, the rescaling's min and max over the actions where
-    ``excluded`` [M, K] is 0 (+inf elsewhere: x + inf is inf, x + 0 is x exactly; None: all actions).
+def _scaled(
+    completed: Tensor, visits: Tensor, settings: MCTSSettings, excluded: Tensor | None = None, dim: int = -1
+) -> Tensor:
+    """``sigma`` of completed Q-values (actions along ``dim``), the rescaling's min and max over the
+    actions where ``excluded`` is 0 (+inf elsewhere: x + inf is inf, x + 0 is x exactly; None: all).
     Excluded actions get an arbitrary finite value: their -inf logits or scores override it."""
     if excluded is None:
-        low, high = torch.aminmax(completed, dim=-1, keepdim=True)
+        low, high = completed.amin(dim=dim, keepdim=True), completed.amax(dim=dim, keepdim=True)
     else:
-        low = (completed + excluded).amin(dim=-1, keepdim=True)
-        high = (completed - excluded).amax(dim=-1, keepdim=True)
-    scale = (settings.c_visit + visits.amax(dim=-1, keepdim=True)) * settings.c_scale
+        low = (completed + excluded).amin(dim=dim, keepdim=True)
+        high = (completed - excluded).amax(dim=dim, keepdim=True)
+    scale = (settings.c_visit + visits.amax(dim=dim, keepdim=True)) * settings.c_scale
     return (completed - low) * (scale / (high - low).clamp(min=RESCALE_EPSILON))
 
 
@@ -178,7 +190,7 @@ def node_sigma(stats: Tensor, raw_value: Tensor, settings: MCTSSettings, valid: 
     rescaling to the valid root actions. The prior pi is the PRIOR channel,
     softmax(LOGITS) in a Gumbel tree.
     """
-    completed, visits = _completed(stats, raw_value)
+    completed, visits, _ = _completed(stats.unbind(1), raw_value, -1)
     return sigma(completed, visits, settings.c_visit, settings.c_scale, valid)
 
 
@@ -201,16 +213,30 @@ def gumbel_interior_select(tree: Tree, node: Tensor, settings: MCTSSettings, row
     visit distribution tracks pi'.
     """
     flat = tree.flat_nodes(node, rows)
-    return gumbel_actions(tree.gather(tree.edge_stats, flat), tree.gather(tree.raw_values, flat), settings)
+    return gumbel_actions(gather_stats(tree, flat, False), tree.gather(tree.raw_values, flat), settings)
 
 
-def gumbel_actions(stats: Tensor, raw_value: Tensor, settings: MCTSSettings) -> Tensor:
-    """``gumbel_interior_select``'s action at M nodes from their gathered ``edge_stats`` [M, C, K]
-    and model values ``raw_value`` [M]: [M] int64."""
-    completed, visits = _completed(stats, raw_value)
-    policy = _softmax(stats[:, LOGITS] + _scaled(completed, visits, settings))
-    scores = policy - visits / (1.0 + visits.sum(dim=-1, keepdim=True))
-    return scores.max(dim=-1).indices  # the first maximum, like argmax, and faster on the CPU
+def gumbel_actions(stats: Tensor, raw_value: Tensor, settings: MCTSSettings, dim: int = -1) -> Tensor:
+    """``gumbel_interior_select``'s action at M nodes from their channel-first ``edge_stats``
+    (``gather_stats``: [C, M, K] with ``dim`` -1, [C, K, M] with ``dim`` 0) and model values
+    ``raw_value`` [M]: [M] int64."""
+    return gumbel_interior(stats, raw_value, settings, dim)[0]
+
+
+def gumbel_interior(
+    stats: Tensor, raw_value: Tensor, settings: MCTSSettings, dim: int = -1, excluded: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``gumbel_actions`` and the nodes' sigma(completed Q) (shaped like a channel of ``stats``).
+
+    ``excluded`` (shaped like a channel, see ``_scaled``) leaves actions out of
+    the rescaling, as ``root_sigma`` does for invalid root actions; their sigma
+    is then some finite value instead of 0.
+    """
+    completed, visits, total = _completed(stats, raw_value, dim)
+    scaled = _scaled(completed, visits, settings, excluded, dim)
+    policy = _softmax(stats[LOGITS] + scaled, dim)
+    scores = policy - visits / (1.0 + total)
+    return scores.max(dim=dim).indices, scaled  # max: the first maximum, like argmax, and faster on the CPU
 
 
 def _best_with_visits(tree: Tree, root_scores: Tensor, candidates: Tensor, settings: MCTSSettings) -> Tensor:
@@ -234,13 +260,20 @@ def gumbel_root_select(
     action; falling back to all considered actions only guards against misuse.
     ``excluded`` [B, K] is ``exclusion(tree.root_invalid, dtype)`` if the caller keeps one.
     """
-    stats = tree.edge_stats[:, 0]
-    completed, visits = _completed(stats, tree.raw_values[:, 0])
-    candidates = considered & (visits == target_visits[:, None])
-    candidates = torch.where(candidates.any(dim=-1, keepdim=True), candidates, considered)
+    stats = tree.edge_stats[:, 0].transpose(0, 1).contiguous()  # [C, B, K]: contiguous channels are faster
+    completed, visits, _ = _completed(stats, tree.raw_values[:, 0], -1)
     if excluded is None:
         excluded = exclusion(tree.root_invalid, stats.dtype)
-    scores = root_scores + _scaled(completed, visits, settings, excluded)  # invalid actions: -inf + finite
+    scaled = _scaled(completed, visits, settings, excluded)
+    return gumbel_root_choice(root_scores + scaled, considered, visits, target_visits)
+
+
+def gumbel_root_choice(scores: Tensor, considered: Tensor, visits: Tensor, target_visits: Tensor) -> Tensor:
+    """The considered action with ``target_visits`` [B] ``visits`` [B, K] that maximises ``scores``
+    [B, K] (g + logits + sigma(completed Q); invalid actions -inf): [B]. The schedule always
+    leaves such an action; falling back to all considered actions only guards against misuse."""
+    candidates = considered & (visits == target_visits[:, None])
+    candidates = torch.where(candidates.any(dim=-1, keepdim=True), candidates, considered)
     return torch.where(candidates, scores, float("-inf")).argmax(dim=-1)
 
 

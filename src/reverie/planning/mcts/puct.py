@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .tree import PRIOR, VISITS, Tree, qvalues
+from .tree import DISCOUNT, PRIOR, REWARD, VALUE_SUM, VISITS, Tree, qvalues
 from .types import MCTSSettings
 
 
@@ -31,8 +31,8 @@ def min_max_normalizer(q_min: Tensor, q_max: Tensor) -> tuple[Tensor, Tensor]:
     """
     span = q_max - q_min
     proper = span > 0
-    offset = torch.where(proper, q_min, torch.zeros_like(q_min))
-    scale = torch.where(proper, 1.0 / torch.where(proper, span, torch.ones_like(span)), torch.ones_like(span))
+    offset = torch.where(proper, q_min, 0.0)
+    scale = 1.0 / torch.where(proper, span, 1.0)
     return offset[:, None], scale[:, None]
 
 
@@ -65,7 +65,9 @@ def puct_scores(
     return value + exploration
 
 
-def exploration_table(size: int, pb_c_init: float, pb_c_base: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+def exploration_table(
+    size: int, pb_c_init: float, pb_c_base: float, dtype: torch.dtype, device: torch.device
+) -> Tensor:
     """The prior term's node factor for every count s of children visits: [size], entry s is
     sqrt(N) * (c1 + log((N + c2 + 1) / c2)) with N = 1 + s (``puct_scores``'s formula on the same values).
 
@@ -76,26 +78,30 @@ def exploration_table(size: int, pb_c_init: float, pb_c_base: float, dtype: torc
     return (pb_c_init + torch.log1p((n + 1.0) / pb_c_base)) * n.sqrt()
 
 
-def puct_actions(stats: Tensor, offset: Tensor, scale: Tensor, table: Tensor, blocked: Tensor | None = None) -> Tensor:
-    """The PUCT action at M nodes from their gathered ``edge_stats`` [M, C, K]: [M] int64.
+def puct_actions(
+    stats: Tensor, offset: Tensor, scale: Tensor, table: Tensor, blocked: Tensor | None = None, dim: int = -1
+) -> Tensor:
+    """The PUCT action at M nodes from their channel-first ``edge_stats`` (``gather_stats``): [M] int64.
 
-    ``offset``, ``scale`` [M, 1] are each node's row normaliser
-    (``min_max_normalizer``), ``table`` the search's ``exploration_table``,
-    ``blocked`` [M, K] bool actions that score -inf (invalid root actions).
-    The same scores as ``puct_scores``, with the node factor looked up.
+    ``stats`` [C, M, K] (``dim`` -1) or [C, K, M] (``dim`` 0, action-major);
+    ``offset``, ``scale`` [M] are each node's row normaliser (``min_max_normalizer``),
+    ``table`` the search's ``exploration_table``, ``blocked`` (shaped like a
+    channel) the actions that score -inf (invalid root actions). The same scores
+    as ``puct_scores``, with the node factor looked up.
     """
-    prior, _, reward, discount, value_sum, visits = stats.unbind(1)
-    factor = table.take(visits.sum(dim=-1, keepdim=True).long())  # visit counts are exact integers
+    prior, reward, discount = stats[PRIOR], stats[REWARD], stats[DISCOUNT]
+    value_sum, visits = stats[VALUE_SUM], stats[VISITS]
+    factor = table.take(visits.sum(dim=dim, keepdim=True).long())  # visit counts are exact integers
     exploration = prior * factor / (1.0 + visits)
     q = torch.addcmul(reward, discount, value_sum / visits.clamp(min=1))
     # unvisited children score Q = 0: they are the unexpanded ones, whose reward, discount and value
     # sum are 0, so q = 0 there and q - offset * min(N, 1) is q - offset or exactly 0, which a float
     # multiply-add computes much faster on the CPU than a where() on a bool mask
-    value = torch.addcmul(q, visits.clamp(max=1), -offset) * scale
+    value = torch.addcmul(q, visits.clamp(max=1), -offset.unsqueeze(dim)) * scale.unsqueeze(dim)
     scores = value + exploration
     if blocked is not None:
         scores = scores.masked_fill(blocked, float("-inf"))
-    return scores.max(dim=-1).indices  # the first maximum, like argmax, and faster on the CPU
+    return scores.max(dim=dim).indices  # the first maximum, like argmax, and faster on the CPU
 
 
 def _stats_scores(stats: Tensor, normalizer: tuple[Tensor, Tensor], settings: MCTSSettings) -> Tensor:

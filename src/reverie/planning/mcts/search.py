@@ -1,32 +1,37 @@
 """The simulation loop shared by PUCT and Gumbel MuZero.
 
-A simulation descends from the root of every row at once, one depth level per
-step of a Python loop, makes one ``recurrent_fn`` call for all B rows to
-expand the selected leaves, and backs the new values up to the roots along
-the recorded paths (one scatter per statistic, not one step per level).
+A simulation (1) walks from every root at once along the selection cache's
+``next`` links, one lookup per depth level, to the node where each row stops;
+(2) makes one ``recurrent_fn`` call for all B rows to expand the selected
+children; (3) backs the new values up along the recorded paths, one scatter
+per statistic for all levels; (4) recomputes the cached action of the nodes
+the backup changed, in one batch (``selectors``). Selection formulas thus run
+once per changed node instead of once per level of every descent, which cuts
+the small tensor ops per simulation several times over (see ``cache``).
 
 Host synchronisation: once per search to validate ``invalid_actions``, and
 once per simulation to read the depth of the new nodes, which bounds the next
-descent on the host. On the CPU, where reading a tensor on the host costs no
-synchronisation, the descent also drops the rows that have stopped at every
-level (and ends when none is left), so the deep levels few rows reach cost
-little; elsewhere it keeps all rows under a mask and never waits inside the
-depth loop.
+walk. On the CPU, where reading a tensor on the host costs no
+synchronisation, the walk also ends at the first level where no row moves
+(the path length then gives the new depth) and refreshes gather only the
+nodes that changed; elsewhere the same results come from fixed-size work that
+never waits on the device.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
-from collections.abc import Callable
-
 from . import gumbel as gm
 from . import puct
 from .backup import backup
 from .cache import SelectionCache
-from .tree import CHANNELS, LOGITS, PRIOR, VISITS, Tree, expand, init_tree, qvalues
+from .selectors import GumbelSelector, PuctSelector
+from .tree import PRIOR, VISITS, expand, init_tree, qvalues
 from .types import MCTSSettings, RecurrentFn, RecurrentOutput, RootOutput, SearchResult, State
 
 
@@ -78,95 +83,6 @@ def _compacts(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def _slots(tree: Tree, rows: Tensor, count: int) -> Tensor:
-    """Flat indices of slots 0..count - 1 of ``rows`` [R]: [R * count]."""
-    return (tree.row_offsets.index_select(0, rows)[:, None] + torch.arange(count, device=rows.device)).view(-1)
-
-
-class _Puct:
-    """PUCT selection for one search, through the selection cache.
-
-    A node's PUCT action changes when its statistics change (it lies on the
-    backed-up path) or when its row's min-max bounds change; the bounds move
-    in only a few rows per simulation once the first values are in.
-    """
-
-    def __init__(self, tree: Tree, settings: MCTSSettings, cache: SelectionCache, compact: bool, blocked: bool):
-        self.tree, self.cache, self.compact = tree, cache, compact
-        batch, nodes, actions = tree.batch_size, tree.num_nodes, tree.num_actions
-        self.stats = tree.edge_stats.view(batch * nodes, CHANNELS, actions)
-        dtype, device = tree.edge_stats.dtype, tree.edge_stats.device
-        self.table = puct.exploration_table(nodes, settings.pb_c_init, settings.pb_c_base, dtype, device)
-        self.blocked: Tensor | None = None  # [B * N, K]: invalid root actions, False elsewhere
-        if blocked:
-            table = torch.zeros((batch, nodes, actions), dtype=torch.bool, device=device)
-            table[:, 0] = tree.root_invalid
-            self.blocked = table.view(batch * nodes, actions)
-        self.refresh(cache.roots)
-
-    def begin(self, simulation: int) -> None:
-        pass  # the root's action is cached like any other node's
-
-    def refresh(self, flat: Tensor) -> None:
-        """Recompute the cached action of the nodes ``flat`` [M]."""
-        offset, scale = puct.min_max_normalizer(self.tree.q_min, self.tree.q_max)
-        rows = torch.div(flat, self.tree.num_nodes, rounding_mode="floor")
-        blocked = None if self.blocked is None else self.blocked.index_select(0, flat)
-        action = puct.puct_actions(
-            self.stats.index_select(0, flat), offset.index_select(0, rows), scale.index_select(0, rows), self.table, blocked
-        )
-        self.cache.store(flat, action)
-
-    def after_backup(self, path: Tensor, on_path: Tensor, changed: Tensor, slot: int) -> None:
-        if not self.compact:  # no host reads: every used slot of every row
-            self.refresh(_slots(self.tree, torch.arange(self.tree.batch_size, device=path.device), slot + 1))
-            return
-        flat = path.view(-1).masked_select(on_path.view(-1))
-        rows = changed.nonzero().squeeze(1)
-        if rows.numel() > 0:  # new bounds change the scores of every node of the row
-            flat = torch.cat([flat, _slots(self.tree, rows, slot + 1)])
-        self.refresh(flat)
-
-
-class _Gumbel:
-    """Gumbel MuZero selection for one search: the root follows the sequential-halving schedule,
-    interior nodes use the cache (their action depends on their own statistics only)."""
-
-    def __init__(self, tree: Tree, settings: MCTSSettings, cache: SelectionCache, compact: bool, noise: Tensor):
-        self.tree, self.settings, self.cache, self.compact = tree, settings, cache, compact
-        self.stats = tree.edge_stats.view(-1, CHANNELS, tree.num_actions)
-        self.root_scores = noise + tree.edge_stats[:, 0, LOGITS]  # g + logits, -inf for invalid actions
-        self.considered, count = gm.select_considered(
-            self.root_scores, ~tree.root_invalid, settings.max_considered_actions
-        )
-        table = gm.schedule_table(
-            min(settings.max_considered_actions, tree.num_actions), settings.num_simulations, noise.device
-        )
-        self.targets = table[count].to(noise.dtype)  # [B, n]: each row follows the schedule of its own m
-        self.excluded = gm.exclusion(tree.root_invalid, noise.dtype)
-
-    def begin(self, simulation: int) -> None:
-        action = gm.gumbel_root_select(
-            self.tree, self.root_scores, self.considered, self.targets[:, simulation], self.settings, self.excluded
-        )
-        self.cache.store(self.cache.roots, action)
-
-    def refresh(self, flat: Tensor) -> None:
-        """Recompute the cached action of the non-root nodes ``flat`` [M]."""
-        raw_value = self.tree.raw_values.view(-1).index_select(0, flat)
-        self.cache.store(flat, gm.gumbel_actions(self.stats.index_select(0, flat), raw_value, self.settings))
-
-    def after_backup(self, path: Tensor, on_path: Tensor, changed: Tensor, slot: int) -> None:
-        # the root is left out: ``begin`` chooses its action afresh every simulation
-        if self.compact:
-            self.refresh(path[1:].reshape(-1).masked_select(on_path[1:].reshape(-1)))
-        else:  # no host reads: stopped rows repeat their last node, which recomputes the same action
-            self.refresh(path[1:].reshape(-1))
-
-    def final_action(self) -> Tensor:
-        return gm.gumbel_final_action(self.tree, self.root_scores, self.considered, self.settings)
-
-
 @torch.no_grad()
 def search(
     recurrent_fn: RecurrentFn,
@@ -198,18 +114,18 @@ def search(
     cache = SelectionCache.create(tree)
     compact = _compacts(device)
 
-    selector: _Puct | _Gumbel
+    selector: PuctSelector | GumbelSelector
     if settings.algorithm == "puct":
         if explore and settings.dirichlet_fraction > 0:
             tree.edge_stats[:, 0, PRIOR] = puct.add_dirichlet_noise(
                 tree.edge_stats[:, 0, PRIOR], invalid, settings.dirichlet_alpha, settings.dirichlet_fraction, generator
             )
-        selector = _Puct(tree, settings, cache, compact, blocked=invalid_actions is not None)
+        selector = PuctSelector(tree, settings, cache, compact, blocked=invalid_actions is not None)
     else:
         noise = torch.zeros((batch, actions), dtype=dtype, device=device)
         if explore and settings.gumbel_scale > 0:
             noise = settings.gumbel_scale * gm.sample_gumbel((batch, actions), generator, device, dtype)
-        selector = _Gumbel(tree, settings, cache, compact, noise)
+        selector = GumbelSelector(tree, settings, cache, compact, noise, invalid=invalid_actions is not None)
 
     check = _output_checker(root)
     single = isinstance(tree.embeddings, Tensor)
@@ -230,21 +146,26 @@ def search(
         check(output, embedding)
         # a row stopped at a max_depth node creates nothing: it backs up that node's model value again
         expanding = tree.depth.view(-1).index_select(0, leaf) < settings.max_depth if limited else None
-        expand(tree, slot, leaf - cache.roots, action, output, embedding, expanding)
-        on_path = cache.extend(path, slot, action, expanding)
+        links = expand(tree, slot, leaf - cache.roots, action, output, embedding, expanding)
+        on_path = cache.extend(path, slot, links, torch.stack((output.reward, output.discount)), expanding)
         value = output.value.to(dtype)
         if expanding is not None:
             value = torch.where(expanding, value, tree.raw_values.view(-1).index_select(0, leaf))
-        changed = backup(tree, path, cache.edge_of.index_select(0, path[1:].reshape(-1)).view(-1, batch), on_path, value)
+        changed = backup(tree, path, on_path, value, *cache.edges(path))
         selector.after_backup(path, on_path, changed, slot)
-        if deepest < (settings.max_depth if limited else settings.num_simulations):
+        cap = settings.max_depth if limited else settings.num_simulations
+        if deepest < cap and compact:
+            # the walk ended at the deepest stopping node, so the path length gives the new depth:
+            # a row stopping there expands one level deeper, unless that node is at max_depth
+            deepest = max(deepest, min(cap, path.shape[0] - 1))
+        elif deepest < cap:
             deepest = max(deepest, int(tree.depth[:, slot].max()))  # the one host read of a simulation
 
     visits = tree.edge_stats[:, 0, VISITS].long()
     stats = tree.edge_stats[:, 0]
     q_values = torch.where(visits > 0, qvalues(stats), 0.0)
     root_value = tree.value_sums[:, 0] / tree.node_visits[:, 0].to(dtype)
-    if isinstance(selector, _Puct):
+    if isinstance(selector, PuctSelector):
         policy = puct.visit_policy(visits, dtype)
         if explore and settings.temperature > 0:
             logits = puct.visit_temperature_logits(visits, settings.temperature, dtype)
