@@ -2,14 +2,16 @@
 
 The action selection picks at a node depends only on the node's own edge
 statistics and, for PUCT, on its row's min-max bounds. Both change only in a
-backup, and only for a few nodes: the statistics of the nodes on the path just
-backed up, the bounds of the rows whose path widened them. So the search
-keeps, for every node, the action it would select (``best``) and the node a
-descent moves to from there (``next``: the selected child, or the node itself
-while that child does not exist yet), and after each backup recomputes them
-for the nodes that changed (``store``). A descent is then ``levels`` lookups
-in ``next`` for all rows at once, with no score computed on the way; a row
-that has stopped stays where it is, because its node leads to itself.
+backup: the statistics of the nodes on the path just backed up, and the
+bounds of the few rows whose path widened them (which rescales every Q of
+those rows). So the search keeps, for every node, the action it would select
+(``best``) and the node a descent moves to from there (``next``: the selected
+child, or the node itself while that child does not exist yet), and after
+each backup recomputes them for the nodes that changed (``store``, called by
+``selectors``). A descent is then ``levels`` lookups in ``next`` for all rows
+at once, with no score computed on the way; a row that has stopped stays
+where it is, because its node leads to itself. The trees it builds are those
+of selecting afresh at every level of every descent, bit for bit.
 
 Indices are flat: node n of row b is entry ``b * N + n`` of a ``[B, N]`` field
 viewed as ``[B * N]``, so one gather serves nodes of different rows.

@@ -174,8 +174,9 @@ def gather_stats(tree: Tree, flat: Tensor, action_major: bool) -> Tensor:
 def stats_layout(actions: int, device: torch.device) -> tuple[bool, int]:
     """``gather_stats``'s ``action_major`` for K actions, and the dim of the actions in each channel.
 
-    Action-major pays on the CPU for K <= 4 (measured on the benchmark's trees, B = 256:
-    refreshes ~15% faster at K = 2); for larger K the transposing copy costs more than it saves.
+    Action-major pays on the CPU for K <= 4 (measured on the benchmark's trees, B = 256, K = 2:
+    Gumbel's refreshes ~15% faster, PUCT's the same); at K = 16 the transposing copy costs ~4x
+    the gather itself, more than it saves. Elsewhere the per-row reductions are no bottleneck.
     """
     action_major = device.type == "cpu" and actions <= 4
     return action_major, 0 if action_major else -1
