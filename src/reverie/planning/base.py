@@ -178,7 +178,8 @@ class Setup:
     discrete: bool
     generator: torch.Generator | None
     policy: Policy | None
-    """The model's prior as ``state -> action [N, A]`` (its mode), if the settings use one."""
+    """The model's prior as ``state -> action [N, A]`` for the policy candidates (its mode, or a sample with
+    ``sample_policy``), if the settings have any."""
     centre: Tensor | None
     """[B, H, A] the policy's action sequence from each start state (``centre_on_policy``), else None."""
 
@@ -221,17 +222,16 @@ def prepare(spec: PlannerSpec, model: object, state: State, settings: PlannerSet
     if size < 1 or (act_spec.discrete and size < 2):
         raise PlanningError(f"action size must be >= 1 (>= 2 choices if discrete); got {size}.")
     _check_warm(warm, batch, size, act_spec.discrete)
-    policy, centre = None, None
     generator = _generator(settings, device, generator)
-    if settings.policy_candidates or settings.centre_on_policy:
-        def policy(s: State) -> Tensor:
-            dist = model.policy(s)  # type: ignore[attr-defined]
-            return dist.sample(generator) if settings.sample_policy else dist.mode()
 
-        def mode(s: State) -> Tensor:
-            return model.policy(s).mode()  # type: ignore[attr-defined]
-    if settings.centre_on_policy:
-        centre = _policy_plan(model, state, settings.horizon, mode)
+    def mode(s: State) -> Tensor:
+        return model.policy(s).mode()  # type: ignore[attr-defined]
+
+    def sample(s: State) -> Tensor:
+        return model.policy(s).sample(generator)  # type: ignore[attr-defined]
+
+    policy = (sample if settings.sample_policy else mode) if settings.policy_candidates else None
+    centre = _policy_plan(model, state, settings.horizon, mode) if settings.centre_on_policy else None
     return Setup(batch, device, size, act_spec.discrete, generator, policy, centre)
 
 

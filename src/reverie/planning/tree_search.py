@@ -16,6 +16,7 @@ Discrete actions only. The result's ``extras`` carry what MuZero trains on:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -69,8 +70,8 @@ def recurrent_fn(model: object, discount: float, use_cont: bool):
     return step
 
 
-def mcts_plan(model: object, state: State, settings: MCTSPlannerSettings | None = None, warm: WarmStart | None = None,
-         *, generator: torch.Generator | None = None) -> PlanResult:
+def mcts_plan(model: object, state: State, settings: MCTSPlannerSettings | None = None,
+              warm: WarmStart | None = None, *, generator: torch.Generator | None = None) -> PlanResult:
     """Plan one action per start state by tree search.
 
     Args:
