@@ -157,3 +157,21 @@ def test_train_writes_a_run_and_resumes(planet_run, capsys):
     assert main(["eval", str(run_dir), "--episodes", "1"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["planner"] == "policy" and out["step"] == 96 and out["return_mean"] >= 1
+
+
+def test_a_run_folder_written_before_the_contract_still_loads_and_resumes(planet_run, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    run_dir, args = planet_run
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    config["planner"].update(action_size=None, discrete=False)   # what earlier versions wrote
+    (old / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["eval", str(old), "--episodes", "1"]) == 0
+    steps = json.loads((old / "summary.json").read_text())["env_steps"]
+    assert main(["train", "planet", "--env", "gym:CartPole-v1", "--preset", "tiny", "--run-dir", str(old),
+                 "--steps", str(steps + 16)]) == 0
+    assert "resuming" in capsys.readouterr().out

@@ -517,8 +517,10 @@ def save_config(cfg: Any, path: str | os.PathLike) -> pathlib.Path:
     return path
 
 
-def load_config(cls: type[T], path: str | os.PathLike) -> T:
-    """Read a YAML config written by :func:`save_config` (or by hand) into ``cls``, strictly."""
+def load_config(cls: type[T], path: str | os.PathLike, migrate: Any = None) -> T:
+    """Read a YAML config written by :func:`save_config` (or by hand) into ``cls``, strictly.
+
+    ``migrate``, if given, maps the loaded dict to the current layout first (e.g. drops retired keys)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -528,6 +530,8 @@ def load_config(cls: type[T], path: str | os.PathLike) -> T:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if data is None:
         data = {}
+    if migrate is not None and isinstance(data, dict):
+        data = migrate(data)
     try:
         return from_dict(cls, data)
     except ConfigError as e:

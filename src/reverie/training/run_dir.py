@@ -27,6 +27,22 @@ RESUMABLE_CHANGES = ("run.steps", "run.eval_every", "run.eval_episodes", "run.lo
                      "run.device", "run.threads", "run.parallel_envs")
 
 
+#: Config keys earlier versions wrote that no longer exist; a saved config's values for them are ignored.
+#: ``planner.action_size`` and ``planner.discrete``: planners read both from the model's action spec
+#: since the world-model contract (session 4).
+RETIRED_KEYS = ("planner.action_size", "planner.discrete")
+
+
+def drop_retired(data: dict, prefix: str = "") -> dict:
+    """A saved config dict without the :data:`RETIRED_KEYS` (sections walked by their dotted names)."""
+    out = {}
+    for key, value in data.items():
+        name = prefix + key
+        if name not in RETIRED_KEYS:
+            out[key] = drop_retired(value, name + ".") if isinstance(value, dict) else value
+    return out
+
+
 class RunFolderError(ValueError):
     """A run folder that cannot be used for this run."""
 
@@ -99,7 +115,7 @@ class RunFolder:
                 old = yaml.safe_load(folder.config.read_text()) or {}
             except yaml.YAMLError as e:
                 raise RunFolderError(f"{folder.config} is unreadable ({e})") from None
-            a, b = _flatten(old), _flatten(new)
+            a, b = _flatten(drop_retired(old)), _flatten(new)
             changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
             if changed:
                 shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in changed[:5])
@@ -114,4 +130,4 @@ class RunFolder:
         save_config(cfg, folder.config)
 
 
-__all__ = ["RESUMABLE_CHANGES", "RunFolder", "RunFolderError"]
+__all__ = ["RESUMABLE_CHANGES", "RETIRED_KEYS", "RunFolder", "RunFolderError", "drop_retired"]

@@ -19,7 +19,7 @@ from reverie.envs import make_env
 from reverie.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from reverie.training.loop import RunResult, Trainer
 from reverie.run_config import RunConfig
-from reverie.training.run_dir import RunFolder, RunFolderError, atomic_write_text
+from reverie.training.run_dir import RunFolder, RunFolderError, atomic_write_text, drop_retired
 
 #: Action repeat per suite when the config leaves it unset.
 SUITE_ACTION_REPEAT = {"atari": 4, "dmc": 2}
@@ -90,7 +90,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Any, Any, 
     folder = RunFolder.existing(run_dir)
     name = folder.read_meta()["agent"]
     entry = agent_entry(name)
-    cfg = load_config(entry.config_cls, folder.config)
+    cfg = load_config(entry.config_cls, folder.config, migrate=drop_retired)
     if device is not None:
         from dataclasses import replace
         cfg = replace(cfg, run=replace(cfg.run, device=device))
