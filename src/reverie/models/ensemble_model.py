@@ -57,8 +57,13 @@ class EnsembleWorldModel(nn.Module):
 
     # -- the core ------------------------------------------------------------------------------
     def initial(self, batch: int) -> State:
+        """Particles at the zero vector, members in a fixed order: a placeholder until the first observation
+        (drawing nothing from the random generator, so creating it leaves the random stream alone)."""
         device = self.ensemble.in_mean.device
-        return self.ensemble.start_state(torch.zeros(batch, self.feat_size, device=device), self.particles)
+        member = torch.arange(self.particles, device=device) % self.ensemble.members
+        return {"obs": torch.zeros(batch, self.particles, self.feat_size, device=device),
+                "member": member.expand(batch, self.particles).contiguous(),
+                "reward": torch.zeros(batch, self.particles, device=device)}
 
     def observe(self, obs: Mapping[str, Tensor], action: Tensor, is_first: Tensor,
                 state: State | None = None) -> tuple[State, State]:

@@ -22,11 +22,11 @@ from reverie.envs import BatchEnv
 from reverie.envs.spaces import check_finite
 from reverie.models.batch import Batch
 from reverie.replay import Replay
+from reverie.run_config import RunConfig
 from reverie.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from reverie.training.evaluate import run_episodes
 from reverie.training.logger import MetricsLogger, read_metrics
 from reverie.training.progress import Progress
-from reverie.run_config import RunConfig
 from reverie.training.run_dir import RunFolder
 
 
