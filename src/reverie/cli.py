@@ -131,10 +131,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from reverie.planning import PlanningError
     from reverie.replay import ReplayError
     from reverie.training.checkpoint import CheckpointError
-    from reverie.training.run_dir import RunFolderError
+    from reverie.training.run_dir import RunFolderError, RunLockedError
 
-    return (ConfigError, EnvError, CheckpointError, RunFolderError, ReplayError, PlanningError, CapabilityError,
-            BatchError)
+    return (ConfigError, EnvError, CheckpointError, RunFolderError, RunLockedError, ReplayError, PlanningError,
+            CapabilityError, BatchError)
 
 
 def build_parser() -> argparse.ArgumentParser:

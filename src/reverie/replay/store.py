@@ -198,6 +198,29 @@ class Replay:
         return self._size
 
     @property
+    def clock(self) -> int:
+        """Steps added over all streams and sessions (restored from the chunk files when loading)."""
+        return self._clock
+
+    def count_from(self, clock: int, key: str) -> int:
+        """Stored steps added at replay clock ``clock`` or later whose ``key`` is true, all streams together.
+
+        Step ``i`` of a chunk born at clock ``b`` by a session of ``n`` streams was added at clock
+        ``b + i * n``. A resumed run counts the episodes its replay kept after its checkpoint with it.
+        """
+        table = self._table
+        if key not in table.data:
+            return 0
+        total = 0
+        for slot in np.flatnonzero(table.used):
+            streams = max(int(table.streams[slot]), 1)
+            first = max(0, -(-(int(clock) - int(table.birth[slot])) // streams))   # ceiling division
+            length = int(table.length[slot])
+            if first < length:
+                total += int(np.count_nonzero(table.data[key][slot, first:length]))
+        return total
+
+    @property
     def num_sequences(self) -> int:
         """Distinct sequences of ``seq_len`` steps that :meth:`sample` can draw."""
         counts, _ = self._sampling_table()

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,14 @@ import torch
 from reverie.io import atomic_path, atomic_write_bytes
 
 __all__ = [
+    "CheckpointDamaged",
     "CheckpointError",
     "FORMAT_VERSION",
     "join_state",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_latest",
     "save_checkpoint",
     "split_state",
 ]
@@ -56,6 +59,10 @@ _WEIGHTS = re.compile(r"^ckpt-(\d+)(?:-b)?\.safetensors$")
 
 class CheckpointError(ValueError):
     """A checkpoint that is corrupt, truncated, foreign or for another agent."""
+
+
+class CheckpointDamaged(CheckpointError):
+    """A committed checkpoint whose files were damaged after it was written (truncated, bit rot, replaced)."""
 
 
 # --------------------------------------------------------------------------
@@ -320,6 +327,40 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return complete[-1] if complete else None
 
 
+def load_latest(
+    directory: str | os.PathLike,
+    expected_agent: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    warn=None,
+) -> tuple[Any, dict[str, Any], Path] | None:
+    """Load the newest intact checkpoint in ``directory``: ``(state, meta, path)``, or None if none was saved.
+
+    Every committed checkpoint (its JSON exists, so its save finished) is verified in full, newest
+    first. One whose files were damaged since (truncated, a flipped byte, another model's weights)
+    is named with its path and the reason through ``warn(message)``, and the one before it is tried;
+    if every committed checkpoint is damaged, :class:`CheckpointDamaged` lists them all. Errors that
+    are not damage (another agent's checkpoint, a newer format) are raised at once.
+    """
+    directory = Path(directory)
+    committed = sorted((p for p in directory.iterdir() if _NAME.match(p.name)), key=_step_of, reverse=True) \
+        if directory.is_dir() else []
+    damaged = []
+    for path in committed:
+        try:
+            state, meta = load_checkpoint(path, expected_agent, device=device)
+        except CheckpointDamaged as error:
+            damaged.append(str(error))
+            if warn is not None:
+                warn(f"{error}; falling back to the previous checkpoint" if path != committed[-1] else str(error))
+            continue
+        return state, meta, path
+    if damaged:
+        raise CheckpointDamaged(f"every checkpoint in {directory} is damaged ({'; '.join(damaged)}); restore them "
+                                "from a backup, or move the checkpoints folder away to train from scratch")
+    return None
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     expected_agent: str | None = None,
@@ -330,16 +371,17 @@ def load_checkpoint(
     """Load a checkpoint; return ``(state nested as saved, meta)``.
 
     ``path``: the checkpoint's ``.json`` or ``.safetensors`` file, or a folder
-    (its newest complete checkpoint). ``meta`` is the saved meta plus ``step``,
+    (its newest intact checkpoint, see :func:`load_latest`; damaged ones are
+    skipped with a warning). ``meta`` is the saved meta plus ``step``,
     ``format_version``, ``reverie_version`` and ``created``. ``verify`` checks
     the weights' SHA-256. Tensors are placed on ``device``.
     """
     path = Path(path)
     if path.is_dir():
-        found = latest_checkpoint(path)
+        found = load_latest(path, expected_agent, device=device, warn=lambda m: warnings.warn(m, stacklevel=3))
         if found is None:
             raise CheckpointError(f"no complete checkpoint in {path}; train first or point at a checkpoint file")
-        path = found
+        return found[0], found[1]
     if path.suffix == ".safetensors" and (m := _WEIGHTS.match(path.name)):
         path = path.with_name(f"ckpt-{m.group(1)}.json")
     elif path.suffix != ".json":
@@ -409,7 +451,7 @@ def load_checkpoint(
     return state, meta
 
 
-def _corrupt(path: Path, why: str) -> CheckpointError:
-    return CheckpointError(
-        f"checkpoint {path} is corrupt or truncated ({why}); delete it or resume from an earlier one"
+def _corrupt(path: Path, why: str) -> CheckpointDamaged:
+    return CheckpointDamaged(
+        f"checkpoint {path} is damaged: corrupt or truncated ({why}); delete it or resume from an earlier one"
     )

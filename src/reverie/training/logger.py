@@ -22,7 +22,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["MetricsLogger", "read_metrics"]
 
@@ -36,13 +36,17 @@ class MetricsLogger:
     ``resume_step``: when resuming from a checkpoint at this step, drop the
     rows (and TensorBoard events) logged after it by the interrupted run, so
     curves do not double back. ``None`` keeps everything and just appends.
+    ``keep_after``: rows after ``resume_step`` for which it returns True are
+    kept all the same (and written to TensorBoard again): the episodes a resumed
+    run keeps in its replay, say.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True, resume_step: int | None = None):
+    def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True, resume_step: int | None = None,
+                 keep_after: Callable[[dict], bool] | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
-        _prepare_for_append(self.path, resume_step)
+        kept_late = _prepare_for_append(self.path, resume_step, keep_after)
         self._file = open(self.path, "a", encoding="utf-8")
         self._last_fsync = time.monotonic()
         self._tb = None
@@ -54,6 +58,10 @@ class MetricsLogger:
             else:
                 purge = None if resume_step is None else int(resume_step) + 1
                 self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge, flush_secs=10)
+                for row in kept_late:   # the purge dropped them from TensorBoard too
+                    for key, value in row.items():
+                        if key != "step" and isinstance(value, (int, float)):
+                            self._tb.add_scalar(key, value, global_step=row["step"])
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         """Append one row: ``step`` plus ``metrics`` (python/numpy numbers or one-element tensors)."""
@@ -122,31 +130,39 @@ def _scalar(key: str, value: Any) -> int | float | None:
     raise ValueError(f"metric '{key}' is a {type(value).__name__} ({value!r}); metrics must be numbers")
 
 
-def _prepare_for_append(path: Path, resume_step: int | None) -> None:
-    """Cut a torn last line (a crash mid-write) and, when resuming, rows after ``resume_step``."""
+def _prepare_for_append(path: Path, resume_step: int | None,
+                        keep_after: Callable[[dict], bool] | None = None) -> list[dict]:
+    """Cut a torn last line (a crash mid-write) and, when resuming, rows after ``resume_step``
+    (except those ``keep_after`` keeps, which are returned)."""
     if not path.exists():
-        return
+        return []
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1  # everything after the last newline is a torn line
     if resume_step is None:
         if end != len(data):
             with open(path, "r+b") as fh:
                 fh.truncate(end)
-        return
-    kept = []
+        return []
+    kept, late = [], []
     for line in data[:end].splitlines(keepends=True):
         try:
             row = json.loads(line)
         except ValueError:
             continue
-        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)) and row["step"] <= resume_step:
+        if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
+            continue
+        if row["step"] <= resume_step:
             kept.append(line)
+        elif keep_after is not None and keep_after(row):
+            kept.append(line)
+            late.append(row)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as fh:
         fh.writelines(kept)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    return late
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

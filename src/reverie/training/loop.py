@@ -23,7 +23,7 @@ from reverie.envs.spaces import check_finite
 from reverie.models.batch import Batch
 from reverie.replay import Replay
 from reverie.run_config import RunConfig
-from reverie.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from reverie.training.checkpoint import load_latest, save_checkpoint
 from reverie.training.evaluate import run_episodes
 from reverie.training.logger import MetricsLogger, read_metrics
 from reverie.training.progress import Progress
@@ -69,25 +69,54 @@ class Trainer:
                              chunk_size=run.replay_chunk, eviction=run.replay_eviction, seed=run.seed)
         self.latest_eval: tuple[float, float] | None = None
         self.resumed = False
+        self.checkpoint_step = 0                       # env steps of the checkpoint the run resumed from
+        self.resume_notes: dict[str, float] = {}       # logged once when a resumed run starts
 
     # -- checkpoints ---------------------------------------------------------------------------
     def resume(self) -> bool:
-        path = latest_checkpoint(self.folder.checkpoints)
-        if path is None:
+        """Continue the run in the folder, if there is one: the newest intact checkpoint, then the replay.
+
+        A damaged checkpoint is named and the one before it loaded. The counters then move on by
+        every step the replay kept after that checkpoint (the kill came later): those steps were
+        taken in the environment and stay in the replay, so they count; only the chunk in progress
+        at the kill is lost. A resumed run's step counts thus match an uninterrupted one's.
+        """
+        found = load_latest(self.folder.checkpoints, expected_agent=self.agent.name, device=self.agent.device,
+                            warn=lambda m: self.say(f"warning: {m}"))
+        if found is not None:
+            tensors, meta, path = found
+            self.agent.load_tensors(tensors)
+            self.counters = Counters(**meta["counters"])
+            if "rng" in meta:
+                torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
+        c = self.counters
+        self.checkpoint_step = c.env_steps
+        kept = self._count_kept_steps()
+        skipped = self.replay.stats["files_skipped"]
+        if found is None and not kept:
             return False
-        tensors, meta = load_checkpoint(path, expected_agent=self.agent.name, device=self.agent.device)
-        self.agent.load_tensors(tensors)
-        self.counters = Counters(**meta["counters"])
-        if "rng" in meta:
-            torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
         self.resumed = True
+        self.resume_notes = {"resume/checkpoint_step": self.checkpoint_step, "resume/steps_kept_after_checkpoint":
+                             kept * self.run.num_envs * self.action_repeat, "resume/replay_files_skipped": skipped}
         evals = [m for m in read_metrics(self.folder.metrics)
-                 if "eval/return" in m and m["step"] <= self.counters.env_steps]
+                 if "eval/return" in m and m["step"] <= self.checkpoint_step]
         if evals:
             self.latest_eval = (evals[-1]["eval/return"], evals[-1].get("eval/return_std", 0.0))
-        self.say(f"resuming {self.folder.path} from step {self.counters.env_steps} "
-                 f"({len(self.replay)} replay steps)")
+        since = "no checkpoint" if found is None else f"the checkpoint at step {self.checkpoint_step}"
+        self.say(f"resuming {self.folder.path} at step {c.env_steps} from {since} and {len(self.replay)} replay "
+                 f"steps" + (f" ({skipped} damaged replay file(s) skipped)" if skipped else ""))
         return True
+
+    def _count_kept_steps(self) -> int:
+        """Move the counters past the agent steps the replay holds beyond them; return how many."""
+        c, streams = self.counters, self.run.num_envs
+        extra = self.replay.clock // streams - c.agent_steps
+        if extra <= 0:
+            return 0
+        c.episodes += self.replay.count_from(c.agent_steps * streams, "is_last")
+        c.agent_steps += extra
+        c.env_steps += extra * streams * self.action_repeat
+        return extra
 
     def checkpoint(self) -> None:
         self.replay.flush()
@@ -117,8 +146,12 @@ class Trainer:
         tokens = run.batch_size * run.seq_len
         envs = BatchEnv([functools.partial(self.make_env, run.seed + 100 * i + c.agent_steps) for i in range(run.num_envs)],
                         parallel=run.parallel_envs)
-        # On resumption, metric rows logged after the checkpoint describe rolled-back work: drop them.
-        logger = MetricsLogger(self.folder.path, resume_step=c.env_steps if self.resumed else None)
+        # On resumption, metric rows logged after the checkpoint describe rolled-back work: drop them,
+        # except the episodes the replay kept (the counters include them).
+        logger = MetricsLogger(self.folder.path, resume_step=self.checkpoint_step if self.resumed else None,
+                               keep_after=functools.partial(_kept_episode, c.env_steps))
+        if self.resume_notes:
+            logger.log(c.env_steps, self.resume_notes)
         progress = Progress(total=run.steps, start=c.env_steps, refits=isinstance(self.agent.schedule, Refit))
         rng = np.random.default_rng(run.seed + c.agent_steps)
         act_spec = envs.act_spec
@@ -216,3 +249,11 @@ class Trainer:
         out["train/updates_per_second"] = self.counters.updates / max(self.counters.wall_time, 1e-9)
         out["train/replay_steps"] = len(self.replay)
         return out
+
+
+_EPISODE_KEYS = {"step", "train/episode_return", "train/episode_length"}
+
+
+def _kept_episode(until: int, row: dict) -> bool:
+    """A metrics row of an episode that ended by step ``until`` (kept in a resumed run's replay)."""
+    return row["step"] <= until and set(row) <= _EPISODE_KEYS

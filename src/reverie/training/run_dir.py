@@ -3,6 +3,7 @@
 Layout::
 
     run.json            agent name and creation time (tells a reverie run folder apart)
+    .lock               the training process's lock (see reverie.training.lock)
     config.yaml         the resolved config
     metrics.jsonl       one JSON object per log step, each with "step"
     tb/                 TensorBoard events
@@ -21,6 +22,7 @@ from typing import Any
 
 from reverie.config import to_dict
 from reverie.io import atomic_write_text
+from reverie.training.lock import LOCK_NAME, RunLock, RunLockedError
 
 #: Config keys that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log_every", "run.checkpoint_every",
@@ -68,6 +70,8 @@ class RunFolder:
         self.metrics = self.path / "metrics.jsonl"
         self.checkpoints = self.path / "checkpoints"
         self.replay = self.path / "replay"
+        self.lock: RunLock | None = None       # held while this process trains here
+        self.stale_lock: dict | None = None    # the record of a dead writer whose lock was taken over
 
     def read_meta(self) -> dict[str, Any] | None:
         if not self.meta.exists():
@@ -90,22 +94,44 @@ class RunFolder:
 
     @classmethod
     def prepare(cls, path: str | os.PathLike, agent: str, cfg: Any) -> tuple["RunFolder", bool]:
-        """Create the folder for a new run, or check it matches for a resumption.
+        """Take the folder's writer lock, then create it for a new run or check it matches for a resumption.
 
-        Returns (folder, resuming). Never overwrites anything of another run.
+        Returns (folder, resuming); ``folder.lock`` is held until :meth:`release` (or the process ends).
+        Never overwrites anything of another run; raises :class:`RunLockedError` if another live
+        process trains in the folder.
         """
         folder = cls(path)
-        meta = folder.read_meta()
+        if folder.read_meta() is None and folder.path.exists() and any(
+                p.name != LOCK_NAME for p in folder.path.iterdir()):
+            raise RunFolderError(f"{folder.path} is not empty and is not a reverie run folder; "
+                                 "choose a new --run-dir")
+        folder.lock = RunLock(folder.path)
+        folder.stale_lock = folder.lock.acquire()   # before anything in the folder is touched
+        try:
+            resuming = folder._prepare_locked(agent, cfg)
+        except BaseException:
+            folder.release()
+            raise
+        return folder, resuming
+
+    def release(self) -> None:
+        """Give up the writer lock (a no-op if this process does not hold it)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _prepare_locked(self, agent: str, cfg: Any) -> bool:
+        folder, cls = self, type(self)
+        meta = folder.read_meta()   # read again under the lock: another writer may have just created it
         new = to_dict(cfg)
         if meta is None:
-            if folder.path.exists() and any(folder.path.iterdir()):
+            if any(p.name != LOCK_NAME for p in folder.path.iterdir()):
                 raise RunFolderError(f"{folder.path} is not empty and is not a reverie run folder; "
                                      "choose a new --run-dir")
-            folder.path.mkdir(parents=True, exist_ok=True)
             now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             atomic_write_text(folder.meta, json.dumps({"agent": agent, "created": now}) + "\n")
             cls._write_config(folder, cfg)
-            return folder, False
+            return False
         if meta.get("agent") != agent:
             raise RunFolderError(f"{folder.path} holds a '{meta.get('agent')}' run, not '{agent}'; "
                                  "choose another --run-dir or the same agent")
@@ -122,7 +148,7 @@ class RunFolder:
                 raise RunFolderError(f"{folder.path} was trained with other settings ({shown}); resume with the "
                                      "same settings or choose a new --run-dir")
         cls._write_config(folder, cfg)
-        return folder, True
+        return True
 
     @staticmethod
     def _write_config(folder: "RunFolder", cfg: Any) -> None:
@@ -130,4 +156,4 @@ class RunFolder:
         save_config(cfg, folder.config)
 
 
-__all__ = ["RESUMABLE_CHANGES", "RETIRED_KEYS", "RunFolder", "RunFolderError", "drop_retired"]
+__all__ = ["RESUMABLE_CHANGES", "RETIRED_KEYS", "RunFolder", "RunFolderError", "RunLockedError", "drop_retired"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,13 +17,18 @@ import torch
 from reverie.agents.registry import agent_entry
 from reverie.config import load_config
 from reverie.envs import make_env
-from reverie.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from reverie.training.checkpoint import CheckpointError, load_latest
 from reverie.training.loop import RunResult, Trainer
 from reverie.run_config import RunConfig
+from reverie.training.lock import describe
 from reverie.training.run_dir import RunFolder, RunFolderError, atomic_write_text, drop_retired
 
 #: Action repeat per suite when the config leaves it unset.
 SUITE_ACTION_REPEAT = {"atari": 4, "dmc": 2}
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def action_repeat_of(run: RunConfig) -> int:
@@ -59,13 +65,24 @@ def _setup_torch(run: RunConfig) -> None:
 
 def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], None] = print) -> RunResult:
     """Train (or resume) ``agent_name`` with ``cfg`` in ``run_dir``; write the end-of-run artifacts."""
-    from reverie.training.artifacts import can_dream, write_dream, write_learning_curve
-
     run = cfg.run
     _setup_torch(run)
     make = env_factory(run)
     agent = build_agent(agent_name, cfg, make)   # checks the environment before touching the folder
-    folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)
+    folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)   # takes the folder's writer lock
+    try:
+        if folder.stale_lock:
+            say(f"taking over the lock of {describe(folder.stale_lock)}, which is no longer running")
+        return _train_locked(agent_name, agent, cfg, folder, make, say)
+    finally:
+        folder.release()
+
+
+def _train_locked(agent_name: str, agent: Any, cfg: Any, folder: RunFolder, make: Callable[[int], Any],
+                  say: Callable[[str], None]) -> RunResult:
+    from reverie.training.artifacts import can_dream, write_dream, write_learning_curve
+
+    run = cfg.run
     trainer = Trainer(agent, cfg, run, folder, make, action_repeat_of(run), console=say)
     trainer.resume()
     result = trainer.train()
@@ -85,8 +102,12 @@ def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], N
     return result
 
 
-def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Any, Any, Callable[[int], Any], dict]:
-    """(agent with the newest checkpoint loaded, config, env factory, checkpoint meta) of a run folder."""
+def load_run(run_dir: str | Path, device: str | None = None,
+             warn: Callable[[str], None] = _warn) -> tuple[Any, Any, Callable[[int], Any], dict]:
+    """(agent with the newest intact checkpoint loaded, config, env factory, checkpoint meta) of a run folder.
+
+    A damaged checkpoint is named through ``warn`` and the one before it is loaded.
+    """
     folder = RunFolder.existing(run_dir)
     name = folder.read_meta()["agent"]
     entry = agent_entry(name)
@@ -97,10 +118,10 @@ def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Any, Any, 
     _setup_torch(cfg.run)
     make = env_factory(cfg.run)
     agent = build_agent(name, cfg, make)
-    path = latest_checkpoint(folder.checkpoints)
-    if path is None:
+    found = load_latest(folder.checkpoints, expected_agent=name, device=agent.device, warn=warn)
+    if found is None:
         raise CheckpointError(f"{folder.path} has no complete checkpoint yet; train longer or resume the run")
-    tensors, meta = load_checkpoint(path, expected_agent=name, device=agent.device)
+    tensors, meta, _ = found
     agent.load_tensors(tensors)
     return agent, cfg, make, meta
 
