@@ -150,7 +150,7 @@ def test_a_flipped_byte_is_named_and_the_previous_checkpoint_loaded(tmp_path):
     state, meta, path = load_latest(tmp_path, "a", warn=warnings.append)
     assert meta["step"] == 10 and torch.equal(state["w"], torch.full((8,), 10.0))
     assert len(warnings) == 1 and "ckpt-000000020.safetensors is damaged" in warnings[0]
-    assert "SHA-256" in warnings[0] and "falling back" in warnings[0]
+    assert "SHA-256" in warnings[0] and "loading the one before it" in warnings[0]
     # another model's weights in its place, and a torn JSON: both damage, both named
     save_checkpoint(tmp_path / "other", 20, {"v": torch.zeros(3)}, {"agent": "a"})
     shutil.copy(tmp_path / "other" / "ckpt-000000020.safetensors", tmp_path / "ckpt-000000020.safetensors")
@@ -166,7 +166,7 @@ def test_eval_and_resume_fall_back_past_a_damaged_checkpoint(run, tmp_path, caps
     flip_byte(weights, 1000)
     assert main(["eval", str(folder), "--episodes", "1"]) == 0
     err = capsys.readouterr().err
-    assert f"{weights.name} is damaged" in err and "falling back" in err
+    assert f"{weights.name} is damaged" in err and "loading the one before it" in err
     assert train(folder, "--steps", "300", "run.eval_every=300", "run.checkpoint_every=100",
                  "run.replay_chunk=64") == 0
     out = capsys.readouterr().out
@@ -233,3 +233,21 @@ def test_replay_count_from_matches_a_hand_count(tmp_path):
     assert again.clock == 10
     assert [again.count_from(c, "is_last") for c in (0, 2, 4, 6, 10)] == [4, 4, 3, 1, 0]
     assert again.count_from(0, "missing") == 0
+
+
+def test_the_owner_of_a_replay_folder_removes_a_killed_writes_temporary_file(tmp_path):
+    import numpy as np
+    import warnings as w
+    replay = Replay(tmp_path, capacity=100, seq_len=2, chunk_size=4)
+    for _ in range(5):
+        replay.add({"is_first": np.zeros(1, bool), "x": np.zeros((1, 2))})
+    replay.flush()
+    leftover = tmp_path / ".chunk-000000000004-0000.npz.999.tmp"
+    leftover.write_bytes(b"half a chunk")
+    with pytest.warns(UserWarning, match="left in place"):
+        assert len(Replay(tmp_path, capacity=100, seq_len=2, chunk_size=4)) == 5
+    assert leftover.exists()
+    with w.catch_warnings():
+        w.simplefilter("error")
+        assert len(Replay(tmp_path, capacity=100, seq_len=2, chunk_size=4, owner=True)) == 5
+    assert not leftover.exists()

@@ -9,6 +9,7 @@ before the inputs have been checked.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -137,6 +138,21 @@ def _user_errors() -> tuple[type[Exception], ...]:
             CapabilityError, BatchError)
 
 
+def _at_least(minimum: int):
+    """An argparse ``type``: an integer of at least ``minimum``, or a one-sentence usage error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"   # argparse names the type in some messages
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reverie", description="Learned world models: train, evaluate, dream.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("agent", nargs="?", default=DEFAULT_AGENT, help="agent to train (default: dreamer)")
     p.add_argument("--env", help="SUITE:TASK, e.g. gym:CartPole-v1, dmc:cartpole-swingup, atari:Pong")
     p.add_argument("--obs", choices=["state", "pixels"], help="observation type")
-    p.add_argument("--steps", type=int, help="environment steps to train for")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=_at_least(1), help="environment steps to train for (at least 1)")
+    p.add_argument("--seed", type=_at_least(0), help="seed of the environments, networks and replay (at least 0)")
     p.add_argument("--run-dir", help="run folder (default: runs/AGENT-ENV-OBS-sSEED)")
     p.add_argument("--preset", help="named settings (dreamer: tiny, default, xs, s, m; planet, pets: tiny, default)")
     p.add_argument("--device", help="cpu or cuda")
@@ -155,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate the newest checkpoint of a run")
     p.add_argument("run_dir")
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=_at_least(1), default=10, help="episodes to play (at least 1)")
     p.add_argument("--device")
     p.add_argument("--planner", default="policy",
                    help="act with the agent's own policy (default) or plan on its model: cem, mppi, shooting, "
@@ -167,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dream", help="real vs imagined futures from an open-loop rollout")
     p.add_argument("run_dir")
     p.add_argument("--out", help="output file (.gif for pixels, .png for vectors)")
-    p.add_argument("--context", type=int, default=5, help="observed steps before imagining")
-    p.add_argument("--horizon", type=int, default=45, help="imagined steps")
+    p.add_argument("--context", type=_at_least(1), default=5, help="observed steps before imagining (at least 1)")
+    p.add_argument("--horizon", type=_at_least(1), default=45, help="imagined steps (at least 1)")
     p.add_argument("--device")
     p.set_defaults(fn=_dream)
 
@@ -190,9 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    if getattr(args, "episodes", 1) is not None and getattr(args, "episodes", 1) < 1:
-        print("error: --episodes must be at least 1", file=sys.stderr)
-        return 2
     try:
         errors = _user_errors()
         return args.fn(args)
@@ -202,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: the disk is full ({e.strerror}{where}); everything saved before stays loadable: free some "
+              "space and re-run the same command to resume", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

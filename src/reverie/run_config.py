@@ -1,9 +1,17 @@
-"""Settings of a training run that every agent shares."""
+"""Settings of a training run that every agent shares.
+
+Numeric fields declare their range in the annotation (``PositiveInt`` is an
+int of at least 1, see :mod:`reverie.config`), so ``run.steps=-5`` on the
+command line or ``RunConfig(steps=-5)`` in Python fails in one sentence
+before anything is built.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, Optional
+
+from reverie.config import NonNegativeInt, PositiveFloat, PositiveInt, check_ranges
 
 
 @dataclass(frozen=True)
@@ -14,45 +22,48 @@ class RunConfig:
     """Environment as SUITE:TASK, e.g. gym:CartPole-v1, dmc:cartpole-swingup, atari:Pong."""
     obs: Literal["state", "pixels"] = "state"
     """Observation type: state vectors or 64x64 pixels."""
-    steps: int = 20_000
+    steps: PositiveInt = 20_000
     """Environment steps to train for (counting every repeated action)."""
-    seed: int = 0
+    seed: NonNegativeInt = 0
     """Seed of the environments, the networks and the replay sampler."""
-    num_envs: int = 1
+    num_envs: PositiveInt = 1
     """Environments stepped together for collection."""
     parallel_envs: bool = False
     """Step the collection environments in subprocesses."""
-    action_repeat: Optional[int] = None
+    action_repeat: Optional[PositiveInt] = None
     """Times each action is repeated in the environment (None: the suite's default, atari 4, dmc 2, gym 1)."""
-    time_limit: Optional[int] = None
+    time_limit: Optional[PositiveInt] = None
     """Episode length limit in agent steps (None: the environment's own)."""
-    image_size: int = 64
+    image_size: PositiveInt = 64
     """Side of the square pixel observations."""
-    batch_size: int = 16
+    batch_size: PositiveInt = 16
     """Sequences per training batch."""
-    seq_len: int = 64
+    seq_len: PositiveInt = 64
     """Steps per training sequence."""
-    train_ratio: float = 512.0
+    train_ratio: PositiveFloat = 512.0
     """Replayed steps per agent step: updates = agent steps * train_ratio / (batch_size * seq_len)."""
-    prefill: int = 1000
+    prefill: NonNegativeInt = 1000
     """Agent steps of uniformly random actions collected before training starts."""
-    replay_capacity: int = 1_000_000
+    replay_capacity: PositiveInt = 1_000_000
     """Replay capacity in steps."""
-    replay_chunk: int = 256
+    replay_chunk: PositiveInt = 256
     """Steps per replay chunk file (a crash loses at most the chunk in progress)."""
     replay_eviction: Literal["fifo", "reservoir"] = "fifo"
     """What is dropped when the replay is full: the oldest data, or a reservoir sample."""
-    eval_every: int = 5000
+    eval_every: PositiveInt = 5000
     """Environment steps between evaluations."""
-    eval_episodes: int = 10
+    eval_episodes: PositiveInt = 10
     """Episodes per evaluation (greedy policy)."""
-    log_every: int = 1000
+    log_every: PositiveInt = 1000
     """Environment steps between training-metric log lines."""
-    checkpoint_every: int = 5000
+    checkpoint_every: PositiveInt = 5000
     """Environment steps between checkpoints."""
     device: str = "cpu"
     """Torch device: cpu, cuda, cuda:1, ..."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Matmul precision of the networks: fp32, or bf16 autocast (losses stay fp32)."""
-    threads: Optional[int] = None
+    threads: Optional[PositiveInt] = None
     """Torch CPU threads (None: torch's default)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)

@@ -29,7 +29,7 @@ import torch
 
 from reverie.agents.base import ActOutput, AgentBase, ReplayRatio, gradient_step, observe_step, to_env_action
 from reverie.agents.muzero_targets import unroll_targets
-from reverie.config import ConfigError
+from reverie.config import ConfigError, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, check_ranges
 from reverie.models import Batch
 from reverie.models.muzero import MuZeroModel, MuZeroModelConfig
 from reverie.models.state import flatten_batch, map_state
@@ -56,40 +56,35 @@ class MuZeroConfig:
     """Representation, dynamics and prediction networks."""
     search: MCTSPlannerSettings = field(default_factory=MCTSPlannerSettings)
     """The tree search that acts and makes the policy targets (its ``discount`` is also the targets')."""
-    unroll: int = 5
+    unroll: PositiveInt = 5
     """K: steps the dynamics is unrolled along real actions in every update."""
-    td_steps: int = 10
+    td_steps: PositiveInt = 10
     """n: rewards summed before bootstrapping."""
     bootstrap: Literal["model", "search"] = "model"
     """Where the value n steps ahead comes from: the target network, or the search's stored root value."""
-    target_every: int = 100
+    target_every: PositiveInt = 100
     """Updates between refreshes of the target network (``bootstrap=model``)."""
-    lr: float = 3e-3
+    lr: PositiveFloat = 3e-3
     """Adam learning rate."""
-    weight_decay: float = 1e-4
+    weight_decay: NonNegativeFloat = 1e-4
     """L2 weight decay (MuZero uses 1e-4)."""
-    grad_clip: float = 10.0
+    grad_clip: PositiveFloat = 10.0
     """Global gradient-norm clip."""
-    value_scale: float = 0.25
+    value_scale: NonNegativeFloat = 0.25
     """Weight of the value loss (MuZero Reanalyse uses 0.25)."""
-    reward_scale: float = 1.0
+    reward_scale: NonNegativeFloat = 1.0
     """Weight of the reward loss."""
-    policy_scale: float = 1.0
+    policy_scale: NonNegativeFloat = 1.0
     """Weight of the policy loss."""
-    dynamics_grad: float = 0.5
+    dynamics_grad: Fraction = 0.5
     """Gradient scale into the dynamics at every unrolled step (MuZero: 1/2)."""
-    reanalyse: float = 0.0
+    reanalyse: Fraction = 0.0
     """Fraction of every batch whose policy and value targets a fresh search recomputes."""
     run: RunConfig = field(default_factory=muzero_run)
     """Environment, budget and bookkeeping."""
 
     def __post_init__(self):
-        if self.unroll < 1 or self.td_steps < 1:
-            raise ValueError(f"unroll and td_steps must be >= 1; got {self.unroll} and {self.td_steps}")
-        if self.target_every < 1:
-            raise ValueError(f"target_every must be >= 1; got {self.target_every}")
-        if not 0.0 <= self.reanalyse <= 1.0:
-            raise ValueError(f"reanalyse must be a fraction in [0, 1]; got {self.reanalyse}")
+        check_ranges(self)
 
 
 class MuZero(AgentBase):

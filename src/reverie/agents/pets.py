@@ -10,14 +10,14 @@ dynamics, since gym tasks come with no reward function to plan on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Mapping
+from typing import Annotated, Any, Iterable, Literal, Mapping
 
 import numpy as np
 import torch
 
 from reverie.agents.base import ActOutput, AgentBase, Refit
 from reverie.agents.planner_policy import PlannerPolicy, PlanState
-from reverie.config import ConfigError
+from reverie.config import ConfigError, NonNegativeFloat, PositiveInt, between, check_ranges
 from reverie.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from reverie.models.ensemble_model import EnsembleWorldModel
 from reverie.planning import CEMSettings
@@ -41,30 +41,27 @@ class PetsConfig:
         horizon=25, candidates=400, elites=40, iterations=5, momentum=0.1, init_std=0.5))
     """CEM over action sequences (PETS: horizon 25, 400 candidates, 40 elites, 5 iterations, alpha 0.1;
     the action size and type come from the environment)."""
-    particles: int = 20
+    particles: PositiveInt = 20
     """Particles P propagated per candidate; its return is the particles' mean."""
-    fit_every: int = 200
+    fit_every: PositiveInt = 200
     """Agent steps between refits on all stored transitions (an episode of Pendulum)."""
-    holdout: float = 0.1
+    holdout: Annotated[float, between(0.0, 1.0, low_strict=True, high_strict=True)] = 0.1
     """Fraction of the transitions held out to decide when to stop fitting."""
-    max_epochs: int = 50
+    max_epochs: PositiveInt = 50
     """Most passes over the training transitions per refit."""
-    patience: int = 5
+    patience: PositiveInt = 5
     """Stop after this many epochs in which no member's held-out score improved."""
-    min_improvement: float = 0.01
+    min_improvement: NonNegativeFloat = 0.01
     """Relative decrease of a member's held-out score that counts as an improvement."""
     stop_metric: Literal["mse", "nll"] = "mse"
     """Held-out score for early stopping: mean squared error of the mean, or Gaussian NLL."""
-    batch_size: int = 32
+    batch_size: PositiveInt = 32
     """Transitions per member and gradient step."""
     run: RunConfig = field(default_factory=_pets_run)
     """Environment, budget and bookkeeping."""
 
     def __post_init__(self):
-        if self.particles < 1 or self.fit_every < 1 or self.max_epochs < 1 or self.batch_size < 1:
-            raise ValueError("particles, fit_every, max_epochs and batch_size must be >= 1")
-        if not 0.0 < self.holdout < 1.0:
-            raise ValueError(f"holdout must be a fraction in (0, 1); got {self.holdout}")
+        check_ranges(self)
 
 
 # -- data --------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import torch
 from reverie.agents.base import ActOutput, AgentBase, ReplayRatio
 from reverie.agents.dreamer import rssm_update
 from reverie.agents.planner_policy import PlannerPolicy, PlanState
+from reverie.config import NonNegativeFloat, check_ranges
 from reverie.models import Batch, RSSMConfig, RSSMWorldModel, WorldModelConfig
 from reverie.planning import CEMSettings
 from reverie.run_config import RunConfig
@@ -60,11 +61,14 @@ class PlanetConfig:
     planner: CEMSettings = field(default_factory=lambda: CEMSettings(use_cont=True))
     """CEM in latent space: PlaNet's horizon 12, 1000 candidates, top 100, 10 iterations
     (the action size and type come from the environment)."""
-    explore_noise: float = 0.3
+    explore_noise: NonNegativeFloat = 0.3
     """Std of the Gaussian noise added to planned actions while collecting (probability of a random
     action for discrete actions)."""
     run: RunConfig = field(default_factory=planet_run)
     """Environment, budget and bookkeeping."""
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 class Planet(AgentBase):

@@ -11,6 +11,11 @@ where the platform has it, else ``spawn``: never ``fork``, which copies
 threads and OpenGL/torch state badly). The env constructors are sent with
 cloudpickle, so lambdas and closures work. Each env is seeded by its own
 constructor, so parallel and serial runs give identical steps.
+
+The first two batches of steps (the first reset and the first step) are
+checked against the shared specs with :func:`~reverie.envs.spaces.check_step`,
+so an env of one's own that breaks the step-dict convention is named in one
+sentence instead of failing inside ``np.stack``; later batches are not checked.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from reverie.envs.spaces import ActionSpec, ArraySpec, Env, EnvError
+from reverie.envs.spaces import ActionSpec, ArraySpec, Env, EnvError, check_step
 
 try:  # gymnasium depends on cloudpickle, so it is normally present
     import cloudpickle as _pickler
@@ -173,6 +178,7 @@ class BatchEnv:
         self.parallel = bool(parallel)
         self._handles: list[Any] = []
         self._needs_reset = np.ones(self.num_envs, dtype=bool)
+        self._unchecked_batches = 2   # the first reset and the first step are checked against the specs
         try:
             if self.parallel:
                 context = _start_context()
@@ -208,15 +214,23 @@ class BatchEnv:
             raise first_error
         return results
 
-    @staticmethod
-    def _stack(steps: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    def _receive_steps(self) -> dict[str, np.ndarray]:
+        """Every env's answer to the command just sent, stacked; the first two batches are checked first."""
+        steps = self._gather(lambda i, h: h.receive(i))
+        if self._unchecked_batches:
+            self._unchecked_batches -= 1
+            for i, step in enumerate(steps):
+                try:
+                    check_step(step, self.obs_spec)
+                except EnvError as err:
+                    raise EnvError(f"environment {i} broke the step-dict convention: {err}") from None
         return {key: np.stack([s[key] for s in steps]) for key in steps[0]}
 
     def reset(self) -> dict[str, np.ndarray]:
         """Reset every env; each value is ``[N, ...]`` and ``is_first`` is all True."""
         for handle in self._handles:
             handle.send("reset")
-        steps = self._stack(self._gather(lambda i, h: h.receive(i)))
+        steps = self._receive_steps()
         self._needs_reset = steps["is_last"].copy()
         return steps
 
@@ -228,7 +242,7 @@ class BatchEnv:
                 handle.send("reset")
             else:
                 handle.send("step", actions[i])
-        steps = self._stack(self._gather(lambda i, h: h.receive(i)))
+        steps = self._receive_steps()
         self._needs_reset = steps["is_last"].copy()
         return steps
 

@@ -9,6 +9,10 @@ dm_control ends most tasks with its own time limit and discount 1: that is a
 truncation (``is_last`` without ``is_terminal``); an end with discount 0 is
 terminal. Pixels on a headless Linux machine use EGL, which needs the Debian
 packages ``libegl1 libegl-mesa0 libgl1-mesa-dri``.
+
+The first reset and the first step are checked once against the task's
+``observation_spec()`` (keys and shapes) and the reward for being one finite
+number, so a custom task that breaks its spec ends in one sentence.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 
 import numpy as np
 
+from reverie.envs.checks import check_dm_observation, check_reward
 from reverie.envs.spaces import ActionSpec, ArraySpec, EnvError, make_step, unit_to_bounds
 
 #: Camera per domain for pixel observations; domains not listed use camera 0.
@@ -102,6 +107,7 @@ class DmcEnv:
         self._size = (int(size[0]), int(size[1]))
         self._camera = DEFAULT_CAMERAS.get(domain, 0) if camera is None else int(camera)
         self._needs_reset = True
+        self._unchecked = {"reset", "step"}   # each is checked against the spec once, the first time
         self._frame: np.ndarray | None = None
 
         if self._pixels:
@@ -129,9 +135,20 @@ class DmcEnv:
         parts = [np.asarray(v, np.float32).reshape(-1) for v in time_step.observation.values()]
         return {"vector": np.concatenate(parts)}
 
+    def _check_once(self, time_step, method: str) -> None:
+        """Check ``time_step`` against the task's spec the first time ``method`` returns one."""
+        if method not in self._unchecked:
+            return
+        where = f"{self.name} {method}()"
+        check_dm_observation(time_step.observation, self._env.observation_spec(), where)
+        if method == "step":
+            check_reward(time_step.reward, where)
+        self._unchecked.discard(method)
+
     def reset(self) -> dict[str, np.ndarray]:
         """First step of a new episode."""
         time_step = self._env.reset()
+        self._check_once(time_step, "reset")
         self._needs_reset = False
         return make_step(self._observe(time_step), is_first=True)
 
@@ -141,6 +158,7 @@ class DmcEnv:
             # dm_env would silently start a new episode here; say so instead.
             raise EnvError(f"{self.name}: call reset() before step(), and again after a step with is_last")
         time_step = self._env.step(unit_to_bounds(action, self._low, self._high))
+        self._check_once(time_step, "step")
         is_last = bool(time_step.last())
         self._needs_reset = is_last
         return make_step(

@@ -15,6 +15,13 @@ Actions: ``Discrete`` takes an int index, ``Box`` takes float32 ``[A]`` in
 [-1, 1] rescaled to the true bounds. ``terminated`` sets ``is_last`` and
 ``is_terminal``; ``truncated`` (e.g. gymnasium's TimeLimit) sets ``is_last``
 only, so value targets keep bootstrapping through time limits.
+
+The first reset and the first step are checked against the declared spaces
+(:mod:`reverie.envs.checks`): a wrong shape, dtype, bound or Dict key, a
+reward that is not one finite number or flags that are not bools end in one
+sentence. That replaces gymnasium's passive env checker (warnings, and
+asserts for Dict keys), which is turned off for envs built from an id unless
+``disable_env_checker=False`` is passed.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image
 
+from reverie.envs.checks import check_gym_reset, check_gym_step, is_image_space
 from reverie.envs.spaces import (
     STEP_KEYS,
     ActionSpec,
@@ -59,20 +67,11 @@ def check_image_frame(frame: Any, what: str) -> np.ndarray:
     return arr
 
 
-def _is_image_space(space: gym.Space) -> bool:
-    return (
-        isinstance(space, gym.spaces.Box)
-        and space.dtype == np.uint8
-        and len(space.shape) == 3
-        and space.shape[2] == 3
-    )
-
-
 def _obs_converter(
     space: gym.Space, where: str, image_size: tuple[int, int] | None
 ) -> tuple[ArraySpec, Callable[[Any], np.ndarray]]:
     """The spec of one observation entry and the function turning raw values into it."""
-    if _is_image_space(space):
+    if is_image_space(space):
         shape = (*image_size, 3) if image_size is not None else tuple(space.shape)
         spec = ArraySpec(shape, np.dtype(np.uint8))
         return spec, lambda x: resize_image(np.asarray(x, np.uint8), image_size)
@@ -180,6 +179,7 @@ class GymEnv:
             env_spec = find_gym_spec(env)
             if obs == "pixels" or _supports_rgb_array(env_spec):
                 make_kwargs.setdefault("render_mode", "rgb_array")
+            make_kwargs.setdefault("disable_env_checker", True)   # reverie checks the first reset and step
             env = gym.make(env_spec, **make_kwargs)
         elif not isinstance(env, gym.Env):
             raise EnvError(f"GymEnv needs a gymnasium id or gymnasium.Env, got {type(env).__name__}")
@@ -188,6 +188,7 @@ class GymEnv:
         self._seed = seed
         self._image_size = image_size
         self._needs_reset = True
+        self._unchecked = {"reset", "step"}   # each is checked against the spaces once, the first time
         self._frame: np.ndarray | None = None
         name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
         self.name = name
@@ -241,13 +242,22 @@ class GymEnv:
             return {key: convert(raw_obs)}
         return {key: convert(raw_obs[key]) for key, convert in self._convert.items()}
 
+    @property
+    def _declared_space(self) -> gym.Space | None:
+        """The space raw observations are checked against (None for pixels, which ignore them)."""
+        return None if self._pixels else self._env.observation_space
+
     def reset(self) -> dict[str, np.ndarray]:
         """First step of a new episode; obs keys as in ``obs_spec``."""
         if self._seed is not None:
-            raw, _ = self._env.reset(seed=self._seed)
+            result = self._env.reset(seed=self._seed)
             self._seed = None  # later resets continue the seeded stream
         else:
-            raw, _ = self._env.reset()
+            result = self._env.reset()
+        if "reset" in self._unchecked:
+            check_gym_reset(result, self._declared_space, f"{self.name} reset()")
+            self._unchecked.discard("reset")
+        raw, _ = result
         self._needs_reset = False
         return make_step(self._observe(raw), is_first=True)
 
@@ -255,7 +265,11 @@ class GymEnv:
         """Act once; ``action`` is an int index or float32 ``[A]`` in [-1, 1]."""
         if self._needs_reset:
             raise EnvError(f"{self.name}: call reset() before step(), and again after a step with is_last")
-        raw, reward, terminated, truncated, _ = self._env.step(self._to_env_action(action))
+        result = self._env.step(self._to_env_action(action))
+        if "step" in self._unchecked:
+            check_gym_step(result, self._declared_space, f"{self.name} step()")
+            self._unchecked.discard("step")
+        raw, reward, terminated, truncated, _ = result
         terminated, truncated = bool(terminated), bool(truncated)
         self._needs_reset = terminated or truncated
         return make_step(

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reverie.failpoints import failpoint
 from reverie.io import fsync_directory
 from reverie.replay.errors import ReplayFormatError
 
@@ -94,6 +95,7 @@ def write_chunk(
             save(handle, **arrays)
             handle.flush()
             os.fsync(handle.fileno())
+        failpoint("replay.chunk_written")
         os.replace(temp, final)
     except BaseException:
         # Only our own temporary file is removed; the previous version of the

@@ -68,6 +68,9 @@ class Replay:
             the same batches.
         recency_exponent: power-law exponent of ``sampling="recency"``.
         compress: write chunks with zlib (smaller files, slower writes).
+        owner: this process is the folder's only writer (the training loop,
+            which holds the run folder's lock): temporary files of a killed
+            write are removed on loading instead of being left in place.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class Replay:
         seed: int = 0,
         recency_exponent: float = 1.0,
         compress: bool = False,
+        owner: bool = False,
     ) -> None:
         for name, value in (("capacity", capacity), ("seq_len", seq_len), ("chunk_size", chunk_size)):
             _check_positive_int(f"Replay {name}", value)
@@ -97,6 +101,7 @@ class Replay:
         self.sampling = sampling
         self.recency_exponent = float(recency_exponent)
         self.compress = compress
+        self.owner = owner
         self.directory = None if directory is None else Path(directory)
         sample_seed, key_seed = np.random.SeedSequence(seed).spawn(2)
         self._sample_rng = np.random.default_rng(sample_seed)
@@ -363,7 +368,10 @@ class Replay:
     def _load(self) -> None:
         """Load every chunk file in the folder (skipping unreadable ones), then evict down to capacity."""
         leftovers = sorted(self.directory.glob(f".*{chunkfile.TEMP_SUFFIX}"))
-        if leftovers:
+        if leftovers and self.owner:   # the only writer: nobody else can be half-way through a write
+            for path in leftovers:
+                path.unlink(missing_ok=True)
+        elif leftovers:
             warnings.warn(
                 f"{len(leftovers)} temporary file(s) from an interrupted write in {self.directory} "
                 f"(e.g. {leftovers[0].name}) are ignored and left in place",

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reverie.failpoints import failpoint
 from reverie.io import atomic_path, atomic_write_bytes
 
 __all__ = [
@@ -62,7 +63,14 @@ class CheckpointError(ValueError):
 
 
 class CheckpointDamaged(CheckpointError):
-    """A committed checkpoint whose files were damaged after it was written (truncated, bit rot, replaced)."""
+    """A committed checkpoint whose files were damaged after it was written (truncated, bit rot, replaced).
+
+    ``path``: the damaged file; ``why``: what is wrong with it.
+    """
+
+    def __init__(self, message: str, path: Path | None = None, why: str = ""):
+        super().__init__(message)
+        self.path, self.why = path, why
 
 
 # --------------------------------------------------------------------------
@@ -212,6 +220,7 @@ def save_checkpoint(
         raise CheckpointError(f"checkpoint meta is not JSON-serialisable ({e}); pass plain values") from None
 
     _write_weights(weights, flat)
+    failpoint("checkpoint.weights_written")
     record["weights"] = {"file": weights.name, "bytes": weights.stat().st_size, "sha256": _sha256(weights)}
     atomic_write_bytes(marker, json.dumps(record, default=_json_default, indent=1).encode("utf-8"))
     _prune(directory, keep)
@@ -350,14 +359,16 @@ def load_latest(
         try:
             state, meta = load_checkpoint(path, expected_agent, device=device)
         except CheckpointDamaged as error:
-            damaged.append(str(error))
+            damaged.append(f"{error.path.name}: {error.why}")
             if warn is not None:
-                warn(f"{error}; falling back to the previous checkpoint" if path != committed[-1] else str(error))
+                after = "loading the one before it" if path != committed[-1] else "it was the oldest one"
+                warn(f"checkpoint {error.path} is damaged ({error.why}); {after}")
             continue
         return state, meta, path
     if damaged:
         raise CheckpointDamaged(f"every checkpoint in {directory} is damaged ({'; '.join(damaged)}); restore them "
-                                "from a backup, or move the checkpoints folder away to train from scratch")
+                                "from a backup, or move the checkpoints folder away to train from scratch",
+                                directory, "; ".join(damaged))
     return None
 
 
@@ -453,5 +464,5 @@ def load_checkpoint(
 
 def _corrupt(path: Path, why: str) -> CheckpointDamaged:
     return CheckpointDamaged(
-        f"checkpoint {path} is damaged: corrupt or truncated ({why}); delete it or resume from an earlier one"
-    )
+        f"checkpoint {path} is damaged: corrupt or truncated ({why}); delete it or resume from an earlier one",
+        path, why)

@@ -73,7 +73,7 @@ class RunLock:
         previous = _parse(_read_all(fd))
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  "command": " ".join(sys.argv)}
+                  "command": _command_line()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
         os.fsync(fd)
@@ -121,6 +121,14 @@ def _lock(fd: int, path: Path) -> None:
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
     except OSError:
         raise BlockingIOError(f"{path} is locked") from None
+
+
+def _command_line() -> str:
+    """This process's command line, as the user typed it for ``reverie`` and ``python -m reverie``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if name in ("reverie", "__main__.py"):
+        return " ".join(["reverie", *sys.argv[1:]])
+    return " ".join([Path(sys.executable).name, *sys.argv])
 
 
 def _read_all(fd: int) -> str:

@@ -20,6 +20,7 @@ from reverie.agents.base import Agent, Refit, ReplayRatio
 from reverie.config import to_dict
 from reverie.envs import BatchEnv
 from reverie.envs.spaces import check_finite
+from reverie.failpoints import failpoint
 from reverie.models.batch import Batch
 from reverie.replay import Replay
 from reverie.run_config import RunConfig
@@ -66,7 +67,8 @@ class Trainer:
         self.say = console
         self.counters = Counters()
         self.replay = Replay(folder.replay, capacity=run.replay_capacity, seq_len=run.seq_len,
-                             chunk_size=run.replay_chunk, eviction=run.replay_eviction, seed=run.seed)
+                             chunk_size=run.replay_chunk, eviction=run.replay_eviction, seed=run.seed,
+                             owner=True)   # the trainer holds the run folder's lock
         self.latest_eval: tuple[float, float] | None = None
         self.resumed = False
         self.checkpoint_step = 0                       # env steps of the checkpoint the run resumed from
@@ -185,6 +187,7 @@ class Trainer:
                 ep_length[step["is_last"]] = 0
                 prev = act_spec.to_model(env_action)
                 step = envs.step(env_action)
+                failpoint("loop.collect")
                 c.agent_steps += 1
                 c.env_steps += per_step
                 if c.agent_steps >= prefill:
@@ -240,6 +243,7 @@ class Trainer:
                                 agent.extras_spec)
             out.append(agent.update(batch))
             c.updates += 1
+            failpoint("loop.update")
         return out
 
     def _summarise(self, metrics: list[dict[str, float]]) -> dict[str, float]:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from reverie.agents.registry import agent_entry
@@ -46,9 +47,13 @@ def _make(name, obs, repeat, size, time_limit, seed):
 
 
 def build_agent(agent_name: str, cfg: Any, make: Callable[[int], Any]) -> Any:
+    """The agent for the environment ``make`` builds; a first reset and step check the environment first,
+    so one that breaks its declared spaces is named before any run folder is touched."""
     probe = make(cfg.run.seed)
     try:
         obs_spec, act_spec = probe.obs_spec, probe.act_spec
+        probe.reset()
+        probe.step(act_spec.sample(np.random.default_rng(cfg.run.seed), 1)[0])
     finally:
         probe.close()
     return agent_entry(agent_name).build(obs_spec, act_spec, cfg, cfg.run.device)
