@@ -251,3 +251,23 @@ def test_the_owner_of_a_replay_folder_removes_a_killed_writes_temporary_file(tmp
         w.simplefilter("error")
         assert len(Replay(tmp_path, capacity=100, seq_len=2, chunk_size=4, owner=True)) == 5
     assert not leftover.exists()
+
+
+def test_a_full_disk_stops_the_run_in_one_sentence_and_keeps_what_was_saved(run, tmp_path, capsys, monkeypatch):
+    import errno
+    import numpy as np
+    from reverie.replay import chunkfile
+    folder = copy_of(run, tmp_path)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(chunkfile.np, "savez", full)
+    assert train(folder, "--steps", "600", "run.eval_every=300", "run.checkpoint_every=100",
+                 "run.replay_chunk=64") == 1
+    err = capsys.readouterr().err
+    assert "error: the disk is full (No space left on device)" in err and "Traceback" not in err
+    assert not list((folder / "replay").glob(".*.tmp"))            # the failed write left no debris
+    assert (folder / LOCK_NAME).read_text() == ""                  # the lock was released
+    monkeypatch.setattr(chunkfile.np, "savez", np.savez)
+    assert main(["eval", str(folder), "--episodes", "1"]) == 0      # what was saved before still loads
