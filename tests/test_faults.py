@@ -271,3 +271,27 @@ def test_a_full_disk_stops_the_run_in_one_sentence_and_keeps_what_was_saved(run,
     assert (folder / LOCK_NAME).read_text() == ""                  # the lock was released
     monkeypatch.setattr(chunkfile.np, "savez", np.savez)
     assert main(["eval", str(folder), "--episodes", "1"]) == 0      # what was saved before still loads
+
+
+def test_a_reader_racing_the_writer_does_not_report_damage(tmp_path, monkeypatch):
+    """A checkpoint replaced or pruned while a reader loads it is read again or skipped, never called damaged."""
+    import reverie.training.checkpoint as ck
+    save_checkpoint(tmp_path, 10, {"w": torch.full((4,), 10.0)}, {"agent": "a"}, keep=None)
+    save_checkpoint(tmp_path, 20, {"w": torch.full((4,), 20.0)}, {"agent": "a"}, keep=None)
+    real = ck.load_checkpoint
+    calls = []
+
+    def racing(path, *args, **kwargs):
+        calls.append(path.name)
+        if len(calls) == 1:   # the writer saves step 20 again and prunes the old weights mid-read
+            save_checkpoint(tmp_path, 20, {"w": torch.full((4,), 21.0)}, {"agent": "a"}, keep=None)
+            raise ck._corrupt(path, "weights file ckpt-000000020.safetensors is missing")
+        if len(calls) == 2:   # ... then prunes step 20 altogether
+            (tmp_path / "ckpt-000000020.json").unlink()
+            raise ck._corrupt(path, "weights file is missing")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(ck, "load_checkpoint", racing)
+    warnings = []
+    state, meta, _ = load_latest(tmp_path, "a", warn=warnings.append)
+    assert meta["step"] == 10 and warnings == [] and calls == ["ckpt-000000020.json"] * 2 + ["ckpt-000000010.json"]

@@ -357,7 +357,9 @@ def load_latest(
     damaged = []
     for path in committed:
         try:
-            state, meta = load_checkpoint(path, expected_agent, device=device)
+            state, meta = _load_steady(path, expected_agent, device)
+        except FileNotFoundError:
+            continue   # pruned by the training process while we looked: not damage
         except CheckpointDamaged as error:
             damaged.append(f"{error.path.name}: {error.why}")
             if warn is not None:
@@ -370,6 +372,31 @@ def load_latest(
                                 "from a backup, or move the checkpoints folder away to train from scratch",
                                 directory, "; ".join(damaged))
     return None
+
+
+def _load_steady(path: Path, expected_agent: str | None, device) -> tuple[Any, dict[str, Any]]:
+    """:func:`load_checkpoint` for a reader that may race the writer: a checkpoint replaced (same step
+    saved again) or pruned while it was read is read again or reported gone (FileNotFoundError),
+    never taken for damage."""
+    for _ in range(3):
+        before = _stamp(path)
+        if before is None:
+            raise FileNotFoundError(path)
+        try:
+            return load_checkpoint(path, expected_agent, device=device)
+        except CheckpointError:
+            if _stamp(path) == before:
+                raise   # nothing changed under us: the files really are what the error says
+    return load_checkpoint(path, expected_agent, device=device)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """Identity of a file's current version (a replacing rename gives it a new inode)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def load_checkpoint(
