@@ -28,8 +28,10 @@ class RunConfig:
     """Seed of the environments, the networks and the replay sampler."""
     num_envs: PositiveInt = 1
     """Environments stepped together for collection."""
-    parallel_envs: bool = False
-    """Step the collection environments in subprocesses."""
+    parallel_envs: Optional[bool] = None
+    """Step the collection environments in subprocesses, overlapped with the updates (None: for pixel
+    observations, whose rendering would stall the learner, not for state vectors, where a process
+    round trip costs more than the step)."""
     action_repeat: Optional[PositiveInt] = None
     """Times each action is repeated in the environment (None: the suite's default, atari 4, dmc 2, gym 1)."""
     time_limit: Optional[PositiveInt] = None
@@ -60,8 +62,9 @@ class RunConfig:
     """Environment steps between checkpoints."""
     device: str = "cpu"
     """Torch device: cpu, cuda, cuda:1, ..."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """Matmul precision of the networks: fp32, or bf16 autocast (losses stay fp32)."""
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    """Matmul precision of the networks: fp32, bf16 autocast (losses stay fp32), or auto: bf16 where the
+    hardware multiplies bf16 natively (AMX or AVX512-BF16 CPUs, bf16 GPUs), fp32 elsewhere."""
     threads: Optional[PositiveInt] = None
     """Torch CPU threads (None: torch's default)."""
 

@@ -179,6 +179,7 @@ class BatchEnv:
         self._handles: list[Any] = []
         self._needs_reset = np.ones(self.num_envs, dtype=bool)
         self._unchecked_batches = 2   # the first reset and the first step are checked against the specs
+        self._pending = False         # a step_async awaits its step_wait
         try:
             if self.parallel:
                 context = _start_context()
@@ -236,12 +237,27 @@ class BatchEnv:
 
     def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
         """Step every env (reset those that just ended); ``actions`` is ``[N]`` int or ``[N, A]`` float."""
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start :meth:`step`: send the actions and return at once. With ``parallel=True`` the envs step in
+        their processes while the caller works (the training loop updates); :meth:`step_wait` collects."""
+        if self._pending:
+            raise EnvError("BatchEnv.step_async was called twice; call step_wait() between")
         actions = self._check_actions(actions)
         for i, handle in enumerate(self._handles):
             if self._needs_reset[i]:
                 handle.send("reset")
             else:
                 handle.send("step", actions[i])
+        self._pending = True
+
+    def step_wait(self) -> dict[str, np.ndarray]:
+        """The steps started by :meth:`step_async`, ``[N, ...]`` each."""
+        if not self._pending:
+            raise EnvError("BatchEnv.step_wait was called without a step_async before it")
+        self._pending = False
         steps = self._receive_steps()
         self._needs_reset = steps["is_last"].copy()
         return steps

@@ -60,7 +60,8 @@ class Trainer:
     """Drives one run of ``agent`` on environments built by ``make_env(seed)``."""
 
     def __init__(self, agent: Agent, cfg: Any, run: RunConfig, folder: RunFolder,
-                 make_env: Callable[[int], Any], action_repeat: int, console: Callable[[str], None] = print):
+                 make_env: Callable[[int], Any], action_repeat: int, console: Callable[[str], None] = print,
+                 notes: dict[str, float] | None = None):
         self.agent, self.cfg, self.run, self.folder = agent, cfg, run, folder
         self.action_repeat = action_repeat
         self.make_env = make_env
@@ -73,6 +74,7 @@ class Trainer:
         self.resumed = False
         self.checkpoint_step = 0                       # env steps of the checkpoint the run resumed from
         self.resume_notes: dict[str, float] = {}       # logged once when a resumed run starts
+        self.notes = dict(notes or {})                  # facts of the run logged once when it starts
 
     # -- checkpoints ---------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -147,13 +149,13 @@ class Trainer:
         prefill = max(run.prefill, run.seq_len)   # sequences run along one stream: each needs seq_len steps
         tokens = run.batch_size * run.seq_len
         envs = BatchEnv([functools.partial(self.make_env, run.seed + 100 * i + c.agent_steps) for i in range(run.num_envs)],
-                        parallel=run.parallel_envs)
+                        parallel=parallel_collection(run))
         # On resumption, metric rows logged after the checkpoint describe rolled-back work: drop them,
         # except the episodes the replay kept (the counters include them).
         logger = MetricsLogger(self.folder.path, resume_step=self.checkpoint_step if self.resumed else None,
                                keep_after=functools.partial(_kept_episode, c.env_steps))
-        if self.resume_notes:
-            logger.log(c.env_steps, self.resume_notes)
+        if self.resume_notes or self.notes:
+            logger.log(c.env_steps, {**self.notes, **self.resume_notes})
         progress = Progress(total=run.steps, start=c.env_steps, refits=isinstance(self.agent.schedule, Refit))
         rng = np.random.default_rng(run.seed + c.agent_steps)
         act_spec = envs.act_spec
@@ -186,12 +188,16 @@ class Trainer:
                 ep_return[step["is_last"]] = 0.0
                 ep_length[step["is_last"]] = 0
                 prev = act_spec.to_model(env_action)
-                step = envs.step(env_action)
-                failpoint("loop.collect")
+                # The environments step (in their own processes with parallel_envs) while the learner
+                # makes the updates owed: neither needs the other's result, so the order of every
+                # computation, and with it every result, is that of stepping first and updating after.
+                envs.step_async(env_action)
                 c.agent_steps += 1
                 c.env_steps += per_step
                 if c.agent_steps >= prefill:
                     train_metrics.extend(self._train_owed(prefill, tokens))
+                step = envs.step_wait()
+                failpoint("loop.collect")
                 c.wall_time = time.perf_counter() - started
                 progress.update(c.env_steps, c.updates, c.wall_time, self.latest_eval)
                 if c.env_steps - c.last_log >= run.log_every and train_metrics:
@@ -261,3 +267,8 @@ _EPISODE_KEYS = {"step", "train/episode_return", "train/episode_length"}
 def _kept_episode(until: int, row: dict) -> bool:
     """A metrics row of an episode that ended by step ``until`` (kept in a resumed run's replay)."""
     return row["step"] <= until and set(row) <= _EPISODE_KEYS
+
+
+def parallel_collection(run: RunConfig) -> bool:
+    """Whether the collection environments run in subprocesses (``run.parallel_envs``; None: for pixels)."""
+    return run.obs == "pixels" if run.parallel_envs is None else bool(run.parallel_envs)

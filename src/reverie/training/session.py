@@ -21,6 +21,7 @@ from reverie.envs import make_env
 from reverie.training.checkpoint import CheckpointError, load_latest
 from reverie.training.loop import RunResult, Trainer
 from reverie.run_config import RunConfig
+from reverie.training.hardware import resolve_precision
 from reverie.training.lock import describe
 from reverie.training.run_dir import RunFolder, RunFolderError, atomic_write_text, drop_retired
 
@@ -73,22 +74,34 @@ def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], N
     run = cfg.run
     _setup_torch(run)
     make = env_factory(run)
-    agent = build_agent(agent_name, cfg, make)   # checks the environment before touching the folder
-    folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)   # takes the folder's writer lock
+    resolved, why = _resolve_precision(cfg)
+    agent = build_agent(agent_name, resolved, make)   # checks the environment before touching the folder
+    folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)   # takes the folder's writer lock (saves "auto")
     try:
         if folder.stale_lock:
             say(f"taking over the lock of {describe(folder.stale_lock)}, which is no longer running")
-        return _train_locked(agent_name, agent, cfg, folder, make, say)
+        if run.precision == "auto":
+            say(f"precision: {resolved.run.precision} ({why})")
+        return _train_locked(agent_name, agent, cfg, folder, make, say,
+                             notes={"run/precision_bf16": float(resolved.run.precision == "bf16")})
     finally:
         folder.release()
 
 
+def _resolve_precision(cfg: Any) -> tuple[Any, str]:
+    """``cfg`` with ``run.precision=auto`` replaced by what this machine's hardware calls for, and why."""
+    from dataclasses import replace
+
+    precision, why = resolve_precision(cfg.run.precision, cfg.run.device)
+    return replace(cfg, run=replace(cfg.run, precision=precision)), why
+
+
 def _train_locked(agent_name: str, agent: Any, cfg: Any, folder: RunFolder, make: Callable[[int], Any],
-                  say: Callable[[str], None]) -> RunResult:
+                  say: Callable[[str], None], notes: dict[str, float]) -> RunResult:
     from reverie.training.artifacts import can_dream, write_dream, write_learning_curve
 
     run = cfg.run
-    trainer = Trainer(agent, cfg, run, folder, make, action_repeat_of(run), console=say)
+    trainer = Trainer(agent, cfg, run, folder, make, action_repeat_of(run), console=say, notes=notes)
     trainer.resume()
     result = trainer.train()
     result.artifacts["learning_curve"] = write_learning_curve(folder.path)
@@ -122,6 +135,7 @@ def load_run(run_dir: str | Path, device: str | None = None,
         cfg = replace(cfg, run=replace(cfg.run, device=device))
     _setup_torch(cfg.run)
     make = env_factory(cfg.run)
+    cfg, _ = _resolve_precision(cfg)
     agent = build_agent(name, cfg, make)
     found = load_latest(folder.checkpoints, expected_agent=name, device=agent.device, warn=warn)
     if found is None:
