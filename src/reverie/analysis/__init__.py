@@ -1,5 +1,35 @@
 """Tools for looking inside trained world models: plots, dream videos, reports."""
 
+from reverie.analysis.fourier import (
+    BandLearningOrder,
+    SpectrumComparison,
+    band_power,
+    compare_spectra,
+    default_band_edges,
+    learning_order,
+    power_spectrum,
+)
 from reverie.analysis.plots import plot_dream_vectors, plot_learning_curve, write_dream_video
+from reverie.analysis.projection import (
+    DistortionReport,
+    RidgeReport,
+    jl_eps,
+    projection_distortion,
+    projection_r2,
+)
+from reverie.analysis.spectral import (
+    SpectrumSummary,
+    analyze_matrix,
+    analyze_transition,
+    effective_rank,
+    eigen_timescales,
+    jacobians,
+)
 
-__all__ = ["plot_dream_vectors", "plot_learning_curve", "write_dream_video"]
+__all__ = [
+    "BandLearningOrder", "DistortionReport", "RidgeReport", "SpectrumComparison", "SpectrumSummary",
+    "analyze_matrix", "analyze_transition", "band_power", "compare_spectra", "default_band_edges",
+    "effective_rank", "eigen_timescales", "jacobians", "jl_eps", "learning_order",
+    "plot_dream_vectors", "plot_learning_curve", "power_spectrum", "projection_distortion",
+    "projection_r2", "write_dream_video",
+]
