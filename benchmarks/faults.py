@@ -70,8 +70,10 @@ def failpoint_pass(kind: str, args, rng: random.Random) -> int:
     if kind == "loop.collect":
         return rng.randint(50, steps - 50)
     if kind == "loop.update":
-        tokens = 16 * 64   # the tiny preset's batch_size x seq_len
-        return rng.randint(1, max(1, int((steps - 1000) * args.train_ratio / tokens) - 1))
+        from reverie.agents.registry import resolve_config
+        run = resolve_config("dreamer", "tiny", []).run
+        owed = (steps - max(run.prefill, run.seq_len)) * args.train_ratio / (run.batch_size * run.seq_len)
+        return rng.randint(1, max(1, int(owed * 0.9)))
     if kind == "checkpoint.weights_written":
         return rng.randint(1, steps // args.checkpoint_every - 1)
     return rng.randint(1, steps // args.chunk - 1)   # replay.chunk_written
