@@ -82,6 +82,10 @@ def test_every_family_implements_the_core_and_what_it_declares(family, kind):
         nxt = model.step(last, torch.zeros(2, model.act_spec.size))
         assert model.features(nxt).shape == (2, model.feat_size)
         for cap in caps:                                                     # declared means callable on a state
+            if cap == "transition":
+                z, f = model.transition(nxt, torch.zeros(1, model.act_spec.size))
+                assert f(z).shape == z.shape and f(z[:1]).shape == z[:1].shape
+                continue
             out = getattr(model, CAPABILITIES[cap])(nxt)
             if cap in ("reward", "cont", "value"):
                 assert out.shape == (2,) and torch.isfinite(out).all()
@@ -123,15 +127,15 @@ def test_a_missing_capability_is_named_in_one_sentence():
         plan("mppi", model, start, use_value=True)
     message = str(info.value)
     assert message == ("planner 'mppi' with these settings needs a model with value, but RSSMWorldModel has only "
-                       "cont, decoder, reward")
+                       "cont, decoder, reward, transition")
 
 
 def test_heads_add_capabilities_and_pass_the_core_through():
     act = ActionSpec(True, 3)
     torch.manual_seed(0)
     model = rssm_with_actor_critic(act)
-    assert capabilities_of(model) == {"reward", "cont", "decoder", "value", "policy"}
-    assert capabilities_of(model.model) == {"reward", "cont", "decoder"}
+    assert capabilities_of(model) == {"reward", "cont", "decoder", "transition", "value", "policy"}
+    assert capabilities_of(model.model) == {"reward", "cont", "decoder", "transition"}
     _, last = observed(model)
     torch.testing.assert_close(model.decode(last)["vector"], model.model.decode(last)["vector"])
 

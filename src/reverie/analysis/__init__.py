@@ -24,12 +24,13 @@ from reverie.analysis.spectral import (
     effective_rank,
     eigen_timescales,
     jacobians,
+    model_spectrum,
 )
 
 __all__ = [
     "BandLearningOrder", "DistortionReport", "RidgeReport", "SpectrumComparison", "SpectrumSummary",
     "analyze_matrix", "analyze_transition", "band_power", "compare_spectra", "default_band_edges",
-    "effective_rank", "eigen_timescales", "jacobians", "jl_eps", "learning_order",
+    "effective_rank", "eigen_timescales", "jacobians", "jl_eps", "learning_order", "model_spectrum",
     "plot_dream_vectors", "plot_learning_curve", "power_spectrum", "projection_distortion",
     "projection_r2", "write_dream_video",
 ]

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 __all__ = ["SpectrumSummary", "analyze_matrix", "analyze_transition", "effective_rank",
-           "eigen_timescales", "jacobians"]
+           "eigen_timescales", "jacobians", "model_spectrum"]
 
 _QUANTILES = {"min": 0.0, "q05": 0.05, "q25": 0.25, "median": 0.5, "q75": 0.75, "q95": 0.95, "max": 1.0}
 
@@ -253,3 +253,20 @@ def analyze_matrix(A, *, dt: float | None = None, eig_tol: float = 1e-3, rank_fr
     if A.ndim != 2:
         raise ValueError(f"A must be [D, D], got shape {A.shape}")
     return _summarise(A[None], None, dt, eig_tol, rank_fraction, imag_tol, "exact")
+
+
+def model_spectrum(model, state, action, *, dt: float | None = None, **settings) -> SpectrumSummary:
+    """:func:`analyze_transition` of a world model's learned transition at the visited ``state`` ``[N]``.
+
+    The model must declare the ``transition`` capability (see :mod:`reverie.models.base`): it gives
+    the deterministic latent of each state and the deterministic part of the prior step at
+    ``action`` (``[N, A]``, or one row held fixed for every state, e.g. zero torque). ``settings``
+    go to :func:`analyze_transition` (``eig_tol``, ``rank_fraction``, ...).
+    """
+    from reverie.models.base import TRANSITION, require
+
+    require(model, [TRANSITION], "spectral analysis of the learned transition")
+    z, f = model.transition(state, action)
+    if action.dim() > 1 and action.shape[0] > 1:
+        settings.setdefault("method", "batched")   # f is bound to one action per state: no row subsets
+    return analyze_transition(f, z.detach(), dt=dt, **settings)

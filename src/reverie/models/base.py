@@ -24,6 +24,12 @@ capability     method                               meaning
 ``policy``     ``policy(state) -> distribution``    an action prior (``mode``, ``sample``,
                                                     ``log_prob``, ``entropy``; ``logits``
                                                     ``[..., K]`` for discrete actions)
+``transition`` ``transition(state, action)``        ``(z [N, D], f)``: the deterministic latent
+               ``-> (z, f)``                        of ``state`` and the deterministic part of
+                                                    the prior step at ``action`` as a map
+                                                    ``f(z [M, D]) -> [M, D]`` (rows independent;
+                                                    ``M`` may differ from ``N`` when ``action``
+                                                    is one row), for spectral analysis
 =============  ===================================  =========================================
 
 Whoever needs a capability asks :func:`require`, which answers a missing one
@@ -48,14 +54,15 @@ CONT = "cont"
 DECODER = "decoder"
 VALUE = "value"
 POLICY = "policy"
+TRANSITION = "transition"
 #: Every capability a model may declare, and the method that provides it.
 CAPABILITIES: dict[str, str] = {REWARD: "reward", CONT: "cont", DECODER: "decode", VALUE: "value",
-                                POLICY: "policy"}
+                                POLICY: "policy", TRANSITION: "transition"}
 
 __all__ = [
-    "CAPABILITIES", "CONT", "DECODER", "POLICY", "REWARD", "VALUE", "ActionDistribution", "CapabilityError",
+    "CAPABILITIES", "CONT", "DECODER", "POLICY", "REWARD", "TRANSITION", "VALUE", "ActionDistribution", "CapabilityError",
     "Dynamics", "ModelWithHeads", "State", "WorldModel", "capabilities_of", "has", "require", "stack_states",
-    "with_heads",
+    "transition_map", "with_heads",
 ]
 
 
@@ -145,6 +152,18 @@ def require(model: object, needed: Iterable[str], purpose: str) -> None:
             raise CapabilityError(f"{name} declares '{cap}' but has no `{CAPABILITIES[cap]}(state)` method")
 
 
+def transition_map(step: Callable[[Tensor, Tensor], Tensor], action: Tensor) -> Callable[[Tensor], Tensor]:
+    """The ``f`` of a ``transition`` capability: ``f(z) = step(z, action)`` with ``action [N, A]``, or
+    ``[1, A]`` / ``[A]`` repeated for any number of rows (so ``f`` may be called on a subset of states)."""
+    action = action.reshape(1, -1) if action.dim() == 1 else action
+
+    def f(z: Tensor) -> Tensor:
+        rows = action if action.shape[0] == z.shape[0] else action.expand(z.shape[0], -1)
+        return step(z, rows)
+
+    return f
+
+
 class ModelWithHeads:
     """A world model with value and/or policy heads read off its features.
 
@@ -187,6 +206,10 @@ class ModelWithHeads:
     def decode(self, state: State) -> dict[str, Tensor]:
         require(self.model, [DECODER], "decode()")
         return self.model.decode(state)  # type: ignore[attr-defined]
+
+    def transition(self, state: State, action: Tensor):
+        require(self.model, [TRANSITION], "transition()")
+        return self.model.transition(state, action)  # type: ignore[attr-defined]
 
     def value(self, state: State) -> Tensor:
         if self._value is None:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reverie.models.base import POLICY, REWARD, VALUE, State
+from reverie.models.base import POLICY, REWARD, TRANSITION, VALUE, State, transition_map
 from reverie.models.codecs import split_keys
 from reverie.nn import MLP, OneHotDist, ResidualTower, TwoHotDist, symlog, symlog_bins
 from reverie.specs import ActionSpec, ArraySpec
@@ -72,9 +72,9 @@ def _minmax(x: Tensor) -> Tensor:
 
 
 class MuZeroModel(nn.Module):
-    """Implements :class:`reverie.models.base.WorldModel` (capabilities: reward, value, policy)."""
+    """Implements :class:`reverie.models.base.WorldModel` (capabilities: reward, value, policy, transition)."""
 
-    capabilities = frozenset({REWARD, VALUE, POLICY})
+    capabilities = frozenset({REWARD, VALUE, POLICY, TRANSITION})
 
     def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: MuZeroModelConfig):
         super().__init__()
@@ -157,6 +157,11 @@ class MuZeroModel(nn.Module):
 
     def features(self, state: State) -> Tensor:
         return state["latent"]
+
+    def transition(self, state: State, action: Tensor):
+        """``(latent [N, L], f)``: the hidden state and the dynamics network's next hidden state at ``action``
+        (deterministic already)."""
+        return state["latent"], transition_map(lambda z, a: self.recurrent(z, a)[0], action)
 
     def reward(self, state: State) -> Tensor:
         return state["reward"]

@@ -113,6 +113,20 @@ class RSSM(nn.Module):
         deter = self._advance(state, action)
         return {"deter": deter, **self._dist_state(self.prior_head(deter), sample, generator)}
 
+    def mean_step(self, deter: Tensor, action: Tensor) -> Tensor:
+        """The deterministic part of the prior step, ``deter [N, D]`` -> ``[N, D]``, with the stochastic
+        latent at its prior expectation (class probabilities, or the Gaussian's mean): differentiable
+        everywhere, unlike a sample or a one-hot mode, so its Jacobian carries the loop through the
+        stochastic latent that the dynamics of the system run through."""
+        raw = self.prior_head(deter)
+        raw = raw.float() if raw.dtype in (torch.float16, torch.bfloat16) else raw   # keep float64 for analysis
+        if self.cfg.latent == "categorical":
+            logit = raw.reshape(*raw.shape[:-1], self.cfg.stoch, self.cfg.classes)
+            stoch = OneHotDist(logit, self.cfg.unimix).probs
+        else:
+            stoch = raw.chunk(2, -1)[0]
+        return self._advance({"deter": deter, "stoch": stoch}, action)
+
     def prior(self, deter: Tensor, sample: bool = True) -> State:
         """Prior latent for given deterministic states ``[..., D]`` (any leading axes)."""
         return {"deter": deter, **self._dist_state(self.prior_head(deter), sample)}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from reverie.models.base import CONT, DECODER, REWARD, State
+from reverie.models.base import CONT, DECODER, REWARD, TRANSITION, State, transition_map
 from reverie.models.batch import Batch
 from reverie.models.codecs import MultiDecoder, MultiEncoder
 from reverie.models.rssm import RSSM, RSSMConfig
@@ -65,13 +65,14 @@ def loss_scales(cfg: WorldModelConfig) -> dict[str, float]:
 
 
 class RSSMWorldModel(nn.Module):
-    """Implements :class:`reverie.models.base.WorldModel` with an RSSM; capabilities: reward, cont, decoder.
+    """Implements :class:`reverie.models.base.WorldModel` with an RSSM; capabilities: reward, cont, decoder,
+    transition.
 
     Actions enter the model as float vectors ``[..., A]``: one-hot for
     discrete action spaces, values in [-1, 1] for continuous ones.
     """
 
-    capabilities = frozenset({REWARD, CONT, DECODER})
+    capabilities = frozenset({REWARD, CONT, DECODER, TRANSITION})
 
     def __init__(self, obs_spec: dict[str, ArraySpec], act_spec: ActionSpec, cfg: WorldModelConfig):
         super().__init__()
@@ -104,6 +105,11 @@ class RSSMWorldModel(nn.Module):
 
     def step(self, state: State, action: Tensor) -> State:
         return self.rssm.img_step(state, action)
+
+    def transition(self, state: State, action: Tensor):
+        """``(deter [N, D], f)``: the recurrent state and the prior step on it with the stochastic latent at
+        its prior expectation (:meth:`RSSM.mean_step`)."""
+        return state["deter"], transition_map(self.rssm.mean_step, action)
 
     def reward(self, state: State) -> Tensor:
         return TwoHotDist(self.reward_head(self.features(state)), self.bins).mean()

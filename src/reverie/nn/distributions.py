@@ -24,7 +24,7 @@ class OneHotDist:
     """
 
     def __init__(self, logits: Tensor, unimix: float = 0.0):
-        logits = logits.float()
+        logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits   # fp32 or fp64
         self._probs: Tensor | None = None
         if unimix > 0:
             probs = (1 - unimix) * F.softmax(logits, -1) + unimix / logits.shape[-1]
