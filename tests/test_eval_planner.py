@@ -71,7 +71,7 @@ def test_dreamer_plans_with_its_critic_actor_discount_and_continuation(dreamer_r
     s = policy.settings
     assert (s.use_value, s.use_cont, s.discount, s.horizon) == (True, True, agent.ac.cfg.gamma, 4)
     assert (s.policy_candidates, s.sample_policy, s.centre_on_policy, s.candidates) == (64, True, True, 128)
-    assert policy.model.capabilities == {"reward", "cont", "decoder", "value", "policy"}
+    assert policy.model.capabilities == {"reward", "cont", "decoder", "transition", "value", "policy"}
     state = agent.wm.initial(3)
     state = {k: v + torch.randn_like(v) for k, v in state.items()}
     with torch.no_grad():

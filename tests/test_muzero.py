@@ -91,7 +91,7 @@ def test_the_model_implements_the_contract_without_a_decoder():
     torch.manual_seed(0)
     model = MuZeroModel(*SPECS, MuZeroModelConfig(latent=8, units=16, layers=1, bins=21))
     assert isinstance(model, WorldModel)
-    assert capabilities_of(model) == {"reward", "value", "policy"}
+    assert capabilities_of(model) == {"reward", "value", "policy", "transition"}
     obs = {"vector": torch.randn(2, 4, 3)}
     states, last = model.observe(obs, torch.zeros(2, 4, 2), torch.zeros(2, 4, dtype=torch.bool))
     assert states["latent"].shape == (2, 4, 8) and model.features(last).shape == (2, 8)

@@ -71,7 +71,8 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import functools
 
-    from reverie.agents.planner_policy import PLANNER_CHOICES, planner_policy
+    from reverie.agents.acting import prepare_acting
+    from reverie.agents.planner_policy import PLANNER_CHOICES
     from reverie.planning import PlanningError
     from reverie.training import session
     from reverie.training.evaluate import run_episodes
@@ -79,11 +80,12 @@ def _eval(args: argparse.Namespace) -> int:
     if args.planner not in PLANNER_CHOICES:   # before loading anything
         raise PlanningError(f"unknown planner {args.planner!r}; choose one of {', '.join(PLANNER_CHOICES)}")
     agent, cfg, make, meta = session.load_run(args.run_dir, device=args.device)
-    actor = planner_policy(agent, args.planner, args.planner_args or [])
+    actor = prepare_acting(agent, args.acting, args.planner, args.planner_args or [])
     base = cfg.run.seed + 50_000
     returns, _ = run_episodes(actor, [functools.partial(make, base + i) for i in range(args.episodes)])
     print(json.dumps({"return_mean": float(returns.mean()), "return_std": float(returns.std()),
-                      "episodes": int(len(returns)), "step": int(meta["step"]), "planner": args.planner}))
+                      "episodes": int(len(returns)), "step": int(meta["step"]), "planner": args.planner,
+                      "acting": args.acting}))
     return 0
 
 
@@ -178,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "gradient")
     p.add_argument("--planner-arg", dest="planner_args", action="append", metavar="key=value",
                    help="change one planner setting, e.g. --planner-arg horizon=5 (repeatable)")
+    p.add_argument("--acting", choices=("eager", "compiled", "int8"), default="eager",
+                   help="acting path: eager (default), compiled (torch.compile) or int8 (dynamically quantised "
+                        "linear layers, CPU)")
     p.set_defaults(fn=_eval)
 
     p = sub.add_parser("dream", help="real vs imagined futures from an open-loop rollout")
