@@ -20,14 +20,11 @@ from reverie.models import Batch
 from reverie.specs import ActionSpec, ArraySpec
 
 
-def main() -> None:
-    threads, preset, overrides = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
-    torch.set_num_threads(threads)
-    cfg = resolve_config("dreamer", preset, overrides)
-    agent = Dreamer({"vector": ArraySpec((4,), np.float32)}, ActionSpec(True, 2), cfg)
-    b, t = cfg.run.batch_size, cfg.run.seq_len
+def cartpole_batch(agent, batch_size: int, seq_len: int) -> Batch:
+    """A fixed synthetic CartPole-shaped batch ``[batch_size, seq_len]`` for timing updates."""
     rng = np.random.default_rng(0)
-    batch = Batch.build({
+    b, t = batch_size, seq_len
+    return Batch.build({
         "vector": rng.normal(size=(b, t, 4)).astype(np.float32),
         "action": np.eye(2, dtype=np.float32)[rng.integers(0, 2, (b, t))],
         "reward": np.ones((b, t), np.float32),
@@ -35,6 +32,14 @@ def main() -> None:
         "is_last": np.zeros((b, t), bool),
         "is_terminal": np.zeros((b, t), bool),
     }, agent.obs_spec, agent.act_spec)
+
+
+def main() -> None:
+    threads, preset, overrides = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+    torch.set_num_threads(threads)
+    cfg = resolve_config("dreamer", preset, overrides)
+    agent = Dreamer({"vector": ArraySpec((4,), np.float32)}, ActionSpec(True, 2), cfg)
+    batch = cartpole_batch(agent, cfg.run.batch_size, cfg.run.seq_len)
     for _ in range(3):
         agent.update(batch)
     times = []

@@ -15,9 +15,10 @@ import time
 import numpy as np
 import torch
 
+from bench_default_update import cartpole_batch
+
 from reverie.agents.dreamer import Dreamer
 from reverie.agents.registry import resolve_config
-from reverie.models import Batch
 from reverie.specs import ActionSpec, ArraySpec
 
 RSSM_PARTS = ("img_in", "gru", "post_head", "prior_head")
@@ -29,14 +30,7 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = resolve_config("dreamer", preset, [])
     agent = Dreamer({"vector": ArraySpec((4,), np.float32)}, ActionSpec(True, 2), cfg)
-    b, t = cfg.run.batch_size, cfg.run.seq_len
-    rng = np.random.default_rng(0)
-    batch = Batch.build({
-        "vector": rng.normal(size=(b, t, 4)).astype(np.float32),
-        "action": np.eye(2, dtype=np.float32)[rng.integers(0, 2, (b, t))],
-        "reward": np.ones((b, t), np.float32),
-        "is_first": np.zeros((b, t), bool), "is_last": np.zeros((b, t), bool), "is_terminal": np.zeros((b, t), bool),
-    }, agent.obs_spec, agent.act_spec)
+    batch = cartpole_batch(agent, cfg.run.batch_size, cfg.run.seq_len)
     rssm = agent.wm.rssm
     if variant == "advance":
         rssm._advance = torch.compile(rssm._advance, dynamic=False)

@@ -57,7 +57,7 @@ class EnsembleWorldModel(nn.Module):
 
     # -- the core ------------------------------------------------------------------------------
     def initial(self, batch: int) -> State:
-        """Particles at the zero vector, members in a fixed order: a placeholder until the first observation
+        """Particles at the zero vector, members in a fixed order: stand-ins until the first observation
         (drawing nothing from the random generator, so creating it leaves the random stream alone)."""
         device = self.ensemble.in_mean.device
         member = torch.arange(self.particles, device=device) % self.ensemble.members
