@@ -194,6 +194,15 @@ def test_keep_prunes_oldest_and_same_step_replaces(tmp_path):
     assert len(list_checkpoints(tmp_path)) == 3
 
 
+def test_pinned_checkpoints_survive_pruning(tmp_path):
+    for step in (1, 2, 3, 4, 5, 6):
+        save_checkpoint(tmp_path, step, {"w": torch.full((2,), float(step))}, {}, keep=2, pin=step in (2, 3))
+    assert [p.name for p in list_checkpoints(tmp_path)] == [f"ckpt-00000000{s}.json" for s in (2, 3, 5, 6)]
+    assert len(list(tmp_path.glob("*.safetensors"))) == 4
+    state, meta = load_checkpoint(tmp_path / "ckpt-000000002.json")
+    assert meta["step"] == 2 and torch.equal(state["w"], torch.full((2,), 2.0))
+
+
 def test_bad_meta_and_state_rejected_before_writing(tmp_path):
     with pytest.raises(CheckpointError, match="not JSON-serialisable"):
         save_checkpoint(tmp_path, 1, {"w": torch.ones(1)}, {"fn": print})

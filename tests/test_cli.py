@@ -27,6 +27,16 @@ def cartpole_run(tmp_path_factory):
     return run_dir
 
 
+def test_keep_checkpoints_keeps_evenly_spaced_ones_beside_the_newest(tmp_path):
+    from reverie.training.checkpoint import list_checkpoints
+
+    run_dir = tmp_path / "kept"
+    assert train(run_dir, "--steps", "120", "run.keep_checkpoints=3", "run.checkpoint_every=30") == 0
+    steps = [int(p.stem.split("-")[1]) for p in list_checkpoints(run_dir / "checkpoints")]
+    # saved at 30, 40 (pinned), 70, 80 (pinned), 110, 120 (pinned): the pinned ones and the newest two stay
+    assert steps == [40, 80, 110, 120]
+
+
 def test_train_writes_a_complete_run_folder(cartpole_run, capsys):
     files = {p.name for p in cartpole_run.iterdir()}
     assert {"run.json", "config.yaml", "metrics.jsonl", "tb", "checkpoints", "replay", "learning_curve.png",

@@ -60,6 +60,10 @@ class RunConfig:
     """Environment steps between training-metric log lines."""
     checkpoint_every: PositiveInt = 5000
     """Environment steps between checkpoints."""
+    keep_checkpoints: NonNegativeInt = 0
+    """Checkpoints kept for good at N evenly spaced points of the run (the first checkpoint at or after
+    each of run.steps * i / N, i = 1..N), beside the two newest; ``reverie analyze`` reads them to show
+    what the model learned when (0 keeps only the newest two)."""
     device: str = "cpu"
     """Torch device: cpu, cuda, cuda:1, ..."""
     precision: Literal["fp32", "bf16", "auto"] = "fp32"

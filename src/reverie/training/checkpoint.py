@@ -178,13 +178,15 @@ def save_checkpoint(
     tensors: dict[str, Any],
     meta: dict[str, Any],
     keep: int | None = 3,
+    pin: bool = False,
 ) -> Path:
     """Write checkpoint ``step`` into ``directory`` atomically; return the path of its JSON file.
 
     ``tensors``: a nested state such as ``{"world_model": wm.state_dict(),
     "optimizer": opt.state_dict()}`` (see :func:`split_state`). ``meta``:
     JSON-able facts to keep with it (``agent`` name, ``config`` dict, counters).
-    ``keep``: how many newest complete checkpoints to keep (None keeps all).
+    ``keep``: how many newest complete checkpoints to keep (None keeps all);
+    ``pin``: never prune this one (checkpoints kept for analysis over training).
     Saving a step that already exists replaces it.
     """
     if keep is not None and keep < 1:
@@ -212,6 +214,7 @@ def save_checkpoint(
         "agent": meta.get("agent"),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "meta": meta,
+        "pinned": bool(pin),
         "structure": structure,
     }
     try:  # fail before touching any file if the meta cannot be written
@@ -250,7 +253,10 @@ def _prune(directory: Path, keep: int | None) -> None:
     """Drop all but the newest ``keep`` complete checkpoints and the debris of killed saves."""
     complete = list_checkpoints(directory)
     for marker in complete[:-keep] if keep is not None else []:
-        weights = marker.with_name(_read_marker(marker)["weights"]["file"])
+        record = _read_marker(marker)
+        if record.get("pinned"):
+            continue
+        weights = marker.with_name(record["weights"]["file"])
         marker.unlink(missing_ok=True)  # un-commit first, then drop the weights
         weights.unlink(missing_ok=True)
     live = set()

@@ -43,6 +43,8 @@ class Counters:
     last_eval: int = 0
     last_log: int = 0
     last_checkpoint: int = 0
+    pinned: int = 0
+    """How many of the run.keep_checkpoints evenly spaced points have a checkpoint kept for good."""
 
 
 @dataclass
@@ -122,13 +124,21 @@ class Trainer:
         c.env_steps += extra * streams * self.action_repeat
         return extra
 
+    def _milestones_reached(self) -> int:
+        """How many of the run.keep_checkpoints evenly spaced points of run.steps the run has passed."""
+        n, steps = self.run.keep_checkpoints, self.run.steps
+        return sum(1 for i in range(1, n + 1) if self.counters.env_steps * n >= steps * i)
+
     def checkpoint(self) -> None:
         self.replay.flush()
         c = self.counters
         c.last_checkpoint = c.env_steps
+        reached = self._milestones_reached()
+        pin = reached > c.pinned
+        c.pinned = max(c.pinned, reached)
         meta = {"agent": self.agent.name, "config": to_dict(self.cfg), "counters": vars(c).copy(),
                 "rng": torch.get_rng_state().tolist()}
-        save_checkpoint(self.folder.checkpoints, c.env_steps, self.agent.tensors(), meta, keep=2)
+        save_checkpoint(self.folder.checkpoints, c.env_steps, self.agent.tensors(), meta, keep=2, pin=pin)
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, logger: MetricsLogger) -> None:
@@ -206,7 +216,8 @@ class Trainer:
                     c.last_log = c.env_steps
                 if c.env_steps - c.last_eval >= run.eval_every:
                     self.evaluate(logger)
-                if c.env_steps - c.last_checkpoint >= run.checkpoint_every:
+                if (c.env_steps - c.last_checkpoint >= run.checkpoint_every
+                        or self._milestones_reached() > c.pinned):
                     self.checkpoint()
         except KeyboardInterrupt:
             interrupted = True

@@ -26,7 +26,8 @@ from reverie.training.lock import LOCK_NAME, RunLock, RunLockedError
 
 #: Config keys that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log_every", "run.checkpoint_every",
-                     "run.device", "run.threads", "run.parallel_envs")
+                     "run.device", "run.threads", "run.parallel_envs",
+                     "run.keep_checkpoints")
 
 
 #: Config keys earlier versions wrote that no longer exist; a saved config's values for them are ignored.
