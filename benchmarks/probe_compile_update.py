@@ -39,8 +39,14 @@ def main() -> None:
             setattr(rssm, name, torch.compile(getattr(rssm, name), dynamic=False))
         if variant == "modules+ac":
             agent.ac.actor = torch.compile(agent.ac.actor, dynamic=False)
+    elif variant in ("imagine", "imagine+wm"):
+        import torch._inductor.config as inductor_config
+        inductor_config.fallback_random = True       # the same random numbers as eager mode
+        agent.ac.imagine = torch.compile(agent.ac.imagine, dynamic=False)
+        if variant == "imagine+wm":
+            agent.wm.loss = torch.compile(agent.wm.loss, dynamic=False)
     elif variant != "eager":
-        raise SystemExit(f"unknown variant {variant!r}: eager, advance, modules or modules+ac")
+        raise SystemExit(f"unknown variant {variant!r}: eager, advance, modules, modules+ac, imagine, imagine+wm")
     start = time.perf_counter()
     first_metrics = agent.update(batch)
     first = time.perf_counter() - start

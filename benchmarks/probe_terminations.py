@@ -49,7 +49,7 @@ def main() -> None:
     np.set_printoptions(precision=3, suppress=True)
     print(f"checkpoint at step {meta.get('step')}")
     for i in range(args.episodes):
-        ret, ep = run_episodes(agent, [lambda i=i: make(10_000 + i)], record=True)
+        ret, (ep,) = run_episodes(agent, [lambda i=i: make(10_000 + i)], record=True)
         print(f"episode {i}: return {ret[0]:.1f}, length {len(ep['is_first'])}, "
               f"last observation {np.concatenate([ep[k][-1].ravel() for k in agent.obs_spec])}")
 

@@ -14,6 +14,7 @@ from reverie.behavior import ActorCritic, ActorCriticConfig
 from reverie.models import (CAPABILITIES, CapabilityError, EnsembleConfig, EnsembleWorldModel, RSSMConfig,
                             RSSMWorldModel, WorldModel, WorldModelConfig, capabilities_of, with_heads)
 from reverie.models.muzero import MuZeroModel, MuZeroModelConfig
+from reverie.models.tdmpc2 import TDMPC2Model, TDMPC2ModelConfig
 from reverie.planning import PLANNERS, PlanningError, plan, planner_spec
 from reverie.specs import ActionSpec, ArraySpec
 
@@ -38,6 +39,7 @@ FAMILIES = {
     "ensemble": lambda act: EnsembleWorldModel(OBS, act, EnsembleConfig(members=3, units=8, layers=1), particles=4),
     "muzero": lambda act: MuZeroModel(OBS, act, MuZeroModelConfig(latent=8, units=16, layers=1, bins=21)),
     "rssm+actor-critic": rssm_with_actor_critic,
+    "tdmpc2": lambda act: TDMPC2Model(OBS, act, TDMPC2ModelConfig(latent=8, enc_units=8, units=8, num_q=2, bins=21)),
 }
 ACTIONS = {"discrete": ActionSpec(True, 3), "continuous": ActionSpec(False, 2)}
 SETTINGS = {   # small enough for a test, every capability the planner can use switched on
@@ -50,8 +52,9 @@ SETTINGS = {   # small enough for a test, every capability the planner can use s
 FULL = {"use_value": True, "use_cont": True}
 
 
-# MuZero's agent refuses continuous actions, so its model is only checked with discrete ones
-CASES = [(f, k) for f in FAMILIES for k in ACTIONS if (f, k) != ("muzero", "continuous")]
+# MuZero's agent refuses continuous actions, so its model is only checked with discrete ones; TD-MPC2's model
+# refuses discrete ones
+CASES = [(f, k) for f in FAMILIES for k in ACTIONS if (f, k) not in {("muzero", "continuous"), ("tdmpc2", "discrete")}]
 
 
 def build(family, kind):

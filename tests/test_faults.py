@@ -1,12 +1,10 @@
 """Runs that survive faults: one writer per folder, damaged files named and skipped, resumed step counts."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch

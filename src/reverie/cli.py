@@ -52,11 +52,20 @@ def _train(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.append(f"{key}={value}")
     cfg = resolve_config(args.agent, args.preset, overrides)
+    if args.dataset is not None:
+        if args.nproc > 1:
+            from reverie.config import ConfigError
+            raise ConfigError("offline training (--dataset) runs in one process; drop --nproc")
+        return _train_offline(args, cfg)
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch(args, cfg)
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(args.agent, cfg.run.env, cfg.run.obs,
                                                                        cfg.run.seed)
     # A scheduler's SIGTERM is treated like Ctrl-C: save a checkpoint, then stop.
     signal.signal(signal.SIGTERM, _interrupt)
     result = session.train(args.agent, cfg, run_dir)
+    if os.environ.get("RANK", "0") != "0":   # ranks of a data-parallel run other than 0 report nothing
+        return 0
     c = result.counters
     print(f"\n{args.agent} on {cfg.run.env} ({cfg.run.obs}): {c.env_steps} env steps, {c.updates} updates, "
           f"{c.episodes} episodes in {c.wall_time / 60:.1f} min")
@@ -65,6 +74,65 @@ def _train(args: argparse.Namespace) -> int:
     for name, path in result.artifacts.items():
         print(f"{name}: {path}")
     print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _launch(args: argparse.Namespace, cfg) -> int:
+    """``reverie train --nproc N ...``: check the agent can be trained data-parallel, then run the same
+    command (without --nproc) as N processes through torchrun (``torch.distributed.run``)."""
+    import subprocess
+
+    from reverie.training import session
+    from reverie.training.distributed import DataParallel
+
+    DataParallel.check(session.build_agent(args.agent, cfg, session.env_factory(cfg.run)))
+    argv, rest = [], iter(args.argv)
+    for item in rest:
+        if item == "--nproc":
+            next(rest, None)
+        elif not item.startswith("--nproc="):
+            argv.append(item)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "reverie", *argv]
+    signal.signal(signal.SIGTERM, _interrupt)
+    launcher = subprocess.Popen(command)
+    try:
+        return launcher.wait()
+    except KeyboardInterrupt:   # pass it on: torchrun stops the ranks, which save a checkpoint
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait()
+        raise
+
+
+def _train_offline(args: argparse.Namespace, cfg) -> int:
+    from reverie.training.offline import train_offline
+
+    name = Path(str(args.dataset)).name.replace("/", "-") or "dataset"
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.agent}-offline-{name}-s{cfg.run.seed}"
+    signal.signal(signal.SIGTERM, _interrupt)
+    result = train_offline(args.agent, cfg, args.dataset, run_dir)
+    c = result.counters
+    print(f"\n{args.agent} trained offline on {args.dataset}: {c.updates} updates in {c.wall_time / 60:.1f} min")
+    if result.eval_return is not None:
+        print(f"evaluation return: {result.eval_return:.1f} +- {result.eval_return_std:.1f} "
+              f"over {cfg.run.eval_episodes} episodes")
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from reverie.training.offline import export_run
+
+    print(json.dumps(export_run(args.run_dir, args.minari, args.out)))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from reverie.training.offline import import_dataset
+
+    record = import_dataset(args.dataset, args.run_dir)
+    print(json.dumps({k: record[k] for k in ("source", "episodes", "transitions", "replay_steps")}
+                     | {"replay": str(Path(args.run_dir) / "replay")}))
     return 0
 
 
@@ -114,6 +182,25 @@ def _dream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from reverie.training.analyze import StageProgress, analyze_run, check_inputs
+    from reverie.training.report_html import write_compare, write_report
+
+    runs = [args.run_dir] + ([args.run_dir_b] if args.run_dir_b else [])
+    only = check_inputs(runs, args.checkpoint, args.episodes, args.only)   # before loading anything
+    results = []
+    for run in runs:
+        with StageProgress(Path(run).name, 2 + len(only)) as progress:
+            results.append(analyze_run(run, checkpoint=args.checkpoint, episodes=args.episodes, only=only,
+                                       device=args.device, stage=progress.stage))
+    out = Path(args.out) if args.out else Path(args.run_dir) / "analysis"
+    paths = write_report(results[0], out) if len(results) == 1 else write_compare(*results, out)
+    print(json.dumps({"report": str(paths["html"]), "json": str(paths["json"]),
+                      "checkpoint_step": [r.step for r in results],
+                      "seconds": [round(sum(r.seconds.values()), 1) for r in results]}))
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -133,11 +220,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from reverie.models import BatchError, CapabilityError
     from reverie.planning import PlanningError
     from reverie.replay import ReplayError
+    from reverie.replay.minari_io import DatasetError
     from reverie.training.checkpoint import CheckpointError
     from reverie.training.run_dir import RunFolderError, RunLockedError
 
     return (ConfigError, EnvError, CheckpointError, RunFolderError, RunLockedError, ReplayError, PlanningError,
-            CapabilityError, BatchError)
+            CapabilityError, BatchError, DatasetError)
 
 
 def _at_least(minimum: int):
@@ -166,10 +254,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_at_least(1), help="environment steps to train for (at least 1)")
     p.add_argument("--seed", type=_at_least(0), help="seed of the environments, networks and replay (at least 0)")
     p.add_argument("--run-dir", help="run folder (default: runs/AGENT-ENV-OBS-sSEED)")
-    p.add_argument("--preset", help="named settings (dreamer: tiny, default, xs, s, m; planet, pets: tiny, default)")
+    p.add_argument("--preset", help="named settings (dreamer: tiny, default, xs, s, m; planet, pets, muzero: "
+                                    "tiny, default; tdmpc2: tiny, default, 5m)")
     p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--nproc", type=_at_least(1), default=1,
+                   help="learner processes (data-parallel through torchrun: own environments and replay each, "
+                        "gradients averaged)")
+    p.add_argument("--dataset", help="train offline on a Minari dataset (id or folder, or a folder written by "
+                                     "'reverie import'); --steps then counts updates")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, see 'reverie config'")
     p.set_defaults(fn=_train)
+
+    p = sub.add_parser("export", help="write a run's replay as an offline dataset")
+    p.add_argument("run_dir")
+    p.add_argument("--minari", required=True, metavar="NAME",
+                   help="Minari dataset id to create, e.g. reverie/cartpole-v0")
+    p.add_argument("--out", help="datasets folder (default: minari's, ~/.minari/datasets or $MINARI_DATASETS_PATH)")
+    p.set_defaults(fn=_export)
+
+    p = sub.add_parser("import", help="write a Minari dataset into a folder's replay")
+    p.add_argument("dataset", help="Minari dataset id (local) or folder")
+    p.add_argument("--run-dir", required=True, help="folder to write replay/ and dataset.json into")
+    p.set_defaults(fn=_import)
 
     p = sub.add_parser("eval", help="evaluate the newest checkpoint of a run")
     p.add_argument("run_dir")
@@ -193,6 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(fn=_dream)
 
+    p = sub.add_parser("analyze", help="what a run's world model learned: open-loop, spectral, Fourier and "
+                                       "random-projection analyses in one HTML report")
+    p.add_argument("run_dir")
+    p.add_argument("run_dir_b", nargs="?", help="a second run to put side by side with the first")
+    p.add_argument("--checkpoint", type=_at_least(0), metavar="STEP", help="analyse this checkpoint (default: newest)")
+    p.add_argument("--episodes", type=_at_least(1), default=4, help="real episodes to play (at least 1)")
+    p.add_argument("--only", metavar="NAMES", help="comma-separated analyses: open_loop, spectral, fourier, "
+                                                  "projection, checkpoints (default: all)")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/analysis)")
+    p.add_argument("--device")
+    p.set_defaults(fn=_analyze)
+
     p = sub.add_parser("config", help="print the resolved config of an agent and preset")
     p.add_argument("agent", nargs="?", default=DEFAULT_AGENT)
     p.add_argument("--preset")
@@ -205,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # argparse gives positionals one chance to match, so `train pets --preset tiny key=value` would
     # leave key=value unrecognised: collect such leftovers as overrides here.
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    args.argv = argv
     stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")

@@ -14,7 +14,8 @@ or the kernel's OOM killer. ``benchmarks/faults.py`` uses this to kill runs
 at each dangerous moment and checks that the same command resumes them.
 
 Points: ``loop.collect`` (after an environment step, before the replay sees
-the next), ``loop.update`` (between two gradient updates),
+the next), ``loop.update`` (between two gradient updates), ``loop.stage`` (after a checkpointed unit of
+a staged agent's work),
 ``checkpoint.weights_written`` (weights on disk, JSON marker not yet),
 ``replay.chunk_written`` (a chunk's temporary file written, not yet renamed).
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("loop.collect", "loop.update", "checkpoint.weights_written", "replay.chunk_written")
+POINTS = ("loop.collect", "loop.update", "loop.stage", "checkpoint.weights_written", "replay.chunk_written")
 ENV_VAR = "REVERIE_FAILPOINTS"
 
 

@@ -6,7 +6,9 @@ declared, never probed:
 
 - ``schedule``: how the agent learns. :class:`ReplayRatio`: the loop calls
   ``update(batch)`` with replay batches at the run's train ratio;
-  :class:`Refit`: the loop calls ``refit(replay)`` every ``every`` agent steps.
+  :class:`Refit`: the loop calls ``refit(replay)`` every ``every`` agent steps;
+  :class:`Staged`: the loop collects random-policy data, then calls ``advance(work)``
+  (one checkpointed unit of a staged pipeline at a time) until the last stage is done.
   A new kind of schedule is a new dataclass here and one branch in the loop.
 - ``extras_spec``: arrays that ``act`` returns next to its action for every
   environment (a search policy, a root value); the loop stores them in the
@@ -38,7 +40,8 @@ from reverie.planning import PlannerSettings
 from reverie.specs import ActionSpec, ArraySpec
 
 __all__ = [
-    "ActOutput", "Agent", "AgentBase", "Refit", "ReplayRatio", "Schedule", "gradient_step", "observe_step",
+    "ActOutput", "Agent", "AgentBase", "Refit", "ReplayRatio", "Schedule", "StageReport", "StageWork", "Staged",
+    "gradient_step", "observe_step",
     "precision_context", "to_env_action", "to_model_action",
 ]
 
@@ -57,7 +60,42 @@ class Refit:
     every: int
 
 
-Schedule = Union[ReplayRatio, Refit]
+@dataclass(frozen=True)
+class Staged:
+    """Staged training on a fixed data set (World Models: V, then M, then C). The loop collects
+    ``run.prefill`` agent steps with uniformly random actions into the replay, then calls
+    ``advance(work)`` with a :class:`StageWork` until a :class:`StageReport` says ``done``, logging
+    and checkpointing after every call. The agent keeps its stage in its checkpointed tensors, so a
+    killed run resumes in the stage (and the unit) it was in."""
+
+
+@dataclass(frozen=True)
+class StageWork:
+    """What the loop lends a :class:`Staged` agent: the replay, a folder of the run for the stages'
+    own files, and the run's environments (``make_env(seed)``, ``num_envs`` of them, in subprocesses
+    when ``parallel``) for stages that act in the real environment."""
+
+    replay: Any
+    directory: Any
+    make_env: Any
+    num_envs: int
+    parallel: bool
+    seed: int
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """What one ``advance`` call did: its stage, metrics, real environment steps taken, whether the
+    loop should evaluate the current policy now, and whether the last stage is done."""
+
+    stage: str
+    metrics: dict
+    env_steps: int = 0
+    evaluate: bool = False
+    done: bool = False
+
+
+Schedule = Union[ReplayRatio, Refit, Staged]
 
 
 class ActOutput(NamedTuple):
@@ -99,6 +137,9 @@ class Agent(Protocol):
     def refit(self, replay: Any) -> dict[str, float]:
         """Refit on everything in ``replay`` (agents with a :class:`Refit` schedule)."""
 
+    def advance(self, work: StageWork) -> StageReport:
+        """One unit of staged training (agents with a :class:`Staged` schedule)."""
+
     def tensors(self) -> dict[str, dict[str, Any]]:
         """Everything to checkpoint as named state dicts (weights, optimiser states, counters)."""
 
@@ -125,6 +166,13 @@ class AgentBase:
         self.device = torch.device(device)
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    @property
+    def data_parallel(self) -> bool:
+        """Whether several processes can train this agent together by averaging its gradients
+        (``torchrun``, ``reverie train --nproc N``): true for gradient updates on replay batches
+        (:class:`ReplayRatio`), false for refits and staged pipelines."""
+        return isinstance(self.schedule, ReplayRatio)
 
     def tensors(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {k: m.state_dict() for k, m in self.modules.items()}

@@ -39,6 +39,12 @@ DREAMER_PRESETS: dict[str, list[str]] = {
         "model.cnn_depth=48", "behavior.units=640", "behavior.layers=3",
     ],
 }
+# The tiny model with the sequence dynamics of reverie.models.ssm / transformer_dynamics; any other preset
+# takes ``model.dynamics=ssm`` or ``model.dynamics=transformer`` as an override.
+DREAMER_PRESETS["tiny-ssm"] = [*DREAMER_PRESETS["tiny"], "model.dynamics=ssm", "model.ssm.layers=1"]
+DREAMER_PRESETS["tiny-transformer"] = [*DREAMER_PRESETS["tiny"], "model.dynamics=transformer",
+                                       "model.transformer.layers=1", "model.transformer.heads=2",
+                                       "model.transformer.context=8"]
 
 PLANET_PRESETS: dict[str, list[str]] = {
     "tiny": [
@@ -79,5 +85,50 @@ PETS_PRESETS: dict[str, list[str]] = {
     "default": [
         "model.units=64", "model.layers=3", "particles=20", "batch_size=64",
         "planner.horizon=30", "planner.candidates=200", "planner.elites=20", "planner.iterations=5",
+    ],
+}
+
+TDMPC2_PRESETS: dict[str, list[str]] = {
+    "tiny": [
+        "model.latent=16", "model.enc_units=16", "model.units=16", "model.num_q=2", "model.bins=21",
+        "planner.candidates=32", "planner.elites=4", "planner.iterations=2", "planner.policy_candidates=4",
+        "run.env=gym:Pendulum-v1", "run.batch_size=8", "run.prefill=50", "run.train_ratio=16",
+        "run.eval_episodes=1", "run.eval_every=100000000", "run.log_every=50", "run.checkpoint_every=100000000",
+        "run.replay_chunk=32",
+    ],
+    # Sized for two CPU cores (one torch thread): latent 64, MLPs of 128, otherwise TD-MPC2's: the 5 Q heads,
+    # 101 bins, its planner (MPPI 512 x 6 x 3, 24 policy samples), batches of 256 sequences of 4 steps and
+    # one update per agent step. On a loaded 2-core Xeon an update took 67 ms and a planned action 47 ms
+    # (MLPs of 256: 188 ms and 155 ms), so 100k dmc steps (50k agent steps) take about 1.6 hours.
+    "default": ["model.latent=64", "model.enc_units=128", "model.units=128"],
+    # TD-MPC2's default 5M model (its config's model_size 5: latent 512, mlp 512, encoder 256, num_q 5):
+    # the dataclass defaults
+    "5m": [],
+}
+
+WORLDMODELS_PRESETS: dict[str, list[str]] = {
+    # seconds on CartPole from 16x16 pixels: every stage runs, each for a unit or two
+    "tiny": [
+        "vae.z_size=4", "vae.depth=4", "vae.batch_size=8", "rnn.hidden=8", "rnn.mixtures=2", "rnn.batch_size=4",
+        "vae_updates=4", "rnn_updates=4", "unit_updates=2", "population=4", "rollouts=1", "generations=2",
+        "eval_every_generations=100", "dream_max_steps=20",
+        "run.env=gym:CartPole-v1", "run.obs=pixels", "run.image_size=16", "run.time_limit=20",
+        "run.prefill=40", "run.num_envs=2", "run.parallel_envs=false", "run.seq_len=8", "run.replay_chunk=16",
+        "run.eval_episodes=1", "run.checkpoint_every=100000000",
+    ],
+    # CarRacing on two CPU cores (the dataclass defaults): the paper's V and M (z 32, 256 LSTM units,
+    # 5 Gaussians) trained on 10,000 random frames, CMA-ES with 16 candidates x 2 episodes
+    "default": [],
+    # VizDoom take-cover (the vizdoom package's gymnasium ids), the controller evolved only in the dream at the
+    # paper's tau = 1.15; episodes of up to 2,100 steps, reward 1 per step survived
+    "takecover": [
+        "run.env=gym:vizdoom.gymnasium_wrapper:VizdoomTakeCover-v1", "run.obs=pixels", "run.prefill=10000",
+        "evolve_in=dream", "dream_temperature=1.15", "dream_max_steps=2100", "rnn.done_scale=5",
+    ],
+    # the paper's sizes: 10,000 random rollouts of 1,000 steps, population 64 x 16 rollouts
+    "paper": [
+        "vae.lr=1e-4", "vae.batch_size=100", "rnn.batch_size=100", "vae_updates=100000", "rnn_updates=20000",
+        "population=64", "rollouts=16", "generations=2000", "eval_every_generations=25",
+        "run.prefill=625000", "run.num_envs=16", "run.seq_len=999", "run.replay_chunk=1000",
     ],
 }

@@ -10,7 +10,10 @@ from reverie.agents.dreamer import Dreamer, DreamerConfig
 from reverie.agents.muzero import MuZero, MuZeroConfig
 from reverie.agents.pets import Pets, PetsConfig
 from reverie.agents.planet import Planet, PlanetConfig
-from reverie.agents.presets import DREAMER_PRESETS, MUZERO_PRESETS, PETS_PRESETS, PLANET_PRESETS
+from reverie.agents.presets import DREAMER_PRESETS, MUZERO_PRESETS, PETS_PRESETS, PLANET_PRESETS, TDMPC2_PRESETS
+from reverie.agents.presets import WORLDMODELS_PRESETS
+from reverie.agents.tdmpc2 import TDMPC2, TDMPC2Config
+from reverie.agents.worldmodels import WorldModels, WorldModelsConfig
 from reverie.config import ConfigError, apply_overrides
 
 
@@ -29,6 +32,8 @@ AGENTS: dict[str, AgentEntry] = {
     "planet": AgentEntry(PlanetConfig, Planet, PLANET_PRESETS, "default"),
     "pets": AgentEntry(PetsConfig, Pets, PETS_PRESETS, "default"),
     "muzero": AgentEntry(MuZeroConfig, MuZero, MUZERO_PRESETS, "default"),
+    "tdmpc2": AgentEntry(TDMPC2Config, TDMPC2, TDMPC2_PRESETS, "default"),
+    "worldmodels": AgentEntry(WorldModelsConfig, WorldModels, WORLDMODELS_PRESETS, "default"),
 }
 
 

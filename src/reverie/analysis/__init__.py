@@ -9,11 +9,16 @@ from reverie.analysis.fourier import (
     learning_order,
     power_spectrum,
 )
+from reverie.analysis.open_loop import OpenLoopReport, open_loop_error
 from reverie.analysis.plots import plot_dream_vectors, plot_learning_curve, write_dream_video
 from reverie.analysis.projection import (
     DistortionReport,
+    PlanningKeepReport,
+    ProjectedModel,
     RidgeReport,
+    fit_projected_model,
     jl_eps,
+    projected_model_r2,
     projection_distortion,
     projection_r2,
 )
@@ -28,9 +33,10 @@ from reverie.analysis.spectral import (
 )
 
 __all__ = [
-    "BandLearningOrder", "DistortionReport", "RidgeReport", "SpectrumComparison", "SpectrumSummary",
-    "analyze_matrix", "analyze_transition", "band_power", "compare_spectra", "default_band_edges",
-    "effective_rank", "eigen_timescales", "jacobians", "jl_eps", "learning_order", "model_spectrum",
-    "plot_dream_vectors", "plot_learning_curve", "power_spectrum", "projection_distortion",
-    "projection_r2", "write_dream_video",
+    "BandLearningOrder", "DistortionReport", "OpenLoopReport", "PlanningKeepReport", "ProjectedModel",
+    "RidgeReport", "SpectrumComparison", "SpectrumSummary", "analyze_matrix", "analyze_transition", "band_power",
+    "compare_spectra", "default_band_edges", "effective_rank", "eigen_timescales", "fit_projected_model",
+    "jacobians", "jl_eps", "learning_order", "model_spectrum", "open_loop_error", "plot_dream_vectors",
+    "plot_learning_curve", "power_spectrum", "projected_model_r2", "projection_distortion", "projection_r2",
+    "write_dream_video",
 ]

@@ -126,6 +126,8 @@ def find_gym_spec(env_id: str) -> gym.envs.registration.EnvSpec:
                 f"cannot import module {module!r} named in gym id {env_id!r} ({err}); "
                 "check that it is installed and on the Python path"
             ) from None
+    if name.startswith("reverie/"):
+        importlib.import_module("reverie.envs.memory")  # registers reverie's own ids (the memory suite)
     try:
         return gym.spec(name)
     except gym.error.Error:

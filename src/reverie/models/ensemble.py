@@ -151,6 +151,14 @@ class ProbabilisticEnsemble(nn.Module):
         mean, logvar = self.forward(x.unsqueeze(0).expand(self.members, *x.shape))
         return mean * self.out_std + self.out_mean, logvar.exp() * self.out_std ** 2
 
+    def mean_next(self, obs: Tensor, action: Tensor) -> Tensor:
+        """The members' average predicted next observation: obs ``[N, D]``, action ``[N, A]`` -> ``obs +
+        mean_e(mean change of member e)`` ``[N, D]`` in the data's units, differentiable (no sampling)."""
+        x = self.normalise_inputs(torch.cat([obs, action.to(obs.dtype)], -1))
+        mean, _ = self.forward(x.unsqueeze(0).expand(self.members, *x.shape))          # [E, N, D + 1]
+        d = self.obs_dim
+        return obs + (mean[..., :d] * self.out_std[:d] + self.out_mean[:d]).mean(0)
+
     def start_state(self, obs: Tensor, particles: int, generator: torch.Generator | None = None
                     ) -> dict[str, Tensor]:
         """P particles of each start observation ``[M, D]`` -> planning state (see module docstring).

@@ -8,8 +8,10 @@ vector of step t. Imagination moves every particle with its ensemble member
 State (leaves share the batch axes ``[...]``): ``obs [..., P, D]`` particle
 observation vectors, ``member [..., P]`` the member propagating each particle,
 ``reward [..., P]`` the reward each member predicted for arriving there.
-Capabilities: ``reward`` (the particles' mean) and ``decoder`` (the particles'
-mean observation, split back into the observation keys).
+Capabilities: ``reward`` (the particles' mean), ``decoder`` (the particles'
+mean observation, split back into the observation keys) and ``transition``
+(``z`` the particles' mean observation, ``f(z)`` the members' average
+predicted mean of the next observation: the ensemble without its sampling).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from reverie.models.base import DECODER, REWARD, State
+from reverie.models.base import DECODER, REWARD, TRANSITION, State, transition_map
 from reverie.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from reverie.specs import ActionSpec, ArraySpec
 
@@ -37,7 +39,7 @@ def flat_obs_tensor(obs: Mapping[str, Tensor], keys: list[str], lead: int) -> Te
 class EnsembleWorldModel(nn.Module):
     """Implements :class:`reverie.models.base.WorldModel` with a probabilistic ensemble and P particles."""
 
-    capabilities = frozenset({REWARD, DECODER})
+    capabilities = frozenset({REWARD, DECODER, TRANSITION})
 
     def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: EnsembleConfig,
                  particles: int):
@@ -92,3 +94,8 @@ class EnsembleWorldModel(nn.Module):
         lead = mean.shape[:-1]
         sizes = [math.prod(self.obs_spec[k].shape) for k in self.keys]
         return {k: part.reshape(*lead, *self.obs_spec[k].shape) for k, part in zip(self.keys, mean.split(sizes, -1))}
+
+    def transition(self, state: State, action: Tensor):
+        """``(z [N, D], f)``: the particles' mean observation and the members' average predicted mean next
+        observation at ``action`` (:meth:`ProbabilisticEnsemble.mean_next`)."""
+        return self.features(state), transition_map(self.ensemble.mean_next, action)

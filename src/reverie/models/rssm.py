@@ -22,8 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reverie.models.ssm import SSMConfig, SSMDynamics
 from reverie.models.state import State, stack_states
+from reverie.models.transformer_dynamics import TransformerConfig, TransformerDynamics
 from reverie.nn import MLP, GRUCell, OneHotDist, categorical_kl
+
+DYNAMICS = ("gru", "transformer", "ssm")
 
 
 @dataclass(frozen=True)
@@ -49,16 +53,27 @@ class RSSMConfig:
 class RSSM(nn.Module):
     """The recurrent state-space model; see the module docstring for the state layout."""
 
-    def __init__(self, cfg: RSSMConfig, embed_dim: int, action_dim: int):
+    def __init__(self, cfg: RSSMConfig, embed_dim: int, action_dim: int, dynamics: str = "gru",
+                 ssm: SSMConfig | None = None, transformer: TransformerConfig | None = None):
         super().__init__()
+        if dynamics not in DYNAMICS:
+            raise ValueError(f"model.dynamics={dynamics!r} is not a dynamics: choose one of {', '.join(DYNAMICS)}")
         self.cfg = cfg
+        self.dynamics = dynamics
         self.action_dim = action_dim
         stoch_flat = cfg.stoch * cfg.classes if cfg.latent == "categorical" else cfg.stoch
         dist_out = stoch_flat if cfg.latent == "categorical" else 2 * cfg.stoch
         self.img_in = MLP(stoch_flat + action_dim, None, cfg.hidden, 1)
-        self.gru = GRUCell(cfg.hidden, cfg.deter)
+        self.core: SSMDynamics | TransformerDynamics | None = None
+        if dynamics == "gru":
+            self.gru = GRUCell(cfg.hidden, cfg.deter)
+        elif dynamics == "ssm":
+            self.core = SSMDynamics(ssm or SSMConfig(), cfg.hidden, cfg.deter)
+        else:
+            self.core = TransformerDynamics(transformer or TransformerConfig(), cfg.hidden, cfg.deter)
         self.prior_head = MLP(cfg.deter, dist_out, cfg.hidden, 1)
-        self.post_head = MLP(cfg.deter + embed_dim, dist_out, cfg.hidden, 1)
+        post_in = cfg.deter + embed_dim if self.core is None else embed_dim
+        self.post_head = MLP(post_in, dist_out, cfg.hidden, 1)
         self.feat_dim = cfg.deter + stoch_flat
 
     # -- state helpers -------------------------------------------------------------------------
@@ -66,11 +81,16 @@ class RSSM(nn.Module):
         device = device or next(self.parameters()).device
         cfg = self.cfg
         deter = torch.zeros(batch, cfg.deter, device=device)
+        memory = {} if self.core is None else self.core.initial(batch, device)
         if cfg.latent == "categorical":
             z = torch.zeros(batch, cfg.stoch, cfg.classes, device=device)
-            return {"deter": deter, "stoch": z, "logit": z}
+            return {"deter": deter, "stoch": z, "logit": z, **memory}
         z = torch.zeros(batch, cfg.stoch, device=device)
-        return {"deter": deter, "stoch": z, "mean": z, "std": torch.ones_like(z)}
+        return {"deter": deter, "stoch": z, "mean": z, "std": torch.ones_like(z), **memory}
+
+    def _memory(self, state: State) -> dict[str, Tensor]:
+        """The sequence core's entries of ``state`` (none for the GRU)."""
+        return {k: state[k] for k in self.core.memory_keys} if self.core is not None else {}
 
     def _reset(self, state: State, keep: Tensor) -> State:
         """Replace the states where ``keep [N]`` is 0 by the initial state."""
@@ -110,6 +130,10 @@ class RSSM(nn.Module):
     def img_step(self, state: State, action: Tensor, sample: bool = True,
                  generator: torch.Generator | None = None) -> State:
         """Prior step: state ``[N]``, action ``[N, A]`` -> next state ``[N]``."""
+        if self.core is not None:
+            stoch = state["stoch"].flatten(-2) if self.cfg.latent == "categorical" else state["stoch"]
+            deter, memory = self.core.step(self.img_in(torch.cat([stoch, action], -1)), self._memory(state))
+            return {"deter": deter, **self._dist_state(self.prior_head(deter), sample, generator), **memory}
         deter = self._advance(state, action)
         return {"deter": deter, **self._dist_state(self.prior_head(deter), sample, generator)}
 
@@ -117,7 +141,11 @@ class RSSM(nn.Module):
         """The deterministic part of the prior step, ``deter [N, D]`` -> ``[N, D]``, with the stochastic
         latent at its prior expectation (class probabilities, or the Gaussian's mean): differentiable
         everywhere, unlike a sample or a one-hot mode, so its Jacobian carries the loop through the
-        stochastic latent that the dynamics of the system run through."""
+        stochastic latent that the dynamics of the system run through. Only the GRU has such a map: the SSM's
+        and transformer's next ``deter`` depends on their memory, not on ``deter`` alone."""
+        if self.core is not None:
+            raise ValueError(f"the {self.dynamics} dynamics has no deterministic map on deter alone "
+                             "(its recurrent state is its memory); use model.dynamics=gru for the transition map")
         raw = self.prior_head(deter)
         raw = raw.float() if raw.dtype in (torch.float16, torch.bfloat16) else raw   # keep float64 for analysis
         if self.cfg.latent == "categorical":
@@ -143,6 +171,8 @@ class RSSM(nn.Module):
         b, t = embed.shape[:2]
         if state is None:
             state = self.initial(b, embed.device)
+        if self.core is not None:
+            return self._observe_parallel(embed, action, is_first, state, sample)
         keep = (~is_first.bool()).float()  # [B, T]
         # One host sync per sequence to learn where episodes start, instead of masking every step.
         resets = is_first.bool().any(0).tolist()
@@ -159,6 +189,19 @@ class RSSM(nn.Module):
             state = {"deter": deter, **self._dist_state(raw, sample)}
             posts.append(state)
         return stack_states(posts, 1), state
+
+    def _observe_parallel(self, embed: Tensor, action: Tensor, is_first: Tensor, state: State,
+                          sample: bool) -> tuple[State, State]:
+        """:meth:`observe` for the SSM and transformer: posteriors from the embeddings, then the core
+        over all inputs ``[z_{t-1}, a_{t-1}]`` at once (zeroed at episode starts, like the GRU's)."""
+        post = self._dist_state(self.post_head(embed), sample)                      # [B, T, ...]
+        keep = (~is_first.bool()).to(embed.dtype)                                   # [B, T]
+        prev = torch.cat([state["stoch"][:, None].to(post["stoch"].dtype), post["stoch"][:, :-1]], 1)
+        prev = prev.flatten(-2) if self.cfg.latent == "categorical" else prev
+        x = self.img_in(torch.cat([prev * keep[..., None], action * keep[..., None]], -1))
+        deter, memory = self.core.sequence(x, is_first, self._memory(state))
+        posts = {"deter": deter, **post, **memory}
+        return posts, {k: v[:, -1] for k, v in posts.items()}
 
     # -- divergences ---------------------------------------------------------------------------
     def kl(self, post: State, prior: State) -> tuple[Tensor, Tensor]:

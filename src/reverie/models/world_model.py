@@ -12,6 +12,7 @@ terms unweighted; the agent that trains the model weighs them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +21,8 @@ from reverie.models.base import CONT, DECODER, REWARD, TRANSITION, State, transi
 from reverie.models.batch import Batch
 from reverie.models.codecs import MultiDecoder, MultiEncoder
 from reverie.models.rssm import RSSM, RSSMConfig
+from reverie.models.ssm import SSMConfig
+from reverie.models.transformer_dynamics import TransformerConfig
 from reverie.nn import MLP, Bernoulli, TwoHotDist, symlog_bins
 from reverie.specs import ActionSpec, ArraySpec
 
@@ -30,6 +33,14 @@ class WorldModelConfig:
 
     rssm: RSSMConfig = field(default_factory=RSSMConfig)
     """The recurrent state-space model's sizes and latent family."""
+    dynamics: Literal["gru", "transformer", "ssm"] = "gru"
+    """The deterministic path: DreamerV3's GRU, a causal transformer over the past latents and actions
+    (STORM-like, a KV cache of ``transformer.context`` tokens), or a diagonal SSM trained with a
+    parallel scan (R2I-like). The last two compute the posterior from the embedding alone."""
+    ssm: SSMConfig = field(default_factory=SSMConfig)
+    """Sizes of the SSM dynamics (``dynamics=ssm``)."""
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    """Sizes of the transformer dynamics (``dynamics=transformer``)."""
     units: int = 512
     """Width of the encoder, decoder and head MLPs."""
     layers: int = 2
@@ -66,7 +77,8 @@ def loss_scales(cfg: WorldModelConfig) -> dict[str, float]:
 
 class RSSMWorldModel(nn.Module):
     """Implements :class:`reverie.models.base.WorldModel` with an RSSM; capabilities: reward, cont, decoder,
-    transition.
+    and transition for the GRU dynamics (the SSM's and transformer's recurrent state is their memory,
+    not ``deter``, so they do not offer the map on ``deter``).
 
     Actions enter the model as float vectors ``[..., A]``: one-hot for
     discrete action spaces, values in [-1, 1] for continuous ones.
@@ -80,7 +92,9 @@ class RSSMWorldModel(nn.Module):
         self.obs_spec = dict(obs_spec)
         self.act_spec = act_spec
         self.encoder = MultiEncoder(obs_spec, cfg.units, cfg.layers, cfg.cnn_depth)
-        self.rssm = RSSM(cfg.rssm, self.encoder.out_dim, act_spec.size)
+        self.rssm = RSSM(cfg.rssm, self.encoder.out_dim, act_spec.size, cfg.dynamics, cfg.ssm, cfg.transformer)
+        if cfg.dynamics != "gru":
+            self.capabilities = frozenset({REWARD, CONT, DECODER})
         feat = self.rssm.feat_dim
         self.decoder = MultiDecoder(obs_spec, feat, cfg.units, cfg.layers, cfg.cnn_depth)
         self.reward_head = MLP(feat, cfg.reward_bins, cfg.units, cfg.layers, zero_out=True)

@@ -1,12 +1,13 @@
 """Layers, distributions and transforms shared by every model family."""
 
-from reverie.nn.distributions import (Bernoulli, BoundedNormal, ImageMSE, OneHotDist, SymlogMSE, TwoHotDist,
-                                      categorical_kl)
-from reverie.nn.functional import lambda_returns, symexp, symlog, symlog_bins, twohot
-from reverie.nn.layers import MLP, ChannelNorm, ConvDecoder, ConvEncoder, GRUCell, ResidualBlock, ResidualTower
+from reverie.nn.distributions import (Bernoulli, BoundedNormal, ImageMSE, OneHotDist, SymlogMSE, TanhNormal,
+                                      TwoHotDist, categorical_kl)
+from reverie.nn.functional import lambda_returns, simnorm, symexp, symlog, symlog_bins, twohot
+from reverie.nn.layers import (MLP, ChannelNorm, ConvDecoder, ConvEncoder, GRUCell, ResidualBlock, ResidualTower,
+                               SimNorm)
 
 __all__ = [
     "Bernoulli", "BoundedNormal", "ChannelNorm", "ConvDecoder", "ConvEncoder", "GRUCell", "ImageMSE", "MLP",
-    "OneHotDist", "ResidualBlock", "ResidualTower", "SymlogMSE", "TwoHotDist", "categorical_kl", "lambda_returns", "symexp", "symlog",
-    "symlog_bins", "twohot",
+    "OneHotDist", "ResidualBlock", "ResidualTower", "SimNorm", "SymlogMSE", "TanhNormal", "TwoHotDist",
+    "categorical_kl", "lambda_returns", "simnorm", "symexp", "symlog", "symlog_bins", "twohot",
 ]

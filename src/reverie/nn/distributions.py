@@ -161,3 +161,41 @@ class BoundedNormal:
 
     def entropy(self) -> Tensor:
         return (0.5 + 0.5 * math.log(2 * math.pi) + torch.log(self.scale)).sum(-1)
+
+
+class TanhNormal:
+    """A diagonal Gaussian squashed by tanh: actions in (-1, 1) (SAC's and TD-MPC2's policy).
+
+    ``mean``, ``log_std``: ``[..., A]`` of the Gaussian before the squash. ``sample`` is reparameterised
+    (gradients flow into mean and std); :meth:`sample_with_log_prob` also returns the log-density computed
+    from the drawn noise, which stays finite where ``atanh`` of a saturated action would not.
+    """
+
+    def __init__(self, mean: Tensor, log_std: Tensor):
+        self.mean = mean.float()
+        self.log_std = log_std.float()
+
+    def mode(self) -> Tensor:
+        return torch.tanh(self.mean)
+
+    def sample_with_log_prob(self, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(action ``[..., A]``, its log-density ``[...]``)."""
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        action = torch.tanh(self.mean + eps * self.log_std.exp())
+        return action, self._log_prob(eps, action)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        return self.sample_with_log_prob(generator)[0]
+
+    def _log_prob(self, eps: Tensor, action: Tensor) -> Tensor:
+        gaussian = (-0.5 * eps ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return gaussian - torch.log(F.relu(1 - action ** 2) + 1e-6).sum(-1)
+
+    def log_prob(self, action: Tensor) -> Tensor:
+        action = action.float().clamp(-1 + 1e-6, 1 - 1e-6)
+        eps = (torch.atanh(action) - self.mean) / self.log_std.exp()
+        return self._log_prob(eps, action)
+
+    def entropy(self) -> Tensor:
+        """A one-sample estimate ``-log p(a)`` of the entropy (the squash has no closed form)."""
+        return -self.sample_with_log_prob()[1]

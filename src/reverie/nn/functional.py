@@ -46,6 +46,17 @@ def twohot(x: Tensor, bins: Tensor) -> Tensor:
     return out
 
 
+def simnorm(x: Tensor, group: int = 8) -> Tensor:
+    """Simplicial normalisation (TD-MPC2): a softmax over each consecutive group of ``group`` entries of the
+    last axis, ``[..., D]`` -> ``[..., D]`` (``D`` divisible by ``group``); every group sums to one."""
+    if x.shape[-1] % group:
+        raise ValueError(f"simnorm needs a last axis divisible by the group size {group}; got {x.shape[-1]}")
+    # written out: torch.softmax over a last axis of 8 is ~8x slower on CPU (one kernel call per short row)
+    g = x.unflatten(-1, (-1, group))
+    g = (g - g.amax(-1, keepdim=True)).exp()
+    return (g / g.sum(-1, keepdim=True)).flatten(-2)
+
+
 def lambda_returns(reward: Tensor, value: Tensor, discount: Tensor, lam: float) -> Tensor:
     """TD(lambda) returns computed backwards over time.
 

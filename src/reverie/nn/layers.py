@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from reverie.nn.functional import simnorm
+
 
 class ChannelNorm(nn.Module):
     """LayerNorm over the channel axis of ``[N, C, H, W]`` feature maps."""
@@ -50,6 +52,18 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.body(x)
         return self.out(x) if self.out is not None else x
+
+
+class SimNorm(nn.Module):
+    """Softmax over each group of ``group`` consecutive features (TD-MPC2's latent normalisation), see
+    :func:`reverie.nn.functional.simnorm`."""
+
+    def __init__(self, group: int = 8):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: Tensor) -> Tensor:
+        return simnorm(x, self.group)
 
 
 class GRUCell(nn.Module):

@@ -37,7 +37,7 @@ def write_dream(agent: Any, make_env: Callable[[], Any], out: Path, context: int
     if agent.model is None:
         raise CapabilityError(f"agent '{agent.name}' has no world model to dream with")
     require(agent.model, [DECODER], "a dream (predicted observations)")
-    _, episode = run_episodes(agent, [make_env], explore=False, record=True)
+    _, (episode,) = run_episodes(agent, [make_env], explore=False, record=True)
     length = episode["action"].shape[0]
     context = min(context, max(length - 1, 1))
     end = min(length, context + horizon)

@@ -198,6 +198,8 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     marker = directory / f"ckpt-{step:09d}.json"
     previous = _read_marker(marker)
+    # Saving a pinned step again (the end of a run lands on its last milestone) keeps it pinned.
+    pin = bool(pin or (previous is not None and previous.get("pinned")))
     # Replacing an existing step: write the weights under the other of two
     # names, so the old JSON keeps describing intact old weights until the
     # new JSON replaces it in one rename.

@@ -11,11 +11,12 @@ from reverie.envs import BatchEnv, Env
 
 
 def run_episodes(agent: Agent, env_fns: list[Callable[[], Env]], explore: bool = False,
-                 record: bool = False, max_steps: int = 100_000) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+                 record: bool = False, max_steps: int = 100_000
+                 ) -> tuple[np.ndarray, list[dict[str, np.ndarray]] | None]:
     """Run one episode in each environment of ``env_fns`` until all have ended.
 
-    Returns (episode returns ``[N]``, the first environment's episode as ``{key: [T, ...]}``
-    with model-space ``action`` leading into each step, when ``record``).
+    Returns (episode returns ``[N]``, when ``record`` every environment's episode as ``{key: [T, ...]}``
+    with model-space ``action`` leading into each step (zeros at the first)).
     """
     envs = BatchEnv(env_fns, parallel=False)
     try:
@@ -25,19 +26,21 @@ def run_episodes(agent: Agent, env_fns: list[Callable[[], Env]], explore: bool =
         prev = np.zeros((n, envs.act_spec.size), np.float32)
         returns = np.zeros(n)
         done = np.zeros(n, bool)
-        episode: list[dict[str, np.ndarray]] = []
+        episodes: list[list[dict[str, np.ndarray]]] = [[] for _ in range(n)]
         for _ in range(max_steps):
             step = dict(step, action=prev)
-            if record and not done[0]:
-                episode.append({k: np.asarray(v[0]) for k, v in step.items()})
+            if record:
+                for i in np.flatnonzero(~done):
+                    episodes[i].append({k: np.asarray(v[i]) for k, v in step.items()})
             returns += np.where(done, 0.0, step["reward"])
-            done |= step["is_last"]
+            done |= np.asarray(step["is_last"], bool)
             if done.all():
                 break
             env_action, _, state, _ = agent.act(step, state, explore)
             prev = envs.act_spec.to_model(env_action)
             step = envs.step(env_action)
-        recorded = {k: np.stack([s[k] for s in episode]) for k in episode[0]} if record else None
-        return returns, recorded
+        if not record:
+            return returns, None
+        return returns, [{k: np.stack([s[k] for s in steps]) for k in steps[0]} for steps in episodes]
     finally:
         envs.close()

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from reverie.agents.base import Agent, Refit, ReplayRatio
+from reverie.agents.base import Agent, Refit, ReplayRatio, Staged
 from reverie.config import to_dict
 from reverie.envs import BatchEnv
 from reverie.envs.spaces import check_finite
@@ -77,6 +77,7 @@ class Trainer:
         self.checkpoint_step = 0                       # env steps of the checkpoint the run resumed from
         self.resume_notes: dict[str, float] = {}       # logged once when a resumed run starts
         self.notes = dict(notes or {})                  # facts of the run logged once when it starts
+        self.vector_env: Any = None                     # a user's vectorised environment for collection
 
     # -- checkpoints ---------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -153,20 +154,23 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def train(self) -> RunResult:
+        if isinstance(self.agent.schedule, Staged):   # collect once, then the agent's stages
+            from reverie.training.staged import train_staged
+            return train_staged(self)
         run, c = self.run, self.counters
         repeat = self.action_repeat
         per_step = run.num_envs * repeat                     # env steps per batched agent step
         prefill = max(run.prefill, run.seq_len)   # sequences run along one stream: each needs seq_len steps
         tokens = run.batch_size * run.seq_len
-        envs = BatchEnv([functools.partial(self.make_env, run.seed + 100 * i + c.agent_steps) for i in range(run.num_envs)],
-                        parallel=parallel_collection(run))
+        envs = self.open_envs()
         # On resumption, metric rows logged after the checkpoint describe rolled-back work: drop them,
         # except the episodes the replay kept (the counters include them).
-        logger = MetricsLogger(self.folder.path, resume_step=self.checkpoint_step if self.resumed else None,
-                               keep_after=functools.partial(_kept_episode, c.env_steps))
+        logger = self.open_logger(resume_step=self.checkpoint_step if self.resumed else None,
+                                  keep_after=functools.partial(_kept_episode, c.env_steps))
         if self.resume_notes or self.notes:
             logger.log(c.env_steps, {**self.notes, **self.resume_notes})
-        progress = Progress(total=run.steps, start=c.env_steps, refits=isinstance(self.agent.schedule, Refit))
+        progress = self.open_progress(total=run.steps, start=c.env_steps,
+                                      refits=isinstance(self.agent.schedule, Refit))
         rng = np.random.default_rng(run.seed + c.agent_steps)
         act_spec = envs.act_spec
         started = time.perf_counter() - c.wall_time
@@ -226,6 +230,12 @@ class Trainer:
             progress.close()
             envs.close()
         c.wall_time = time.perf_counter() - started
+        return self.finish(logger, interrupted)
+
+    def finish(self, logger: MetricsLogger, interrupted: bool) -> RunResult:
+        """End a run: an interrupted one is checkpointed and the interrupt raised again; a finished one
+        is evaluated (unless it just was), checkpointed and reported."""
+        c = self.counters
         if interrupted:
             self.checkpoint()
             logger.close()
@@ -236,6 +246,23 @@ class Trainer:
         logger.close()
         mean, std = self.latest_eval
         return RunResult(self.folder.path, c, mean, std)
+
+    def open_envs(self) -> Any:
+        """The collection environments: ``run.num_envs`` of ``make_env`` as a :class:`BatchEnv`, or the
+        vectorised environment a user handed over (``vector_env``, see :mod:`reverie.envs.gym_vector`)."""
+        if self.vector_env is not None:
+            return self.vector_env
+        run, start = self.run, self.counters.agent_steps
+        return BatchEnv([functools.partial(self.make_env, run.seed + 100 * i + start) for i in range(run.num_envs)],
+                        parallel=parallel_collection(run))
+
+    def open_logger(self, **kwargs: Any) -> MetricsLogger:
+        """The run's metrics logger (a data-parallel rank other than 0 replaces it with one that writes nothing)."""
+        return MetricsLogger(self.folder.path, **kwargs)
+
+    def open_progress(self, **kwargs: Any) -> Progress:
+        """The progress display (likewise replaced on ranks other than 0)."""
+        return Progress(**kwargs)
 
     def _no_extras(self, n: int) -> dict[str, np.ndarray]:
         """Zeros for the agent's extras on steps it did not act on (prefill)."""

@@ -69,13 +69,23 @@ def _setup_torch(run: RunConfig) -> None:
                              "use run.device=cpu")
 
 
-def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], None] = print) -> RunResult:
-    """Train (or resume) ``agent_name`` with ``cfg`` in ``run_dir``; write the end-of-run artifacts."""
+def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], None] = print,
+          vector_env: Any = None) -> RunResult:
+    """Train (or resume) ``agent_name`` with ``cfg`` in ``run_dir``; write the end-of-run artifacts.
+
+    ``vector_env``: a gymnasium ``VectorEnv`` of ``run.num_envs`` environments to collect with instead
+    of ``run.env`` (which still evaluates); see :mod:`reverie.envs.gym_vector`. The run closes it."""
+    from reverie.training.distributed import DataParallel
+
+    parallel = DataParallel.from_env()
+    if parallel is not None:   # one rank of a torchrun launch
+        return _train_parallel(parallel, agent_name, cfg, run_dir, say)
     run = cfg.run
     _setup_torch(run)
     make = env_factory(run)
     resolved, why = _resolve_precision(cfg)
     agent = build_agent(agent_name, resolved, make)   # checks the environment before touching the folder
+    collector = None if vector_env is None else _vector_collector(vector_env, agent, run)
     folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)   # takes the folder's writer lock (saves "auto")
     try:
         if folder.stale_lock:
@@ -83,7 +93,8 @@ def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], N
         if run.precision == "auto":
             say(f"precision: {resolved.run.precision} ({why})")
         return _train_locked(agent_name, agent, cfg, folder, make, say,
-                             notes={"run/precision_bf16": float(resolved.run.precision == "bf16")})
+                             notes={"run/precision_bf16": float(resolved.run.precision == "bf16")},
+                             vector_env=collector)
     finally:
         folder.release()
 
@@ -96,14 +107,86 @@ def _resolve_precision(cfg: Any) -> tuple[Any, str]:
     return replace(cfg, run=replace(cfg.run, precision=precision)), why
 
 
+def _train_parallel(parallel: Any, agent_name: str, cfg: Any, run_dir: str | Path,
+                    say: Callable[[str], None]) -> RunResult:
+    """One rank of a data-parallel run (see :mod:`reverie.training.distributed`)."""
+    from dataclasses import replace
+
+    from reverie.training.distributed import ParallelTrainer, rank_seed
+
+    device = parallel.init(cfg.run.device)
+    folder = None
+    try:
+        run = replace(cfg.run, seed=rank_seed(cfg.run.seed, parallel.rank), device=device)   # this rank's seeds
+        _setup_torch(run)
+        make = env_factory(run)
+        resolved, _ = _resolve_precision(replace(cfg, run=replace(cfg.run, device=device)))
+        agent = build_agent(agent_name, resolved, make)
+        parallel.check(agent)
+        error = None
+        if parallel.is_main:
+            try:
+                folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)
+            except ValueError as e:
+                error = e
+        message = parallel.broadcast(None if error is None else str(error))
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RunFolderError(message)
+        if not parallel.is_main:
+            folder = RunFolder(run_dir)
+        elif folder.stale_lock:
+            say(f"taking over the lock of {describe(folder.stale_lock)}, which is no longer running")
+        seeds = [rank_seed(cfg.run.seed, r) for r in range(parallel.world)]
+        notes = {"run/precision_bf16": float(resolved.run.precision == "bf16"), "dist/world_size": parallel.world,
+                 **{f"dist/seed_rank_{r}": s for r, s in enumerate(seeds)}}
+        trainer = ParallelTrainer(parallel, agent, cfg, replace(resolved.run, seed=run.seed), folder, make,
+                                  action_repeat_of(run), console=say if parallel.is_main else (lambda m: None),
+                                  notes=notes)
+        trainer.resume()
+        result = trainer.train()
+        if parallel.is_main:
+            _finish(agent_name, agent, cfg, folder, make, result, {"world_size": parallel.world, "rank_seeds": seeds})
+        parallel.barrier()
+        return result
+    finally:
+        if folder is not None:
+            folder.release()
+        parallel.close()
+
+
+def _vector_collector(vector_env: Any, agent: Any, run: RunConfig) -> Any:
+    """``vector_env`` as the loop's collection envs, checked against the run and the agent."""
+    from reverie.config import ConfigError
+    from reverie.envs import EnvError
+    from reverie.envs.gym_vector import GymVectorEnv
+
+    collector = GymVectorEnv(vector_env)
+    if collector.num_envs != run.num_envs:
+        raise ConfigError(f"the vector environment holds {collector.num_envs} environments but run.num_envs is "
+                          f"{run.num_envs}; set run.num_envs={collector.num_envs}")
+    if (collector.obs_spec, collector.act_spec) != (agent.obs_spec, agent.act_spec):
+        raise EnvError(f"the vector environment's spaces give {collector.obs_spec}, {collector.act_spec} but "
+                       f"{run.env} gives {agent.obs_spec}, {agent.act_spec}; hand over environments of run.env")
+    return collector
+
+
 def _train_locked(agent_name: str, agent: Any, cfg: Any, folder: RunFolder, make: Callable[[int], Any],
-                  say: Callable[[str], None], notes: dict[str, float]) -> RunResult:
+                  say: Callable[[str], None], notes: dict[str, float], vector_env: Any = None) -> RunResult:
+    run = cfg.run
+    trainer = Trainer(agent, cfg, run, folder, make, action_repeat_of(run), console=say, notes=notes)
+    trainer.vector_env = vector_env
+    trainer.resume()
+    return _finish(agent_name, agent, cfg, folder, make, trainer.train(), {})
+
+
+def _finish(agent_name: str, agent: Any, cfg: Any, folder: RunFolder, make: Callable[[int], Any], result: RunResult,
+            extra: dict[str, Any]) -> RunResult:
+    """Write the end-of-run artifacts (learning curve, dream, summary.json)."""
     from reverie.training.artifacts import can_dream, write_dream, write_learning_curve
 
     run = cfg.run
-    trainer = Trainer(agent, cfg, run, folder, make, action_repeat_of(run), console=say, notes=notes)
-    trainer.resume()
-    result = trainer.train()
     result.artifacts["learning_curve"] = write_learning_curve(folder.path)
     errors = None
     if can_dream(agent):   # a model without a decoder (MuZero's) has no observations to imagine
@@ -114,7 +197,7 @@ def _train_locked(agent_name: str, agent: Any, cfg: Any, folder: RunFolder, make
         "updates": result.counters.updates, "episodes": result.counters.episodes,
         "wall_time_s": round(result.counters.wall_time, 1), "eval/return": result.eval_return,
         "eval/return_std": result.eval_return_std, "dream/open_loop_mse": errors,
-        "artifacts": {k: str(v) for k, v in result.artifacts.items()},
+        "artifacts": {k: str(v) for k, v in result.artifacts.items()}, **extra,
     }
     atomic_write_text(folder.path / "summary.json", json.dumps(summary, indent=1) + "\n")
     return result

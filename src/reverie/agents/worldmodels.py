@@ -1,0 +1,356 @@
+"""World Models (Ha & Schmidhuber, 2018): V (a VAE), M (an MDN-RNN), C (a linear controller evolved by CMA-ES).
+
+One ``reverie train worldmodels`` run goes through the paper's stages, each
+resumable (the stage and its progress are checkpointed with the weights):
+
+1. random-policy rollouts into the replay on disk (the loop's collection,
+   :class:`~reverie.agents.base.Staged`);
+2. ``vae``: train the VAE on the stored frames;
+3. ``encode``: encode every stored frame to (mean, log-variance) of z, saved
+   to ``stages/encoded.safetensors`` with the actions, rewards and ends;
+4. ``mdn``: train the MDN-RNN on sequences of sampled codes;
+5. ``controller``: evolve the controller ``a = tanh(W [z, h] + b)`` (argmax
+   for discrete actions; ``controller_input=z`` for z alone) with the ``cma``
+   package, candidates scored in the real environment (parallel subprocesses)
+   or in the dream (every candidate's rollouts as one batch of the MDN-RNN,
+   :class:`~reverie.envs.dream_env.DreamVectorEnv`, at ``dream_temperature``).
+
+The controller acts with the mean of the search distribution, and the loop
+evaluates it in the real environment. CMA-ES's state is restored on
+resumption by replaying its generations: the sampler draws from a generator
+seeded by the generation, so asking again gives the same candidates, and the
+stored fitnesses are told again.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+from reverie.agents.base import (ActOutput, AgentBase, StageReport, StageWork, Staged, observe_step,
+                                 precision_context)
+from reverie.agents.worldmodels_rollouts import dream_returns, real_returns
+from reverie.config import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt, check_ranges
+from reverie.models.mdn_rnn import MDNRNNConfig, WorldModelsModel
+from reverie.models.vae import VAEConfig
+from reverie.run_config import RunConfig
+from reverie.specs import ActionSpec, ArraySpec
+
+__all__ = ["Controller", "Evolution", "WorldModels", "WorldModelsConfig"]
+
+STAGES = ("vae", "encode", "mdn", "controller", "done")
+ENCODED = "encoded.safetensors"
+
+
+def _wm_run() -> RunConfig:
+    return RunConfig(env="gym:CarRacing-v3", obs="pixels", prefill=5000, num_envs=2, seq_len=32,
+                     replay_chunk=500, eval_episodes=5, eval_every=10**9, checkpoint_every=2000, threads=1)
+
+
+@dataclass(frozen=True)
+class WorldModelsConfig:
+    """Everything that defines a World Models run (the random collection is ``run.prefill`` agent steps)."""
+
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    """The vision model (the paper: z = 32)."""
+    rnn: MDNRNNConfig = field(default_factory=MDNRNNConfig)
+    """The memory model (the paper: 256 LSTM units, 5 Gaussians)."""
+    vae_updates: PositiveInt = 3000
+    """Gradient steps of the VAE."""
+    rnn_updates: PositiveInt = 3000
+    """Gradient steps of the MDN-RNN (on run.seq_len-step sequences)."""
+    unit_updates: PositiveInt = 100
+    """Gradient steps per checkpointed (and logged) unit of the vae and mdn stages."""
+    controller_input: Literal["zh", "z"] = "zh"
+    """What the controller reads: [z, h] (the paper's full agent) or z alone (its ablation)."""
+    evolve_in: Literal["real", "dream"] = "real"
+    """Where candidates are scored: the real environment or the MDN-RNN's dream."""
+    population: PositiveInt = 16
+    """CMA-ES population (the paper: 64)."""
+    rollouts: PositiveInt = 2
+    """Episodes per candidate, averaged (the paper: 16)."""
+    generations: PositiveInt = 50
+    """CMA-ES generations."""
+    sigma0: PositiveFloat = 0.1
+    """Initial step size of CMA-ES around zero weights."""
+    dream_temperature: NonNegativeFloat = 1.15
+    """tau of the dream when evolve_in=dream (the paper's take-cover agent: 1.15)."""
+    dream_max_steps: PositiveInt = 1000
+    """Longest dream episode."""
+    eval_every_generations: PositiveInt = 10
+    """Generations between real-environment evaluations of the controller."""
+    run: RunConfig = field(default_factory=_wm_run)
+    """Environment, budget and bookkeeping."""
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+class Controller:
+    """The linear controller on N candidates at once: parameters ``[N, A * F + A]`` -> actions ``[N, A]``."""
+
+    def __init__(self, in_size: int, act_spec: ActionSpec):
+        self.in_size, self.act_spec = in_size, act_spec
+        self.size = act_spec.size * in_size + act_spec.size
+
+    def act(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Model-space actions ``[N, A]`` (one-hot for discrete) for inputs ``x [N, F]``."""
+        A = self.act_spec.size
+        W = params[:, :A * self.in_size].reshape(-1, A, self.in_size)
+        out = torch.einsum("naf,nf->na", W, x) + params[:, A * self.in_size:]
+        if self.act_spec.discrete:
+            return torch.nn.functional.one_hot(out.argmax(-1), A).to(x.dtype)
+        return torch.tanh(out)
+
+
+class Evolution:
+    """CMA-ES (the ``cma`` package) that maximises, restorable from its fitness history alone.
+
+    The sampler draws generation g's candidates from a generator seeded by (seed, g), so replaying
+    the history (ask again, tell the stored fitnesses) rebuilds the exact state: nothing of ``cma``
+    is pickled.
+    """
+
+    def __init__(self, size: int, population: int, sigma0: float, seed: int):
+        self.size, self.population, self.sigma0, self.seed = size, population, sigma0, seed
+        self.restore(np.zeros((0, population)))
+
+    def _normal(self, *shape: int) -> np.ndarray:
+        return self._rng.standard_normal(shape)
+
+    def restore(self, fitness: np.ndarray) -> None:
+        """Start over and replay the generations whose fitnesses are ``fitness [G, population]``."""
+        import cma
+
+        self._rng = np.random.default_rng([self.seed, 0])
+        self.es = cma.CMAEvolutionStrategy(np.zeros(self.size), self.sigma0,
+                                           {"popsize": self.population, "seed": self.seed + 1, "verbose": -9,
+                                            "randn": self._normal})
+        self.fitness = np.zeros((0, self.population))
+        self._asked: np.ndarray | None = None
+        for row in np.asarray(fitness, np.float64):
+            self.ask()
+            self.tell(row)
+
+    @property
+    def generation(self) -> int:
+        return len(self.fitness)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.asarray(self.es.mean)
+
+    @property
+    def sigma(self) -> float:
+        return float(self.es.sigma)
+
+    def ask(self) -> np.ndarray:
+        """This generation's candidates ``[population, size]`` (the same ones when asked again)."""
+        if self._asked is None:
+            self._rng = np.random.default_rng([self.seed, 1, self.generation])
+            self._asked = np.stack(self.es.ask())
+        return self._asked
+
+    def tell(self, fitness: np.ndarray) -> None:
+        """Fitnesses ``[population]`` of the asked candidates (larger is better)."""
+        fitness = np.asarray(fitness, np.float64).reshape(self.population)
+        self.es.tell(list(self.ask()), list(-fitness))
+        self.fitness = np.concatenate([self.fitness, fitness[None]])
+        self._asked = None
+
+
+class WorldModels(AgentBase):
+    """The World Models agent (see the module docstring)."""
+
+    name = "worldmodels"
+
+    def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: WorldModelsConfig,
+                 device: str | torch.device = "cpu"):
+        super().__init__(obs_spec, act_spec, device)
+        self.cfg = cfg
+        self.wm = WorldModelsModel(obs_spec, act_spec, cfg.vae, cfg.rnn).to(self.device)
+        self.model = self.wm
+        self.modules = {"vae": self.wm.vae, "rnn": self.wm.rnn}
+        self.optimizers = {"vae_opt": torch.optim.Adam(self.wm.vae.parameters(), lr=cfg.vae.lr),
+                           "rnn_opt": torch.optim.Adam(self.wm.rnn.parameters(), lr=cfg.rnn.lr)}
+        self.schedule = Staged()
+        feat = cfg.vae.z_size + (cfg.rnn.hidden if cfg.controller_input == "zh" else 0)
+        self.controller = Controller(feat, act_spec)
+        self.params = torch.zeros(self.controller.size, device=self.device)
+        self.stage, self.done_updates = 0, 0
+        self.evolution = Evolution(self.controller.size, cfg.population, cfg.sigma0, cfg.run.seed)
+        self._frames: torch.Tensor | None = None
+        self._encoded: dict[str, np.ndarray] | None = None
+
+    # -- acting ------------------------------------------------------------------------------
+    def init_state(self, batch: int):
+        return None
+
+    def controller_input(self, features: torch.Tensor) -> torch.Tensor:
+        return features if self.cfg.controller_input == "zh" else features[..., :self.cfg.vae.z_size]
+
+    @torch.no_grad()
+    def act(self, step: dict[str, np.ndarray], state: Any, explore: bool) -> ActOutput:
+        state = observe_step(self.wm, step, state, self.device)
+        x = self.controller_input(self.wm.features(state))
+        action = self.controller.act(self.params.expand(x.shape[0], -1), x)
+        env_action = (action.argmax(-1).cpu().numpy().astype(np.int64) if self.act_spec.discrete
+                      else action.cpu().numpy().astype(np.float32))
+        return ActOutput(env_action, action.cpu().numpy().astype(np.float32), state, {})
+
+    # -- the stages --------------------------------------------------------------------------
+    def advance(self, work: StageWork) -> StageReport:
+        name = STAGES[self.stage]
+        if name == "vae":
+            return self._train_units("vae", work, self.cfg.vae_updates, self._vae_update)
+        if name == "encode":
+            return self._encode(work)
+        if name == "mdn":
+            return self._train_units("mdn", work, self.cfg.rnn_updates, self._mdn_update)
+        if name == "controller":
+            return self._generation(work)
+        return StageReport("done", {}, done=True)
+
+    def _next_stage(self) -> None:
+        self.stage += 1
+        self.done_updates = 0
+
+    def _train_units(self, name: str, work: StageWork, total: int, update) -> StageReport:
+        rng = np.random.default_rng([self.cfg.run.seed, self.stage, self.done_updates])
+        metrics: list[dict[str, float]] = []
+        for _ in range(min(self.cfg.unit_updates, total - self.done_updates)):
+            metrics.append(update(work, rng))
+            self.done_updates += 1
+        out = {k: float(np.mean([m[k] for m in metrics])) for k in metrics[-1]}
+        out[f"{name}/updates"] = self.done_updates
+        if self.done_updates >= total:
+            self._next_stage()
+        return StageReport(f"stage {STAGES.index(name) + 2}/5 ({name})", out)
+
+    def _vae_update(self, work: StageWork, rng: np.random.Generator) -> dict[str, float]:
+        if self._frames is None:
+            self._frames = torch.as_tensor(np.concatenate([ch[self.wm.key] for ch in work.replay.chunks()]))
+        index = torch.as_tensor(rng.integers(0, len(self._frames), self.cfg.vae.batch_size))
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        with precision_context(self.cfg.run.precision, self.device):   # bf16 convolutions where asked
+            loss, metrics = self.wm.vae.loss(self._frames[index].to(self.device), gen)
+        opt = self.optimizers["vae_opt"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return metrics
+
+    @torch.no_grad()
+    def _encode(self, work: StageWork) -> StageReport:
+        self._frames = None
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("mean", "logvar", "action", "reward", "is_first",
+                                                              "is_terminal", "chunk")}
+        firsts = []
+        for i, ch in enumerate(work.replay.chunks()):
+            image = torch.as_tensor(ch[self.wm.key])
+            stats = [self.wm.vae.encode(image[j:j + 256].to(self.device)) for j in range(0, len(image), 256)]
+            parts["mean"].append(torch.cat([m for m, _ in stats]).cpu().numpy())
+            parts["logvar"].append(torch.cat([v for _, v in stats]).cpu().numpy())
+            parts["action"].append(np.asarray(ch["action"], np.float32))
+            parts["reward"].append(np.asarray(ch["reward"], np.float32))
+            parts["is_first"].append(np.asarray(ch["is_first"], np.uint8))
+            parts["is_terminal"].append(np.asarray(ch["is_terminal"], np.uint8))
+            parts["chunk"].append(np.full(len(image), i, np.int64))
+            firsts.append(np.asarray(ch[self.wm.key])[np.asarray(ch["is_first"], bool)])
+        data = {k: np.ascontiguousarray(np.concatenate(v)) for k, v in parts.items()}
+        starts = np.concatenate(firsts)[:256]
+        data["starts"] = np.ascontiguousarray(starts if len(starts) else np.asarray(next(work.replay.chunks())
+                                                                                    [self.wm.key][:1]))
+        path = Path(work.directory) / ENCODED
+        tmp = path.with_suffix(".tmp")
+        save_file(data, str(tmp))
+        tmp.replace(path)
+        self._encoded = data
+        self._next_stage()
+        return StageReport("stage 3/5 (encode)", {"encode/frames": float(len(data["mean"])),
+                                                  "encode/starts": float(len(data["starts"]))})
+
+    def encoded(self, work: StageWork) -> dict[str, np.ndarray]:
+        if self._encoded is None:
+            path = Path(work.directory) / ENCODED
+            if not path.exists():
+                raise ConfigError(f"{path} is missing; the run folder lost its encoded data, so stage 3 must "
+                                  "be run again: start a new run folder")
+            self._encoded = load_file(str(path))
+        return self._encoded
+
+    def _mdn_update(self, work: StageWork, rng: np.random.Generator) -> dict[str, float]:
+        data = self.encoded(work)
+        L = self.cfg.run.seq_len
+        chunk = data["chunk"]
+        # windows that stay inside one chunk (one stream's consecutive steps)
+        valid = np.flatnonzero(np.r_[chunk[L - 1:] == chunk[:len(chunk) - L + 1], np.zeros(L - 1, bool)])
+        if len(valid) == 0:
+            raise ConfigError(f"no stored chunk holds run.seq_len={L} steps; lower run.seq_len or raise "
+                              "run.replay_chunk")
+        start = valid[rng.integers(0, len(valid), self.cfg.rnn.batch_size)]
+        index = start[:, None] + np.arange(L)
+        take = {k: torch.as_tensor(data[k][index], device=self.device) for k in
+                ("mean", "logvar", "action", "reward", "is_first", "is_terminal")}
+        noise = torch.as_tensor(rng.standard_normal(take["mean"].shape).astype(np.float32), device=self.device)
+        z = take["mean"] + (0.5 * take["logvar"]).exp() * noise
+        is_first = take["is_first"].bool()
+        mask = is_first.clone()
+        mask[:, 1:] = True      # the first step of a window has no past unless it starts an episode
+        loss, metrics = self.wm.rnn.loss(z, take["action"], is_first, take["reward"], take["is_terminal"].bool(),
+                                         mask)
+        opt = self.optimizers["rnn_opt"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["mdn/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.wm.rnn.parameters(),
+                                                                        self.cfg.rnn.grad_clip))
+        opt.step()
+        return metrics
+
+    # -- CMA-ES ----------------------------------------------------------------------------------
+    def _generation(self, work: StageWork) -> StageReport:
+        cfg = self.cfg
+        es = self.evolution
+        g = es.generation
+        params = torch.as_tensor(es.ask(), dtype=torch.float32, device=self.device)
+        steps = 0
+        if cfg.evolve_in == "dream":
+            returns = dream_returns(self.wm, self.controller, self.controller_input, params, cfg.rollouts,
+                                    self.encoded(work)["starts"], cfg.dream_temperature, cfg.dream_max_steps,
+                                    seed=cfg.run.seed * 1_000_003 + g)
+        else:
+            seeds = [cfg.run.seed + 50_000 + g * cfg.population * cfg.rollouts + i
+                     for i in range(work.num_envs)]
+            returns, steps = real_returns(self.wm, self.controller, self.controller_input, params, cfg.rollouts,
+                                          [functools.partial(work.make_env, s) for s in seeds], work.parallel)
+        fitness = returns.mean(1)
+        es.tell(fitness)
+        self.params = torch.as_tensor(es.mean, dtype=torch.float32, device=self.device)
+        done = es.generation >= cfg.generations
+        if done:
+            self._next_stage()
+        metrics = {"cma/generation": float(g + 1), "cma/best": float(fitness.max()),
+                   "cma/mean": float(fitness.mean()), "cma/worst": float(fitness.min()),
+                   "cma/sigma": float(es.sigma), "cma/real_env_steps": float(steps)}
+        return StageReport(f"stage 5/5 (controller in the {cfg.evolve_in} environment)", metrics, env_steps=steps,
+                           evaluate=done or (g + 1) % cfg.eval_every_generations == 0, done=done)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def tensors(self) -> dict[str, dict[str, Any]]:
+        return {**super().tensors(),
+                "progress": {"stage": self.stage, "done_updates": self.done_updates},
+                "controller": {"params": self.params.detach().cpu(),
+                               "fitness": torch.as_tensor(self.evolution.fitness, dtype=torch.float64)}}
+
+    def load_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
+        super().load_tensors(tensors)
+        self.stage = int(tensors["progress"]["stage"])
+        self.done_updates = int(tensors["progress"]["done_updates"])
+        self.params = tensors["controller"]["params"].to(self.device, torch.float32)
+        self.evolution.restore(tensors["controller"]["fitness"].cpu().numpy().reshape(-1, self.cfg.population))

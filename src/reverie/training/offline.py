@@ -1,0 +1,459 @@
+"""Offline datasets in the Minari format: export a run's replay, import a dataset, train from one.
+
+- :func:`export_run`: a run folder's replay (every rank's shard) -> a Minari dataset. A gymnasium
+  run on state vectors without action repeat is stored in its environment's own spaces with the
+  environment's spec (so ``minari``'s ``recover_environment`` and reverie's evaluation can remake it);
+  any other run is stored in reverie's spaces without a spec.
+- :func:`import_dataset`: a Minari dataset (a local dataset id or a folder) -> a folder's ``replay/``
+  plus ``dataset.json`` (its source, spaces, size and environment spec).
+- :func:`train_offline`: an agent trained on a dataset alone, no environment stepping. ``run.steps``
+  (``--steps``) counts *updates* here (refits for a refitting agent), and so do ``run.eval_every``,
+  ``run.log_every``, ``run.checkpoint_every`` and the ``step`` of metrics and checkpoints. It evaluates
+  in the dataset's environment when its spec can be made, and says why not otherwise.
+
+The conversions themselves are pure (:mod:`reverie.replay.minari_io`); this module is the shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from reverie.agents.base import Refit, ReplayRatio
+from reverie.config import to_dict
+from reverie.models.batch import Batch
+from reverie.replay import Replay, chunkfile
+from reverie.replay.minari_io import (
+    DatasetError,
+    Episode,
+    action_to_model,
+    action_to_space,
+    episode_rows,
+    obs_from_space,
+    obs_to_space,
+    reverie_spaces,
+    space_specs,
+    split_episodes,
+)
+from reverie.training.checkpoint import load_latest, save_checkpoint
+from reverie.training.loop import Counters, RunResult
+from reverie.training.run_dir import RunFolder, atomic_write_text
+
+__all__ = ["DatasetError", "export_run", "import_dataset", "open_dataset", "train_offline"]
+
+DATASET_FILE = "dataset.json"
+
+
+def _quiet_minari():
+    """minari warns about optional packages (jax for collection) on import; reverie needs none of them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import h5py  # noqa: F401  (minari's storage format here)
+            import minari
+        except ImportError as e:
+            raise DatasetError(f"offline datasets need the minari and h5py packages ({e}); install them with "
+                               "pip install 'reverie[offline]'") from None
+    return minari
+
+
+# -- reading a dataset ---------------------------------------------------------------------------------
+def open_dataset(ref: str | os.PathLike) -> Any:
+    """The Minari dataset at a folder (its root or its ``data/``) or with a local dataset id."""
+    minari = _quiet_minari()
+    path = Path(ref)
+    candidates = [path / "data", path] if path.is_dir() else []
+    for data in candidates:
+        if (data / "metadata.json").exists():
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return minari.MinariDataset(data)
+            except Exception as e:  # noqa: BLE001  (minari raises many kinds on a damaged dataset)
+                raise DatasetError(f"{path} is not a readable Minari dataset ({type(e).__name__}: {e})") from None
+    if path.is_dir():
+        raise DatasetError(f"{path} is not a Minari dataset (no metadata.json in it or in its data/ folder)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return minari.load_dataset(str(ref), download=False)
+    except FileNotFoundError:
+        raise DatasetError(f"no Minari dataset '{ref}': it is neither a folder nor a dataset id under "
+                           f"{minari.storage.get_dataset_path()} (see 'minari list local')") from None
+    except Exception as e:  # noqa: BLE001  (any failure of minari to read it)
+        raise DatasetError(f"Minari dataset '{ref}' cannot be read ({type(e).__name__}: {e})") from None
+
+
+def _env_spec_json(dataset: Any) -> str | None:
+    spec = getattr(dataset.spec, "env_spec", None)   # a minari metadata field, None when the dataset has no env
+    return spec.to_json() if spec is not None else None
+
+
+def dataset_episodes(dataset: Any) -> tuple[dict, Any, list[Episode]]:
+    """(obs_spec, act_spec, episodes in reverie's conventions) of a Minari dataset."""
+    obs_space, act_space = dataset.observation_space, dataset.action_space
+    obs_spec, act_spec = space_specs(obs_space, act_space)
+    episodes = []
+    for ep in dataset.iterate_episodes():
+        fields = {k: getattr(ep, k, None) for k in ("observations", "actions", "rewards", "terminations",
+                                                    "truncations")}
+        missing = [k for k, v in fields.items() if v is None]
+        if missing:
+            raise DatasetError(f"episode {ep.id} of the dataset lacks {missing}")
+        n = len(np.asarray(fields["rewards"]))
+        for key in ("terminations", "truncations"):
+            if len(np.asarray(fields[key])) != n:
+                raise DatasetError(f"episode {ep.id} of the dataset has {len(fields[key])} {key} but {n} rewards")
+        episodes.append(Episode(obs=obs_from_space(obs_space, fields["observations"], n + 1),
+                                action=action_to_model(act_space, fields["actions"], n),
+                                reward=np.asarray(fields["rewards"], np.float32).reshape(n),
+                                terminated=np.asarray(fields["terminations"], bool).reshape(n),
+                                truncated=np.asarray(fields["truncations"], bool).reshape(n)))
+    if not episodes:
+        raise DatasetError("the dataset holds no episodes")
+    return obs_spec, act_spec, episodes
+
+
+def import_dataset(ref: str | os.PathLike, run_dir: str | os.PathLike, chunk_size: int = 256,
+                   seed: int = 0) -> dict[str, Any]:
+    """Write dataset ``ref`` into ``run_dir/replay`` (one stream, episodes in order) and ``run_dir/dataset.json``.
+
+    ``run_dir`` must have no replay yet. Returns what ``dataset.json`` records.
+    """
+    dataset = open_dataset(ref)
+    obs_spec, act_spec, episodes = dataset_episodes(dataset)
+    folder = RunFolder(run_dir)
+    if folder.replay.exists() and any(folder.replay.glob("*.npz")):
+        raise DatasetError(f"{folder.replay} already holds replay chunks; import into a new --run-dir")
+    folder.replay.mkdir(parents=True, exist_ok=True)
+    steps = sum(len(e) + 1 for e in episodes)
+    replay = Replay(folder.replay, capacity=steps + chunk_size, seq_len=1, chunk_size=chunk_size, seed=seed,
+                    owner=True)
+    for ep in episodes:
+        rows = episode_rows(ep)
+        for t in range(len(ep) + 1):
+            replay.add({k: v[t:t + 1] for k, v in rows.items()})
+    replay.flush()
+    record = {
+        "source": str(ref), "dataset_id": dataset.spec.dataset_id, "episodes": len(episodes),
+        "transitions": int(sum(len(e) for e in episodes)), "replay_steps": steps,
+        "obs_spec": {k: [list(v.shape), np.dtype(v.dtype).name] for k, v in obs_spec.items()},
+        "act_spec": {"discrete": act_spec.discrete, "size": act_spec.size},
+        "env_spec": _env_spec_json(dataset),
+    }
+    atomic_write_text(folder.path / DATASET_FILE, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+# -- writing a dataset ---------------------------------------------------------------------------------
+def replay_streams(replay_dir: Path, warn: Callable[[str], None]) -> list[dict[str, np.ndarray]]:
+    """Every stream's rows, chunks joined along their links, from a replay folder and its ``rank-*`` shards."""
+    streams = []
+    for directory in [replay_dir, *sorted(p for p in replay_dir.glob("rank-*") if p.is_dir())]:
+        chunks = {}
+        for path in sorted(directory.glob("*.npz")):
+            try:
+                meta, data = chunkfile.split_chunk(path, chunkfile.read_chunk(path))
+            except chunkfile.ChunkUnreadable as e:
+                warn(f"skipping unreadable replay chunk {path} ({e})")
+                continue
+            chunks[(meta.stream, meta.birth)] = (meta, data)
+        following = {(m.stream, m.prev_birth): (m.stream, m.birth) for m, _ in chunks.values() if m.prev_birth >= 0}
+        heads = [k for k, (m, _) in sorted(chunks.items(), key=lambda kv: kv[0][1])
+                 if (m.stream, m.prev_birth) not in chunks]
+        for head in heads:
+            parts, key = [], head
+            while key in chunks:
+                meta, data = chunks[key]
+                if parts and meta.offset != parts[-1][0].offset + len(parts[-1][1]["is_first"]):
+                    break   # a gap (an evicted or lost chunk) ends the stream here
+                parts.append((meta, data))
+                key = following.get((meta.stream, meta.birth))
+            streams.append({k: np.concatenate([d[k] for _, d in parts]) for k in parts[0][1]})
+    return streams
+
+
+def _native_spaces(run: Any, obs_spec: dict, act_spec: Any) -> tuple[gym.Space, gym.Space, Any] | None:
+    """The gymnasium env's own spaces and spec for a run whose replay holds them unchanged, else None."""
+    from reverie.envs.gym_env import find_gym_spec
+    from reverie.training.session import action_repeat_of
+
+    suite, _, task = run.env.partition(":")
+    if suite != "gym" or run.obs != "state" or action_repeat_of(run) != 1:
+        return None
+    spec = find_gym_spec(task)
+    if run.time_limit:
+        spec = replace(spec, max_episode_steps=run.time_limit)
+    env = gym.make(spec, disable_env_checker=True)
+    try:
+        spaces = env.observation_space, env.action_space
+    finally:
+        env.close()
+    try:
+        if space_specs(*spaces) != (obs_spec, act_spec):
+            return None
+    except DatasetError:
+        return None
+    return spaces[0], spaces[1], spec
+
+
+def export_run(run_dir: str | os.PathLike, name: str, out: str | os.PathLike | None = None,
+               warn: Callable[[str], None] = lambda m: print(f"warning: {m}", file=sys.stderr)) -> dict[str, Any]:
+    """Write the replay of run folder ``run_dir`` as Minari dataset ``name`` (under ``out``, else minari's root)."""
+    from reverie.agents.registry import agent_entry
+    from reverie.config import load_config
+    from reverie.training.run_dir import drop_retired
+    from reverie.training.session import env_factory
+
+    if not re.fullmatch(r"([\w-]+/){0,2}[\w-]+-v\d+", name):
+        raise DatasetError(f"dataset name {name!r} is not a Minari id: write [NAMESPACE/]NAME-vN, e.g. "
+                           "'reverie/cartpole-v0'")
+    folder = RunFolder.existing(run_dir)
+    cfg = load_config(agent_entry(folder.read_meta()["agent"]).config_cls, folder.config, migrate=drop_retired)
+    probe = env_factory(cfg.run)(cfg.run.seed)
+    try:
+        obs_spec, act_spec = dict(probe.obs_spec), probe.act_spec
+    finally:
+        probe.close()
+    episodes = [ep for rows in replay_streams(folder.replay, warn) for ep in split_episodes(rows, list(obs_spec))]
+    if not episodes:
+        raise DatasetError(f"{folder.replay} holds no complete episode start to export; train the run longer")
+    native = _native_spaces(cfg.run, obs_spec, act_spec)
+    obs_space, act_space = native[:2] if native else reverie_spaces(obs_spec, act_spec)
+    minari = _quiet_minari()
+    from minari.data_collector import EpisodeBuffer
+
+    buffers = [EpisodeBuffer(id=i, observations=obs_to_space(obs_space, ep.obs),
+                             actions=action_to_space(act_space, ep.action), rewards=ep.reward.astype(np.float64),
+                             terminations=ep.terminated, truncations=ep.truncated)
+               for i, ep in enumerate(episodes)]
+    env_note = (f"environment {cfg.run.env} in its own spaces" if native else
+                f"environment {cfg.run.env} ({cfg.run.obs}, action repeat and conversions of reverie) in reverie's "
+                "spaces: observations as reverie sees them, actions in [-1, 1] or indices")
+    with _datasets_root(out):
+        path = Path(minari.storage.get_dataset_path(name))
+        if path.exists():
+            raise DatasetError(f"a Minari dataset '{name}' already exists at {path}; choose another name or version")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dataset = minari.create_dataset_from_buffers(
+                    name, buffers, env=native[2] if native else None,
+                    algorithm_name=f"reverie {folder.read_meta()['agent']}",
+                    observation_space=obs_space, action_space=act_space, data_format="hdf5",
+                    description=f"replay of reverie run {folder.path}: {env_note}", jpeg_encoding=False)
+        except BaseException as e:
+            shutil.rmtree(path, ignore_errors=True)   # the half-written dataset this call began
+            if isinstance(e, ValueError):
+                raise DatasetError(f"cannot create Minari dataset '{name}': {e}") from None
+            raise
+    return {"dataset": name, "path": str(path), "episodes": len(buffers),
+            "transitions": int(sum(len(e) for e in episodes)), "total_steps": int(dataset.total_steps),
+            "env_spec": native is not None}
+
+
+@contextlib.contextmanager
+def _datasets_root(out: str | os.PathLike | None):
+    """Point minari at ``out`` for datasets (its ``MINARI_DATASETS_PATH``) for the duration."""
+    if out is None:
+        yield
+        return
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(out).resolve())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+# -- training from a dataset ---------------------------------------------------------------------------
+def _read_record(folder: Path) -> dict | None:
+    path = folder / DATASET_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _eval_factory(record: dict, obs_spec: dict, act_spec: Any, seed_base: int) -> tuple[Callable | None, str]:
+    """(seed -> Env in the dataset's environment, or None; why not)."""
+    from reverie.envs.gym_env import GymEnv
+
+    if record.get("env_spec") is None:
+        return None, "the dataset records no environment spec"
+    try:
+        spec = gym.envs.registration.EnvSpec.from_json(record["env_spec"])
+        probe = GymEnv(gym.make(spec, disable_env_checker=True), obs="state", seed=seed_base)
+    except Exception as e:  # noqa: BLE001  (any failure to remake a foreign env only skips evaluation)
+        return None, f"its environment cannot be made here ({type(e).__name__}: {e})"
+    same = (dict(probe.obs_spec), probe.act_spec) == (obs_spec, act_spec)
+    probe.close()
+    if not same:
+        return None, "its environment's spaces differ from the dataset's"
+    return functools.partial(_make_eval_env, record["env_spec"]), ""
+
+
+def _make_eval_env(spec_json: str, seed: int):
+    from reverie.envs.gym_env import GymEnv
+
+    spec = gym.envs.registration.EnvSpec.from_json(spec_json)
+    return GymEnv(gym.make(spec, disable_env_checker=True), obs="state", seed=seed)
+
+
+def _spec_of(record: dict) -> tuple[dict, Any]:
+    from reverie.specs import ActionSpec, ArraySpec
+
+    obs = {k: ArraySpec(tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in record["obs_spec"].items()}
+    return obs, ActionSpec(bool(record["act_spec"]["discrete"]), int(record["act_spec"]["size"]))
+
+
+def train_offline(agent_name: str, cfg: Any, dataset: str | os.PathLike, run_dir: str | os.PathLike,
+                  say: Callable[[str], None] = print) -> RunResult:
+    """Train ``agent_name`` on ``dataset`` for ``cfg.run.steps`` updates in ``run_dir`` (resumable).
+
+    ``dataset``: a Minari dataset id or folder (imported into ``run_dir/replay`` first), or a folder
+    written by :func:`import_dataset` (its replay is read in place).
+    """
+    from reverie.agents.registry import agent_entry
+    from reverie.training.session import _setup_torch
+
+    run = cfg.run
+    _setup_torch(run)
+    source = Path(dataset)
+    imported = source.is_dir() and (source / DATASET_FILE).exists()
+    if imported:
+        record = _read_record(source)
+    else:
+        ds = open_dataset(dataset)
+        obs_space, act_space = ds.observation_space, ds.action_space
+        obs_spec, act_spec = space_specs(obs_space, act_space)
+        record = {"env_spec": _env_spec_json(ds), "obs_spec": {k: [list(v.shape), np.dtype(v.dtype).name]
+                                                                for k, v in obs_spec.items()},
+                  "act_spec": {"discrete": act_spec.discrete, "size": act_spec.size}}
+    obs_spec, act_spec = _spec_of(record)
+    if record.get("env_spec") is not None:   # the run's config names the dataset's environment (for eval, dream)
+        env_id = gym.envs.registration.EnvSpec.from_json(record["env_spec"]).id
+        cfg = replace(cfg, run=replace(run, env=f"gym:{env_id}", obs="state", action_repeat=1))
+        run = cfg.run
+    agent = agent_entry(agent_name).build(obs_spec, act_spec, cfg, run.device)   # refuses misfits in one sentence
+    if not isinstance(agent.schedule, (ReplayRatio, Refit)):
+        raise DatasetError(f"agent '{agent_name}' trains in stages ({type(agent.schedule).__name__} schedule) on data "
+                           "it collects itself, which offline training does not drive; train dreamer, planet or pets "
+                           "offline")
+    if agent.extras_spec:
+        raise DatasetError(f"agent '{agent_name}' learns from what it computed while acting "
+                           f"({', '.join(agent.extras_spec)}), which a dataset does not hold; train dreamer, planet "
+                           "or pets offline")
+    folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)
+    try:
+        old = _read_record(folder.path)
+        if old is not None and old.get("source") != str(dataset):
+            raise DatasetError(f"{folder.path} was trained on dataset {old.get('source')!r}, not {str(dataset)!r}; "
+                               "choose a new --run-dir")
+        if old is None:
+            if imported:
+                record = {**record, "source": str(dataset), "replay": str((source / "replay").resolve())}
+                atomic_write_text(folder.path / DATASET_FILE, json.dumps(record, indent=1) + "\n")
+            else:
+                record = import_dataset(dataset, folder.path, run.replay_chunk, run.seed)
+            old = record
+        replay_dir = Path(old.get("replay") or folder.replay)
+        return _OfflineTrainer(agent, cfg, folder, replay_dir, old, say).train()
+    finally:
+        folder.release()
+
+
+class _OfflineTrainer:
+    """Updates on a fixed replay; evaluation, logging and checkpoints counted in updates."""
+
+    def __init__(self, agent: Any, cfg: Any, folder: RunFolder, replay_dir: Path, record: dict,
+                 say: Callable[[str], None]):
+        self.agent, self.cfg, self.run, self.folder, self.say = agent, cfg, cfg.run, folder, say
+        steps = int(record.get("replay_steps") or 0)
+        chunk = self.run.replay_chunk
+        self.replay = Replay(replay_dir, capacity=max(self.run.replay_capacity, steps + 4 * chunk),
+                             seq_len=self.run.seq_len, chunk_size=chunk, seed=self.run.seed, owner=False)
+        self.make_eval, why = _eval_factory(record, agent.obs_spec, agent.act_spec, self.run.seed)
+        if self.make_eval is None:
+            say(f"no evaluation: {why}")
+        self.counters = Counters()
+        self.latest_eval: tuple[float, float] | None = None
+
+    def train(self) -> RunResult:
+        from reverie.training.evaluate import run_episodes
+        from reverie.training.logger import MetricsLogger
+
+        run, agent = self.run, self.agent
+        found = load_latest(self.folder.checkpoints, expected_agent=agent.name, device=agent.device,
+                            warn=lambda m: self.say(f"warning: {m}"))
+        if found is not None:
+            tensors, meta, _ = found
+            agent.load_tensors(tensors)
+            self.counters = Counters(**meta["counters"])
+            torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
+            self.say(f"resuming {self.folder.path} at update {self.counters.updates}")
+        c = self.counters
+        logger = MetricsLogger(self.folder.path, resume_step=c.updates if found else None)
+        logger.log(c.updates, {"offline/replay_steps": len(self.replay)})
+        refit = isinstance(agent.schedule, Refit)
+        started = time.perf_counter() - c.wall_time
+        metrics: list[dict[str, float]] = []
+        while c.updates < run.steps:
+            if refit:
+                metrics.append(agent.refit(self.replay))
+            else:
+                batch = Batch.build(self.replay.sample(run.batch_size), agent.obs_spec, agent.act_spec,
+                                    agent.device, agent.extras_spec)
+                metrics.append(agent.update(batch))
+            c.updates += 1
+            c.wall_time = time.perf_counter() - started
+            if c.updates - c.last_log >= run.log_every:
+                keys = metrics[-1].keys()
+                row = {f"train/{k}": float(np.nanmean([m[k] for m in metrics if k in m])) for k in keys}
+                logger.log(c.updates, {**row, "train/updates_per_second": c.updates / max(c.wall_time, 1e-9)})
+                metrics, c.last_log = [], c.updates
+            if self.make_eval is not None and c.updates - c.last_eval >= run.eval_every:
+                self._evaluate(logger, run_episodes)
+            if c.updates - c.last_checkpoint >= run.checkpoint_every:
+                self._checkpoint()
+        if self.make_eval is not None and (c.last_eval != c.updates or self.latest_eval is None):
+            self._evaluate(logger, run_episodes)
+        self._checkpoint()
+        logger.close()
+        mean, std = self.latest_eval or (None, None)
+        result = RunResult(self.folder.path, c, mean, std)
+        summary = {"agent": agent.name, "offline": True, "updates": c.updates, "replay_steps": len(self.replay),
+                   "wall_time_s": round(c.wall_time, 1), "eval/return": mean, "eval/return_std": std}
+        atomic_write_text(self.folder.path / "summary.json", json.dumps(summary, indent=1) + "\n")
+        return result
+
+    def _evaluate(self, logger: Any, run_episodes: Callable) -> None:
+        c, run = self.counters, self.run
+        seeds = [run.seed + 10_000 + 1000 * c.updates + i for i in range(run.eval_episodes)]
+        returns, _ = run_episodes(self.agent, [functools.partial(self.make_eval, s) for s in seeds])
+        self.latest_eval = (float(returns.mean()), float(returns.std()))
+        logger.log(c.updates, {"eval/return": self.latest_eval[0], "eval/return_std": self.latest_eval[1],
+                               "eval/episodes": len(returns)})
+        c.last_eval = c.updates
+
+    def _checkpoint(self) -> None:
+        c = self.counters
+        c.last_checkpoint = c.updates
+        meta = {"agent": self.agent.name, "config": to_dict(self.cfg), "counters": vars(c).copy(),
+                "rng": torch.get_rng_state().tolist(), "offline": True}
+        save_checkpoint(self.folder.checkpoints, c.updates, self.agent.tensors(), meta, keep=2)
