@@ -23,7 +23,7 @@ from reverie.envs.spaces import EnvError
 class GymVectorEnv:
     """``vec`` as a batch of ``vec.num_envs`` environments with ``reset``/``step_async``/``step_wait``."""
 
-    def __init__(self, vec: gym.vector.VectorEnv):
+    def __init__(self, vec: gym.vector.VectorEnv, seed: int | None = None):
         if not isinstance(vec, gym.vector.VectorEnv):
             raise EnvError(f"GymVectorEnv needs a gymnasium VectorEnv, got {type(vec).__name__}")
         mode = vec.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
@@ -45,6 +45,7 @@ class GymVectorEnv:
         self.act_spec, self._to_env = _action_converter(vec.single_action_space)
         self._ended = np.zeros(self.num_envs, bool)
         self._actions: Any = None
+        self._seed = seed     # the first reset seeds the sub-environments (seed, seed + 1, ...), as gymnasium does
 
     def _observe(self, obs: Any) -> dict[str, np.ndarray]:
         out = {}
@@ -54,7 +55,8 @@ class GymVectorEnv:
         return out
 
     def reset(self) -> dict[str, np.ndarray]:
-        obs, _ = self._vec.reset()
+        obs, _ = self._vec.reset(seed=self._seed)
+        self._seed = None
         n = self.num_envs
         self._ended[:] = False
         return {**self._observe(obs), "reward": np.zeros(n, np.float32), "is_first": np.ones(n, bool),

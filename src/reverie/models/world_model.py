@@ -1,5 +1,9 @@
 """The RSSM world model of PlaNet and Dreamer: encoder, RSSM, decoder, reward and continuation heads.
 
+The latent space is grounded by reconstruction (``objective=reconstruction``, DreamerV3), by predicting
+the next observation's embedding from the prior (``objective=latent``: no decoder, as TD-MPC2 and the
+JEPA line of work), or by both.
+
 Losses follow DreamerV3: reconstruction (symlog MSE for vectors, MSE for
 images), reward as a symlog two-hot distribution, continuation as a
 Bernoulli, and the KL between posterior and prior split into a dynamics term
@@ -41,6 +45,13 @@ class WorldModelConfig:
     """Sizes of the SSM dynamics (``dynamics=ssm``)."""
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     """Sizes of the transformer dynamics (``dynamics=transformer``)."""
+    objective: Literal["reconstruction", "latent", "both"] = "reconstruction"
+    """What grounds the latent space beside reward and continuation: DreamerV3's reconstruction of
+    every observation; the latent objective (JEPA / TD-MPC2 style): the prior at step t predicts the
+    encoder's embedding of observation t, against a stop-gradient target, with no decoder at all (the
+    model then lacks the ``decoder`` capability); or both."""
+    latent_scale: float = 1.0
+    """Weight of the latent prediction loss (``objective=latent`` or ``both``)."""
     units: int = 512
     """Width of the encoder, decoder and head MLPs."""
     layers: int = 2
@@ -71,20 +82,28 @@ class WorldModelConfig:
 
 def loss_scales(cfg: WorldModelConfig) -> dict[str, float]:
     """The weight of each term of :meth:`RSSMWorldModel.loss` in the config."""
-    return {"rec": cfg.rec_scale, "reward": cfg.reward_scale, "cont": cfg.cont_scale, "dyn": cfg.dyn_scale,
-            "rep": cfg.rep_scale}
+    return {"rec": cfg.rec_scale, "latent": cfg.latent_scale, "reward": cfg.reward_scale,
+            "cont": cfg.cont_scale, "dyn": cfg.dyn_scale, "rep": cfg.rep_scale}
+
+
+def latent_prediction_loss(predicted: Tensor, target: Tensor) -> Tensor:
+    """Squared distance between the L2-normalised prediction and the L2-normalised, stop-gradient target,
+    per step ``[...]`` (in [0, 4]; BYOL's form): the target only says where to go, so the encoder is not
+    pulled towards its own prediction, and normalising removes the trivial minimum of shrinking every
+    embedding to zero."""
+    p = nn.functional.normalize(predicted, dim=-1)
+    t = nn.functional.normalize(target.detach(), dim=-1)
+    return (p - t).pow(2).sum(-1)
 
 
 class RSSMWorldModel(nn.Module):
-    """Implements :class:`reverie.models.base.WorldModel` with an RSSM; capabilities: reward, cont, decoder,
-    and transition for the GRU dynamics (the SSM's and transformer's recurrent state is their memory,
+    """Implements :class:`reverie.models.base.WorldModel` with an RSSM; capabilities: reward, cont, decoder
+    (unless trained by the latent objective alone), and transition for the GRU dynamics (the SSM's and transformer's recurrent state is their memory,
     not ``deter``, so they do not offer the map on ``deter``).
 
     Actions enter the model as float vectors ``[..., A]``: one-hot for
     discrete action spaces, values in [-1, 1] for continuous ones.
     """
-
-    capabilities = frozenset({REWARD, CONT, DECODER, TRANSITION})
 
     def __init__(self, obs_spec: dict[str, ArraySpec], act_spec: ActionSpec, cfg: WorldModelConfig):
         super().__init__()
@@ -93,10 +112,19 @@ class RSSMWorldModel(nn.Module):
         self.act_spec = act_spec
         self.encoder = MultiEncoder(obs_spec, cfg.units, cfg.layers, cfg.cnn_depth)
         self.rssm = RSSM(cfg.rssm, self.encoder.out_dim, act_spec.size, cfg.dynamics, cfg.ssm, cfg.transformer)
+        caps = {REWARD, CONT, DECODER, TRANSITION}
         if cfg.dynamics != "gru":
-            self.capabilities = frozenset({REWARD, CONT, DECODER})
+            caps.discard(TRANSITION)
         feat = self.rssm.feat_dim
-        self.decoder = MultiDecoder(obs_spec, feat, cfg.units, cfg.layers, cfg.cnn_depth)
+        self.decoder: MultiDecoder | None = None
+        if cfg.objective != "latent":
+            self.decoder = MultiDecoder(obs_spec, feat, cfg.units, cfg.layers, cfg.cnn_depth)
+        else:
+            caps.discard(DECODER)
+        self.predictor: MLP | None = None
+        if cfg.objective != "reconstruction":
+            self.predictor = MLP(feat, self.encoder.out_dim, cfg.units, cfg.layers)
+        self.capabilities = frozenset(caps)
         self.reward_head = MLP(feat, cfg.reward_bins, cfg.units, cfg.layers, zero_out=True)
         self.cont_head = MLP(feat, 1, cfg.units, cfg.layers)
         self.register_buffer("bins", symlog_bins(cfg.reward_bins), persistent=False)
@@ -141,28 +169,35 @@ class RSSMWorldModel(nn.Module):
     # -- training ------------------------------------------------------------------------------
     def loss(self, batch: Batch, state: State | None = None
              ) -> tuple[dict[str, Tensor], dict[str, float], State, State]:
-        """Per-step losses ``{rec, reward, cont, dyn, rep}`` each ``[B, T]`` (unweighted; the KL terms clipped
+        """Per-step losses ``{rec, latent, reward, cont, dyn, rep}`` each ``[B, T]`` (``rec`` with a decoder,
+        ``latent`` with the latent objective) (unweighted; the KL terms clipped
         at ``free_nats``), metrics, posterior states ``[B, T]`` and the last state ``[B]``."""
         cfg = self.cfg
         post, last = self.observe(batch.obs, batch.action, batch.is_first, state)
         prior = self.rssm.prior(post["deter"])
         dyn, rep = self.rssm.kl(post, prior)                        # [B, T]
         feat = self.features(post)                                  # [B, T, F]
-        rec = 0.0
-        for k, dist in self.decoder(feat).items():
-            target = batch.obs[k].float() / 255.0 - 0.5 if self.obs_spec[k].is_image else batch.obs[k]
-            rec = rec + dist.loss(target)
+        losses: dict[str, Tensor] = {}
+        metrics: dict[str, float] = {"wm/kl": float(dyn.detach().mean())}
+        if self.decoder is not None:
+            rec = 0.0
+            for k, dist in self.decoder(feat).items():
+                target = batch.obs[k].float() / 255.0 - 0.5 if self.obs_spec[k].is_image else batch.obs[k]
+                rec = rec + dist.loss(target)
+            losses["rec"] = rec
+            metrics["wm/rec"] = float(rec.detach().mean())
+        if self.predictor is not None:
+            losses["latent"] = latent_prediction_loss(self.predictor(self.features(prior)), self.embed(batch.obs))
+            metrics["wm/latent"] = float(losses["latent"].detach().mean())
         reward = TwoHotDist(self.reward_head(feat), self.bins).loss(batch.reward)
         cont_target = 1.0 - batch.is_terminal.float()
         cont = Bernoulli(self.cont_head(feat).squeeze(-1)).loss(cont_target)
-        losses = {
-            "rec": rec,
+        losses.update({
             "reward": reward,
             "cont": cont,
             "dyn": torch.clamp(dyn, min=cfg.free_nats),
             "rep": torch.clamp(rep, min=cfg.free_nats),
-        }
-        metrics = {"wm/kl": float(dyn.detach().mean()), "wm/rec": float(rec.detach().mean())}
+        })
         return losses, metrics, post, last
 
     def check_obs(self, obs: dict[str, Tensor]) -> None:

@@ -162,7 +162,7 @@ def _vector_collector(vector_env: Any, agent: Any, run: RunConfig) -> Any:
     from reverie.envs import EnvError
     from reverie.envs.gym_vector import GymVectorEnv
 
-    collector = GymVectorEnv(vector_env)
+    collector = GymVectorEnv(vector_env, seed=run.seed)
     if collector.num_envs != run.num_envs:
         raise ConfigError(f"the vector environment holds {collector.num_envs} environments but run.num_envs is "
                           f"{run.num_envs}; set run.num_envs={collector.num_envs}")
