@@ -173,7 +173,8 @@ class RSSMWorldModel(nn.Module):
         ``latent`` with the latent objective) (unweighted; the KL terms clipped
         at ``free_nats``), metrics, posterior states ``[B, T]`` and the last state ``[B]``."""
         cfg = self.cfg
-        post, last = self.observe(batch.obs, batch.action, batch.is_first, state)
+        embed = self.embed(batch.obs)                               # [B, T, E], also the latent objective's target
+        post, last = self.rssm.observe(embed, batch.action, batch.is_first, state)
         prior = self.rssm.prior(post["deter"])
         dyn, rep = self.rssm.kl(post, prior)                        # [B, T]
         feat = self.features(post)                                  # [B, T, F]
@@ -187,7 +188,7 @@ class RSSMWorldModel(nn.Module):
             losses["rec"] = rec
             metrics["wm/rec"] = float(rec.detach().mean())
         if self.predictor is not None:
-            losses["latent"] = latent_prediction_loss(self.predictor(self.features(prior)), self.embed(batch.obs))
+            losses["latent"] = latent_prediction_loss(self.predictor(self.features(prior)), embed)
             metrics["wm/latent"] = float(losses["latent"].detach().mean())
         reward = TwoHotDist(self.reward_head(feat), self.bins).loss(batch.reward)
         cont_target = 1.0 - batch.is_terminal.float()
