@@ -53,6 +53,7 @@ from reverie.agents.registry import resolve_config
 from reverie.envs.batch import BatchEnv
 from reverie.envs.make import make_env
 from reverie.models import Batch
+from reverie.training.hardware import keep_freed_memory
 
 #: sheeprl 0.8.4's DreamerV3 preset S on CartPole-v1 vectors (BENCHMARKS.md, section 4): world model + actor +
 #: critic parameters and matmul FLOPs of one update, for when no sheeprl run is at hand.
@@ -266,6 +267,8 @@ def main() -> None:
     parser.add_argument("--profile-rows", type=int, default=30, help="rows of the profiler table")
     parser.add_argument("--versus", action="append", default=[], metavar="FILE",
                         help="a result JSON (this script's or sheeprl_timed.py --summary's) to compare with")
+    parser.add_argument("--allocator", choices=["reverie", "system"], default="reverie",
+                        help="the reverie command's malloc setting (default) or glibc's defaults")
     parser.add_argument("--json", help="also write the result to this JSON file")
     parser.add_argument("--report", nargs="+", metavar="FILE",
                         help="only print a table of these result JSONs, with speeds relative to the first")
@@ -280,6 +283,7 @@ def main() -> None:
     threads = args.threads or int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(args.seed)
+    allocator = keep_freed_memory() if args.allocator == "reverie" else "system malloc (--allocator system)"
 
     cfg = resolve_config("dreamer", args.preset, [
         f"run.env={args.env}", f"run.precision={args.precision}", f"run.batch_size={args.batch}",
@@ -292,7 +296,7 @@ def main() -> None:
 
     print(f"# bench_dreamer_update  {time.strftime('%Y-%m-%d %H:%M')}  torch {torch.__version__}  threads {threads}  "
           f"cpus {os.cpu_count()}  {platform.processor() or platform.machine()}  load {os.getloadavg()[0]:.1f}")
-    print(f"# cpu bf16: {cpu_bf16()}")
+    print(f"# cpu bf16: {cpu_bf16()}; {allocator}")
     print(f"# preset {args.preset} {args.precision}, {args.env} vectors, batch {args.batch} x {args.seq_len}, "
           f"horizon {args.horizon}, {int(batch.is_first.sum())} episode starts in the batch"
           + (f", overrides {args.override}" if args.override else ""))

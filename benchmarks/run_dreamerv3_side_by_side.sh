@@ -9,7 +9,10 @@
 # Size pairs (parameters of world model + actor + critic): the official size1m (0.64M) against reverie's preset
 # `s` with deter 320, hidden 64, 32 x 4 latents, units 64 (0.644M); size12m (9.72M) against reverie's `s`
 # (9.73M). The official RSSM has a block-diagonal GRU (8 blocks), reverie a dense one, so equal parameters
-# mean equal widths only roughly; the parameter count is what is held equal.
+# mean equal widths only roughly; the parameter count is what is held equal. The official actor learns by
+# REINFORCE for continuous actions too (its imag_loss: logp(sg(action)) * sg(advantage), imagined features under
+# stop-gradient), so reverie runs with behavior.actor_grad=reinforce: the same estimator, the same work (reverie's
+# default for continuous actions, backpropagation through the dynamics, costs a backward pass through imagination).
 #
 # Environment:
 #   DV3_PYTHON   interpreter of the official code's own virtualenv (default /work/venvs/dv3/bin/python), made with
@@ -21,6 +24,7 @@
 #   PYTHON       interpreter that has reverie installed (default: python)
 #   OUT_DIR      where the JSON results and logs go (default: a new temporary folder)
 #   THREADS      OMP_NUM_THREADS for reverie (default 2; XLA uses every core on its own)
+#   PRECISION    fp32 (default) or bf16, for both systems (the official code's own default is bf16)
 #
 # Each system drops its first 2 updates as warm-up; the official code's XLA compile time is reported apart.
 # Check `top` first: timings move a lot when anything else runs on the machine.
@@ -37,6 +41,8 @@ OUT_DIR=${OUT_DIR:-$(mktemp -d -t dv3_side_by_side.XXXXXX)}
 export OMP_NUM_THREADS=${THREADS:-2}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}   # as the reverie command sets it: spinning threads collapse under load
 export MUJOCO_GL=${MUJOCO_GL:-egl}
+PRECISION=${PRECISION:-fp32}
+[[ "$PRECISION" == fp32 || "$PRECISION" == bf16 ]] || { echo "PRECISION must be fp32 or bf16, got '$PRECISION'" >&2; exit 2; }
 
 if ! [[ "$UPDATES" =~ ^[1-9][0-9]*$ ]]; then
     echo "UPDATES must be a positive whole number, got '$UPDATES'" >&2; exit 2
@@ -66,7 +72,7 @@ for SIZE in $SIZES; do
     esac
     echo
     echo "## official $SIZE"
-    (cd "$OUT_DIR" && DV3_SRC=$DV3_SRC "$DV3_PYTHON" "$DV3_TIMER" --mode direct --size "$SIZE" --precision fp32 \
+    (cd "$OUT_DIR" && DV3_SRC=$DV3_SRC "$DV3_PYTHON" "$DV3_TIMER" --mode direct --size "$SIZE" --precision "$PRECISION" \
         --updates "$UPDATES" --warmup 2 --prefill 1088 --no-flops --out "official_$SIZE.jsonl" \
         > "official_$SIZE.log" 2>&1) || {
         echo "the official run failed; the last lines of $OUT_DIR/official_$SIZE.log:" >&2
@@ -83,8 +89,8 @@ print(f"official {r['size']}: {r['sec_per_update']['mean']:.3f} s/update mean (m
 EOF
     echo
     echo "## reverie against $SIZE"
-    CMD=("$PYTHON" "$HERE/bench_dreamer_update.py" --preset s --env dmc:cartpole-swingup --precision fp32
-         --updates "$UPDATES" --warmup 2 "${OVERRIDES[@]}" --versus "$OUT_DIR/official_$SIZE.json"
+    CMD=("$PYTHON" "$HERE/bench_dreamer_update.py" --preset s --env dmc:cartpole-swingup --precision "$PRECISION"
+         --updates "$UPDATES" --warmup 2 --override behavior.actor_grad=reinforce "${OVERRIDES[@]}" --versus "$OUT_DIR/official_$SIZE.json"
          --json "$OUT_DIR/reverie_$SIZE.json")
     echo "\$ OMP_NUM_THREADS=$OMP_NUM_THREADS $(printf '%q ' "${CMD[@]}")"
     "${CMD[@]}"

@@ -21,7 +21,7 @@ from reverie.envs import make_env
 from reverie.training.checkpoint import CheckpointError, load_latest
 from reverie.training.loop import RunResult, Trainer
 from reverie.run_config import RunConfig
-from reverie.training.hardware import resolve_precision
+from reverie.training.hardware import keep_freed_memory, resolve_precision
 from reverie.training.lock import describe
 from reverie.training.run_dir import RunFolder, RunFolderError, atomic_write_text, drop_retired
 
@@ -61,6 +61,7 @@ def build_agent(agent_name: str, cfg: Any, make: Callable[[int], Any]) -> Any:
 
 
 def _setup_torch(run: RunConfig) -> None:
+    keep_freed_memory()   # the process's allocator: large activations are reused, not faulted in anew
     if run.threads:
         torch.set_num_threads(run.threads)
     torch.manual_seed(run.seed)
