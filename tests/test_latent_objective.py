@@ -7,7 +7,7 @@ import torch
 from reverie.cli import main
 from reverie.models import Batch, RSSMConfig, RSSMWorldModel, WorldModelConfig
 from reverie.models.base import CapabilityError, DECODER, has, require
-from reverie.models.world_model import latent_prediction_loss, loss_scales
+from reverie.models.world_model import latent_prediction_loss, loss_scales, variance_hinge
 from reverie.specs import ActionSpec, ArraySpec
 
 SMALL = RSSMConfig(deter=16, hidden=16, stoch=4, classes=4)
@@ -114,3 +114,50 @@ def test_dreamer_trains_without_a_decoder_from_the_command_line(tmp_path, capsys
     assert main(["eval", str(run_dir), "--episodes", "1", "--planner", "cem"]) == 0
     assert main(["dream", str(run_dir)]) == 2
     assert "decoder" in capsys.readouterr().err
+
+
+def test_without_a_guard_the_target_gets_gradient_too():
+    target = torch.randn(5, 7, requires_grad=True)
+    latent_prediction_loss(torch.randn(5, 7), target, stop_gradient=False).sum().backward()
+    assert target.grad is not None and target.grad.abs().sum() > 0
+
+
+def test_the_variance_term_by_hand():
+    rng = np.random.default_rng(0)
+    # columns of spread 0, 0.5 and 2 over 4 positions: unbiased variances 0, 1/3 and 16/3
+    x = torch.tensor([[0.0, 0.5, 2.0], [0.0, -0.5, -2.0], [0.0, 0.5, 2.0], [0.0, -0.5, -2.0]])
+    var = x.var(0)
+    expected = ((1 - torch.sqrt(var + 1e-4)).clamp(min=0)).mean()
+    assert float(variance_hinge(x)) == pytest.approx(float(expected))
+    assert float(variance_hinge(x)) == pytest.approx(((1 - 0.01) + (1 - np.sqrt(1 / 3 + 1e-4))) / 3, abs=1e-6)
+    wide = torch.as_tensor(rng.normal(0, 3, size=(2, 500, 4)), dtype=torch.float32)   # [B, T, E]
+    assert float(variance_hinge(wide)) == 0.0
+
+
+def test_the_ema_target_encoder_moves_by_exactly_its_decay_per_update_and_is_the_target():
+    from reverie.agents.dreamer import rssm_update
+
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(rssm=SMALL, units=16, layers=1, objective="latent", latent_target="ema",
+                           latent_target_decay=0.9, latent_variance=0.5)
+    wm = RSSMWorldModel(OBS, ActionSpec(False, 1), cfg)
+    assert wm.target_encoder is not None
+    assert not any(p.requires_grad for p in wm.target_encoder.parameters())
+    before = [p.detach().clone() for p in wm.target_encoder.parameters()]
+    opt = torch.optim.Adam([p for p in wm.parameters() if p.requires_grad], lr=1e-2)
+    batch = _batch(wm, np.random.default_rng(0))
+    losses, _, _, _ = wm.loss(batch)
+    assert set(losses) == {"latent", "variance", "reward", "cont", "dyn", "rep"}
+    rssm_update(wm, batch, opt, cfg, "fp32")
+    for old, target, online in zip(before, wm.target_encoder.parameters(), wm.encoder.parameters()):
+        assert not torch.equal(old, online)                       # the encoder moved, so the check has teeth
+        assert torch.allclose(target, 0.9 * old + 0.1 * online.detach(), atol=1e-6)
+    # the loss's target is the slow encoder's embedding: replacing the slow encoder changes the loss
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = wm.loss(batch)[0]["latent"]
+        for p in wm.target_encoder.parameters():
+            p.add_(1.0)
+        torch.manual_seed(1)
+        b = wm.loss(batch)[0]["latent"]
+    assert not torch.allclose(a, b)

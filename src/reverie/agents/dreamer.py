@@ -42,6 +42,7 @@ def rssm_update(wm: RSSMWorldModel, batch: Batch, optimizer: torch.optim.Optimiz
     with precision_context(precision, batch.reward.device):
         losses, metrics, post, _ = wm.loss(batch)
     metrics.update(gradient_step(losses, loss_scales(cfg), optimizer, wm.parameters(), cfg.grad_clip, prefix="wm/"))
+    wm.update_target()
     return metrics, post
 
 

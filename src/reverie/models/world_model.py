@@ -15,12 +15,14 @@ terms unweighted; the agent that trains the model weighs them
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from reverie.config import Fraction, NonNegativeFloat, check_ranges
 from reverie.models.base import CONT, DECODER, REWARD, TRANSITION, State, transition_map
 from reverie.models.batch import Batch
 from reverie.models.codecs import MultiDecoder, MultiEncoder
@@ -52,6 +54,16 @@ class WorldModelConfig:
     model then lacks the ``decoder`` capability); or both."""
     latent_scale: float = 1.0
     """Weight of the latent prediction loss (``objective=latent`` or ``both``)."""
+    latent_target: Literal["stopgrad", "ema", "none"] = "stopgrad"
+    """The latent objective's collapse guard: the encoder's own embedding under stop-gradient (BYOL's and
+    TD-MPC2's form), the embedding of a slow copy of the encoder (``ema``: its weights follow the encoder's
+    with ``latent_target_decay``), or ``none``: gradient through the target too (no guard; the control
+    of the collapse-guard comparison in BENCHMARKS.md)."""
+    latent_target_decay: Fraction = 0.99
+    """Per-update decay of the EMA target encoder (``latent_target=ema``): w <- d * w + (1 - d) * w_encoder."""
+    latent_variance: NonNegativeFloat = 0.0
+    """Weight of a variance term on the embedding (VICReg's hinge: the mean over dimensions of
+    ``relu(1 - std)`` over the batch), another guard against collapse; 0 turns it off."""
     units: int = 512
     """Width of the encoder, decoder and head MLPs."""
     layers: int = 2
@@ -79,21 +91,31 @@ class WorldModelConfig:
     grad_clip: float = 1000.0
     """Global gradient-norm clip."""
 
+    def __post_init__(self):
+        check_ranges(self)
+
 
 def loss_scales(cfg: WorldModelConfig) -> dict[str, float]:
     """The weight of each term of :meth:`RSSMWorldModel.loss` in the config."""
-    return {"rec": cfg.rec_scale, "latent": cfg.latent_scale, "reward": cfg.reward_scale,
-            "cont": cfg.cont_scale, "dyn": cfg.dyn_scale, "rep": cfg.rep_scale}
+    return {"rec": cfg.rec_scale, "latent": cfg.latent_scale, "variance": cfg.latent_variance,
+            "reward": cfg.reward_scale, "cont": cfg.cont_scale, "dyn": cfg.dyn_scale, "rep": cfg.rep_scale}
 
 
-def latent_prediction_loss(predicted: Tensor, target: Tensor) -> Tensor:
+def latent_prediction_loss(predicted: Tensor, target: Tensor, stop_gradient: bool = True) -> Tensor:
     """Squared distance between the L2-normalised prediction and the L2-normalised, stop-gradient target,
     per step ``[...]`` (in [0, 4]; BYOL's form): the target only says where to go, so the encoder is not
     pulled towards its own prediction, and normalising removes the trivial minimum of shrinking every
-    embedding to zero."""
+    embedding to zero. ``stop_gradient=False`` lets the gradient into the target too (no guard)."""
     p = nn.functional.normalize(predicted, dim=-1)
-    t = nn.functional.normalize(target.detach(), dim=-1)
+    t = nn.functional.normalize(target.detach() if stop_gradient else target, dim=-1)
     return (p - t).pow(2).sum(-1)
+
+
+def variance_hinge(embed: Tensor) -> Tensor:
+    """VICReg's variance term of embeddings ``[..., E]``: the mean over dimensions of ``relu(1 - std)``,
+    the standard deviation taken over every leading position (a scalar; 0 once each dimension varies)."""
+    flat = embed.reshape(-1, embed.shape[-1])
+    return torch.relu(1.0 - torch.sqrt(flat.var(0) + 1e-4)).mean()
 
 
 class RSSMWorldModel(nn.Module):
@@ -122,8 +144,11 @@ class RSSMWorldModel(nn.Module):
         else:
             caps.discard(DECODER)
         self.predictor: MLP | None = None
+        self.target_encoder: MultiEncoder | None = None
         if cfg.objective != "reconstruction":
             self.predictor = MLP(feat, self.encoder.out_dim, cfg.units, cfg.layers)
+            if cfg.latent_target == "ema":
+                self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.capabilities = frozenset(caps)
         self.reward_head = MLP(feat, cfg.reward_bins, cfg.units, cfg.layers, zero_out=True)
         self.cont_head = MLP(feat, 1, cfg.units, cfg.layers)
@@ -188,8 +213,16 @@ class RSSMWorldModel(nn.Module):
             losses["rec"] = rec
             metrics["wm/rec"] = float(rec.detach().mean())
         if self.predictor is not None:
-            losses["latent"] = latent_prediction_loss(self.predictor(self.features(prior)), embed)
+            if self.target_encoder is not None:
+                with torch.no_grad():
+                    target = self.target_encoder(batch.obs)
+            else:
+                target = embed
+            losses["latent"] = latent_prediction_loss(self.predictor(self.features(prior)), target,
+                                                      stop_gradient=cfg.latent_target != "none")
             metrics["wm/latent"] = float(losses["latent"].detach().mean())
+            if cfg.latent_variance > 0:
+                losses["variance"] = variance_hinge(embed).expand(embed.shape[:2])
         reward = TwoHotDist(self.reward_head(feat), self.bins).loss(batch.reward)
         cont_target = 1.0 - batch.is_terminal.float()
         cont = Bernoulli(self.cont_head(feat).squeeze(-1)).loss(cont_target)
@@ -200,6 +233,13 @@ class RSSMWorldModel(nn.Module):
             "rep": torch.clamp(rep, min=cfg.free_nats),
         })
         return losses, metrics, post, last
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        """Move the EMA target encoder (``latent_target=ema``) towards the encoder by one update's decay."""
+        if self.target_encoder is not None:
+            d = self.cfg.latent_target_decay
+            torch._foreach_lerp_(list(self.target_encoder.parameters()), list(self.encoder.parameters()), 1 - d)
 
     def check_obs(self, obs: dict[str, Tensor]) -> None:
         """Raise a clear error if observation keys or shapes differ from the spec."""
