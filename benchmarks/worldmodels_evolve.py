@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reverie.agents.worldmodels import STAGES, Controller, Evolution, WorldModels
+from reverie.agents.worldmodels import STAGES, Controller, Evolution, WorldModels, generation_env_seeds
 from reverie.agents.worldmodels_rollouts import dream_returns, real_returns
 from reverie.training.session import load_run
 
@@ -100,8 +100,8 @@ def main(argv=None) -> int:
         for g in range(args.generations):
             params = torch.as_tensor(es.ask(), dtype=torch.float32, device=agent.device)
             if tau is None:
-                fns = [functools.partial(make, args.seed + 50_000 + g * population * rollouts + i)
-                       for i in range(args.envs)]
+                fns = [functools.partial(make, s)
+                       for s in generation_env_seeds(args.seed, g, population, rollouts, args.envs)]
                 fitness = real_returns(agent.wm, controller, select, params, rollouts, fns,
                                        parallel=args.envs > 1)[0].mean(1)
             else:

@@ -39,7 +39,7 @@ from reverie.agents.planner_policy import PlannerPolicy
 from reverie.config import ConfigError, Fraction, NonNegativeFloat, PositiveFloat, check_ranges
 from reverie.models import Batch
 from reverie.models.tdmpc2 import TDMPC2Model, TDMPC2ModelConfig
-from reverie.nn import TwoHotDist
+from reverie.nn import TwoHotDist, polyak_update
 from reverie.planning import MPPISettings
 from reverie.run_config import RunConfig
 from reverie.specs import ActionSpec, ArraySpec
@@ -208,8 +208,7 @@ class TDMPC2(AgentBase):
             wm.eval()
 
         metrics.update(self._update_policy(torch.stack(zs, 1).detach(), valid))
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.target_q.parameters()), list(wm.qs.parameters()), cfg.tau)
+        polyak_update(self.target_q, wm.qs, cfg.tau)
         self.updates += 1
         metrics["model/td_target"] = float(target.mean())
         return metrics

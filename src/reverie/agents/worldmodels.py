@@ -42,7 +42,7 @@ from reverie.models.vae import VAEConfig
 from reverie.run_config import RunConfig
 from reverie.specs import ActionSpec, ArraySpec
 
-__all__ = ["Controller", "Evolution", "WorldModels", "WorldModelsConfig"]
+__all__ = ["Controller", "Evolution", "WorldModels", "WorldModelsConfig", "generation_env_seeds"]
 
 STAGES = ("vae", "encode", "mdn", "controller", "done")
 ENCODED = "encoded.safetensors"
@@ -90,6 +90,12 @@ class WorldModelsConfig:
 
     def __post_init__(self):
         check_ranges(self)
+
+
+def generation_env_seeds(seed: int, generation: int, population: int, rollouts: int, num_envs: int) -> list[int]:
+    """Seeds of the ``num_envs`` real environments that score generation ``generation``'s candidates: apart
+    from the collection's and every other generation's."""
+    return [seed + 50_000 + generation * population * rollouts + i for i in range(num_envs)]
 
 
 class Controller:
@@ -325,8 +331,7 @@ class WorldModels(AgentBase):
                                     self.encoded(work)["starts"], cfg.dream_temperature, cfg.dream_max_steps,
                                     seed=cfg.run.seed * 1_000_003 + g)
         else:
-            seeds = [cfg.run.seed + 50_000 + g * cfg.population * cfg.rollouts + i
-                     for i in range(work.num_envs)]
+            seeds = generation_env_seeds(cfg.run.seed, g, cfg.population, cfg.rollouts, work.num_envs)
             returns, steps = real_returns(self.wm, self.controller, self.controller_input, params, cfg.rollouts,
                                           [functools.partial(work.make_env, s) for s in seeds], work.parallel)
         fitness = returns.mean(1)

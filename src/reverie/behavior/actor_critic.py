@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from reverie.specs import ActionSpec
 from reverie.models.base import CONT, REWARD, State, WorldModel, has, require, stack_states
-from reverie.nn import MLP, BoundedNormal, OneHotDist, TwoHotDist, lambda_returns, symlog_bins
+from reverie.nn import MLP, BoundedNormal, OneHotDist, TwoHotDist, lambda_returns, polyak_update, symlog_bins
 
 
 @dataclass(frozen=True)
@@ -187,8 +187,5 @@ class ActorCritic(nn.Module):
         }
         return actor_loss, critic_loss, metrics
 
-    @torch.no_grad()
     def update_slow_critic(self) -> None:
-        d = self.cfg.slow_critic_decay
-        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
-            slow.mul_(d).add_((1 - d) * fast)
+        polyak_update(self.slow_critic, self.critic, 1 - self.cfg.slow_critic_decay)

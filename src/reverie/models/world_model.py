@@ -29,7 +29,7 @@ from reverie.models.codecs import MultiDecoder, MultiEncoder
 from reverie.models.rssm import RSSM, RSSMConfig
 from reverie.models.ssm import SSMConfig
 from reverie.models.transformer_dynamics import TransformerConfig
-from reverie.nn import MLP, Bernoulli, TwoHotDist, symlog_bins
+from reverie.nn import MLP, Bernoulli, TwoHotDist, polyak_update, symlog_bins
 from reverie.specs import ActionSpec, ArraySpec
 
 
@@ -234,12 +234,10 @@ class RSSMWorldModel(nn.Module):
         })
         return losses, metrics, post, last
 
-    @torch.no_grad()
     def update_target(self) -> None:
         """Move the EMA target encoder (``latent_target=ema``) towards the encoder by one update's decay."""
         if self.target_encoder is not None:
-            d = self.cfg.latent_target_decay
-            torch._foreach_lerp_(list(self.target_encoder.parameters()), list(self.encoder.parameters()), 1 - d)
+            polyak_update(self.target_encoder, self.encoder, 1 - self.cfg.latent_target_decay)
 
     def check_obs(self, obs: dict[str, Tensor]) -> None:
         """Raise a clear error if observation keys or shapes differ from the spec."""

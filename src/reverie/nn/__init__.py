@@ -2,12 +2,12 @@
 
 from reverie.nn.distributions import (Bernoulli, BoundedNormal, ImageMSE, OneHotDist, SymlogMSE, TanhNormal,
                                       TwoHotDist, categorical_kl)
-from reverie.nn.functional import lambda_returns, simnorm, symexp, symlog, symlog_bins, twohot
+from reverie.nn.functional import lambda_returns, polyak_update, simnorm, symexp, symlog, symlog_bins, twohot
 from reverie.nn.layers import (MLP, ChannelNorm, ConvDecoder, ConvEncoder, GRUCell, ResidualBlock, ResidualTower,
                                SimNorm)
 
 __all__ = [
     "Bernoulli", "BoundedNormal", "ChannelNorm", "ConvDecoder", "ConvEncoder", "GRUCell", "ImageMSE", "MLP",
     "OneHotDist", "ResidualBlock", "ResidualTower", "SimNorm", "SymlogMSE", "TanhNormal", "TwoHotDist",
-    "categorical_kl", "lambda_returns", "simnorm", "symexp", "symlog", "symlog_bins", "twohot",
+    "categorical_kl", "lambda_returns", "polyak_update", "simnorm", "symexp", "symlog", "symlog_bins", "twohot",
 ]

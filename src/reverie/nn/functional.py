@@ -1,4 +1,4 @@
-"""Plain functions of explicit arguments: symlog, two-hot, lambda-returns.
+"""Plain functions of explicit arguments: symlog, two-hot, lambda-returns, the slow-copy (Polyak) update.
 
 These are the numerical transforms DreamerV3 uses to make one set of
 hyperparameters work across reward and observation scales.
@@ -72,3 +72,10 @@ def lambda_returns(reward: Tensor, value: Tensor, discount: Tensor, lam: float) 
         last = reward[t] + discount[t] * ((1 - lam) * value[t + 1] + lam * last)
         out.append(last)
     return torch.stack(out[::-1])
+
+
+@torch.no_grad()
+def polyak_update(target: torch.nn.Module, source: torch.nn.Module, rate: float) -> None:
+    """Move every parameter of ``target`` towards ``source``'s by ``rate``: ``w <- w + rate * (w_src - w)``
+    (a slow copy with decay ``1 - rate``: Dreamer's slow critic, TD-MPC2's target Q, an EMA encoder)."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), rate)
