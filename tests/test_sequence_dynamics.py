@@ -287,3 +287,37 @@ def test_bad_sequence_settings_are_one_sentence(overrides, words, tmp_path, caps
     assert main(["train", "--preset", "tiny", *overrides, "--run-dir", str(tmp_path / "x"), "--steps", "8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and words in err[0]
+
+
+@pytest.mark.parametrize("dynamics", ["gru", "ssm", "transformer"])
+def test_imagined_trajectories_keep_no_sequence_memory_and_the_same_features(dynamics):
+    """A rollout keeps each step's memory (the transformer's cache) only for the step it is on: the stacked
+    trajectory holds none of the model's ``memory_keys``, and its features are those of a rollout that keeps
+    every full state."""
+    from reverie.behavior import ActorCritic, ActorCriticConfig
+    from reverie.models import stack_states, with_heads
+    from reverie.models.base import without_memory
+
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(rssm=RSSMConfig(deter=8, hidden=8, stoch=3, classes=4), units=8, layers=1,
+                           reward_bins=11, dynamics=dynamics, transformer=TransformerConfig(heads=2, context=4))
+    wm = RSSMWorldModel({"vector": ArraySpec((4,), np.dtype(np.float32))}, ActionSpec(True, 2), cfg)
+    expected = {"gru": set(), "ssm": set(wm.rssm.core.memory_keys) if wm.rssm.core else set(),
+                "transformer": {"key0", "key1", "value0", "value1", "valid"}}[dynamics]
+    assert set(wm.memory_keys) == expected and set(with_heads(wm, value=lambda f: f.sum(-1)).memory_keys) == expected
+    ac = ActorCritic(wm.feat_size, wm.act_spec, ActorCriticConfig(units=8, layers=1, critic_bins=11))
+    with torch.no_grad():
+        _, start = wm.observe({"vector": torch.randn(3, 5, 4)}, torch.randn(3, 5, 2), torch.zeros(3, 5, dtype=torch.bool))
+        torch.manual_seed(1)
+        traj, actions, _ = ac.imagine(wm, start, 6)
+        torch.manual_seed(1)
+        full, state = [start], start
+        for _ in range(6):
+            state = wm.step(state, ac._dist(ac.actor(wm.features(state))).sample())
+            full.append(state)
+        full = stack_states(full, 0)
+    assert not set(traj) & expected and set(traj) == set(full) - expected
+    assert traj["deter"].shape[:2] == (7, 3)
+    torch.testing.assert_close(wm.features(traj), wm.features(full))
+    torch.testing.assert_close(wm.reward(traj), wm.reward(full))
+    assert without_memory(object(), start) is start          # nothing declared: the state as it is

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from reverie.specs import ActionSpec
-from reverie.models.base import CONT, REWARD, State, WorldModel, has, require, stack_states
+from reverie.models.base import CONT, REWARD, State, WorldModel, has, require, stack_states, without_memory
 from reverie.nn import MLP, BoundedNormal, OneHotDist, TwoHotDist, lambda_returns, polyak_update, symlog_bins
 
 
@@ -106,9 +106,10 @@ class ActorCritic(nn.Module):
         Returns states ``[H + 1, N]`` (start first), actions ``[H, N, A]`` and the actor's raw
         outputs ``[H, N, O]``. The actor's forward pass always records gradients (it is reused
         for the loss, so the policy is evaluated once per state); the model's steps record them
-        only if the caller enabled gradients.
+        only if the caller enabled gradients. The returned states keep no sequence memory (the model's
+        ``memory_keys``): only the step being taken needs it.
         """
-        states, actions, raws = [start], [], []
+        states, actions, raws = [without_memory(wm, start)], [], []
         state = start
         for _ in range(horizon):
             with torch.enable_grad():
@@ -117,7 +118,7 @@ class ActorCritic(nn.Module):
             if not torch.is_grad_enabled():
                 action = action.detach()
             state = wm.step(state, action)
-            states.append(state)
+            states.append(without_memory(wm, state))
             actions.append(action)
             raws.append(raw)
         with torch.enable_grad():

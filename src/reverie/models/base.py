@@ -32,6 +32,11 @@ capability     method                               meaning
                                                     is one row), for spectral analysis
 =============  ===================================  =========================================
 
+A sequence model whose state carries a memory that only the next step reads (the transformer's
+key/value cache) may declare those entries in ``memory_keys`` (a frozenset of state keys; none if
+absent): ``features`` and every head must not read them, so a rollout keeps them only for the step
+it is on (:func:`without_memory`) instead of stacking one copy per step.
+
 Whoever needs a capability asks :func:`require`, which answers a missing one
 with one sentence. Nothing in reverie probes a model with ``hasattr``.
 
@@ -62,7 +67,7 @@ CAPABILITIES: dict[str, str] = {REWARD: "reward", CONT: "cont", DECODER: "decode
 __all__ = [
     "CAPABILITIES", "CONT", "DECODER", "POLICY", "REWARD", "TRANSITION", "VALUE", "ActionDistribution", "CapabilityError",
     "Dynamics", "ModelWithHeads", "State", "WorldModel", "capabilities_of", "has", "require", "stack_states",
-    "transition_map", "with_heads",
+    "transition_map", "with_heads", "without_memory",
 ]
 
 
@@ -152,6 +157,13 @@ def require(model: object, needed: Iterable[str], purpose: str) -> None:
             raise CapabilityError(f"{name} declares '{cap}' but has no `{CAPABILITIES[cap]}(state)` method")
 
 
+def without_memory(model: object, state: State) -> State:
+    """``state`` without the entries ``model`` declares in ``memory_keys`` (see the module docstring): what
+    a trajectory needs to keep of each step for features and heads."""
+    memory = getattr(model, "memory_keys", frozenset())
+    return {k: v for k, v in state.items() if k not in memory} if memory else state
+
+
 def transition_map(step: Callable[[Tensor, Tensor], Tensor], action: Tensor) -> Callable[[Tensor], Tensor]:
     """The ``f`` of a ``transition`` capability: ``f(z) = step(z, action)`` with ``action [N, A]``, or
     ``[1, A]`` / ``[A]`` repeated for any number of rows (so ``f`` may be called on a subset of states)."""
@@ -182,6 +194,7 @@ class ModelWithHeads:
         self.obs_spec = model.obs_spec
         self.act_spec = model.act_spec
         self.feat_size = model.feat_size
+        self.memory_keys = getattr(model, "memory_keys", frozenset())
 
     def initial(self, batch: int) -> State:
         return self.model.initial(batch)

@@ -154,6 +154,7 @@ class RSSMWorldModel(nn.Module):
         self.cont_head = MLP(feat, 1, cfg.units, cfg.layers)
         self.register_buffer("bins", symlog_bins(cfg.reward_bins), persistent=False)
         self.feat_size = feat
+        self.memory_keys = frozenset(self.rssm.core.memory_keys if self.rssm.core is not None else ())
 
     # -- the interface -------------------------------------------------------------------------
     def initial(self, batch: int) -> State:
