@@ -18,7 +18,13 @@ transformer's context is ``--context`` (default: each episode's length rounded u
 dropped).
 Writes ``--out`` (JSON) and prints a Markdown table of return against k.
 
-    OMP_NUM_THREADS=1 python benchmarks/memory_suite.py --ks 10 50 200 --updates 1500 --out memory_suite.json
+    OMP_NUM_THREADS=1 python benchmarks/memory_suite.py --ks 10 50 --updates 20000 --eval-every 2500 \
+        --eval-episodes 500 --override model.reward_scale=100 --out memory_suite.json
+
+With the default loss weights the one rewarded step of an episode is drowned by reconstruction and KL, and
+nothing is learned even at k = 0; at ``model.reward_scale=100`` the GRU and the SSM name the cue at k = 10
+after about 10,000 updates, abruptly, and the transformer about half the cues by 20,000 (BENCHMARKS.md,
+session 8).
 """
 
 from __future__ import annotations
