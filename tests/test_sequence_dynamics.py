@@ -296,14 +296,13 @@ def test_imagined_trajectories_keep_no_sequence_memory_and_the_same_features(dyn
     every full state."""
     from reverie.behavior import ActorCritic, ActorCriticConfig
     from reverie.models import stack_states, with_heads
-    from reverie.models.base import without_memory
+    from reverie.models.base import CapabilityError, without_memory
 
     torch.manual_seed(0)
     cfg = WorldModelConfig(rssm=RSSMConfig(deter=8, hidden=8, stoch=3, classes=4), units=8, layers=1,
                            reward_bins=11, dynamics=dynamics, transformer=TransformerConfig(heads=2, context=4))
     wm = RSSMWorldModel({"vector": ArraySpec((4,), np.dtype(np.float32))}, ActionSpec(True, 2), cfg)
-    expected = {"gru": set(), "ssm": set(wm.rssm.core.memory_keys) if wm.rssm.core else set(),
-                "transformer": {"key0", "key1", "value0", "value1", "valid"}}[dynamics]
+    expected = {"gru": set(), "ssm": {"ssm"}, "transformer": {"key0", "key1", "value0", "value1", "valid"}}[dynamics]
     assert set(wm.memory_keys) == expected and set(with_heads(wm, value=lambda f: f.sum(-1)).memory_keys) == expected
     ac = ActorCritic(wm.feat_size, wm.act_spec, ActorCriticConfig(units=8, layers=1, critic_bins=11))
     with torch.no_grad():
@@ -321,3 +320,6 @@ def test_imagined_trajectories_keep_no_sequence_memory_and_the_same_features(dyn
     torch.testing.assert_close(wm.features(traj), wm.features(full))
     torch.testing.assert_close(wm.reward(traj), wm.reward(full))
     assert without_memory(object(), start) is start          # nothing declared: the state as it is
+    bad = type("Bad", (), {"memory_keys": ["key0"]})()
+    with pytest.raises(CapabilityError, match="frozenset of state keys"):
+        without_memory(bad, start)

@@ -66,8 +66,8 @@ CAPABILITIES: dict[str, str] = {REWARD: "reward", CONT: "cont", DECODER: "decode
 
 __all__ = [
     "CAPABILITIES", "CONT", "DECODER", "POLICY", "REWARD", "TRANSITION", "VALUE", "ActionDistribution", "CapabilityError",
-    "Dynamics", "ModelWithHeads", "State", "WorldModel", "capabilities_of", "has", "require", "stack_states",
-    "transition_map", "with_heads", "without_memory",
+    "Dynamics", "ModelWithHeads", "State", "WorldModel", "capabilities_of", "has", "memory_keys_of", "require",
+    "stack_states", "transition_map", "with_heads", "without_memory",
 ]
 
 
@@ -157,10 +157,19 @@ def require(model: object, needed: Iterable[str], purpose: str) -> None:
             raise CapabilityError(f"{name} declares '{cap}' but has no `{CAPABILITIES[cap]}(state)` method")
 
 
+def memory_keys_of(model: object) -> frozenset[str]:
+    """The state keys ``model`` declares as sequence memory (``memory_keys``; none if it declares nothing)."""
+    declared = getattr(model, "memory_keys", frozenset())
+    if not (isinstance(declared, (set, frozenset)) and all(isinstance(k, str) for k in declared)):
+        raise CapabilityError(f"{type(model).__name__}.memory_keys must be a frozenset of state keys, "
+                              f"got {declared!r}")
+    return frozenset(declared)
+
+
 def without_memory(model: object, state: State) -> State:
     """``state`` without the entries ``model`` declares in ``memory_keys`` (see the module docstring): what
     a trajectory needs to keep of each step for features and heads."""
-    memory = getattr(model, "memory_keys", frozenset())
+    memory = memory_keys_of(model)
     return {k: v for k, v in state.items() if k not in memory} if memory else state
 
 
@@ -194,7 +203,7 @@ class ModelWithHeads:
         self.obs_spec = model.obs_spec
         self.act_spec = model.act_spec
         self.feat_size = model.feat_size
-        self.memory_keys = getattr(model, "memory_keys", frozenset())
+        self.memory_keys = memory_keys_of(model)
 
     def initial(self, batch: int) -> State:
         return self.model.initial(batch)
