@@ -18,16 +18,17 @@ worst some stray temp files that the next save removes.
 Nothing is ever unpickled: an optimiser ``state_dict()`` (tensors mixed with
 ints, floats, tuples and integer keys) is split by :func:`split_state` into
 flat tensors plus a JSON structure and rebuilt exactly by :func:`join_state`.
+
+This module saves and loads; :mod:`~reverie.training.checkpoint_files` holds
+the folder's file names, the weights file, listing and pruning, and
+:mod:`~reverie.training.checkpoint_state` the split of a nested state.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
-import math
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,21 @@ import numpy as np
 import torch
 
 from reverie.failpoints import failpoint
-from reverie.io import atomic_path, atomic_write_bytes
+from reverie.io import atomic_write_bytes
+from reverie.training.checkpoint_files import (
+    FORMAT_VERSION,
+    _FORMAT,
+    _NAME,
+    _WEIGHTS,
+    _prune,
+    _read_marker,
+    _sha256,
+    _step_of,
+    _write_weights,
+    latest_checkpoint,
+    list_checkpoints,
+)
+from reverie.training.checkpoint_state import CheckpointError, join_state, split_state
 
 __all__ = [
     "CheckpointDamaged",
@@ -51,16 +66,6 @@ __all__ = [
     "split_state",
 ]
 
-#: Bumped when the file layout changes incompatibly; older readers refuse newer files.
-FORMAT_VERSION = 1
-_FORMAT = "reverie-checkpoint"
-_NAME = re.compile(r"^ckpt-(\d+)\.json$")
-_WEIGHTS = re.compile(r"^ckpt-(\d+)(?:-b)?\.safetensors$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is corrupt, truncated, foreign or for another agent."""
-
 
 class CheckpointDamaged(CheckpointError):
     """A committed checkpoint whose files were damaged after it was written (truncated, bit rot, replaced).
@@ -71,100 +76,6 @@ class CheckpointDamaged(CheckpointError):
     def __init__(self, message: str, path: Path | None = None, why: str = ""):
         super().__init__(message)
         self.path, self.why = path, why
-
-
-# --------------------------------------------------------------------------
-# Nested state <-> (flat tensors, JSON structure)
-# --------------------------------------------------------------------------
-
-
-def split_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
-    """Split a nested state into flat tensors and a JSON-able structure.
-
-    ``state`` may nest dicts (str or int keys), lists and tuples whose leaves are
-    tensors, numpy arrays, bools, ints, floats (NaN/inf included), strings or
-    None, e.g. ``{"model": module.state_dict(), "opt": optimizer.state_dict()}``.
-    Tensors are named by their path (``"model/encoder.0.weight"``,
-    ``"opt/state/0/exp_avg"``); the structure records every name, container
-    type and non-tensor leaf, so :func:`join_state` rebuilds ``state`` exactly.
-    """
-    tensors: dict[str, torch.Tensor] = {}
-    structure = _encode(state, prefix, tensors)
-    return tensors, structure
-
-
-def join_state(tensors: dict[str, torch.Tensor], structure: Any) -> Any:
-    """Inverse of :func:`split_state`: rebuild the nested state from its two halves."""
-    return _decode(structure, tensors)
-
-
-def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return {"__tensor__": _add(tensors, path, obj)}
-    if isinstance(obj, np.ndarray):
-        if obj.dtype == object:
-            raise CheckpointError(f"state entry '{path}' is an object array; only numeric arrays can be saved")
-        return {"__ndarray__": _add(tensors, path, torch.from_numpy(np.ascontiguousarray(obj)))}
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else {"__float__": repr(obj)}
-    if isinstance(obj, dict):
-        plain = all(isinstance(k, str) and not k.startswith("__") for k in obj)
-        items = [(k, _encode(v, _child(path, k), tensors)) for k, v in obj.items()]
-        if plain:
-            return dict(items)
-        for k, _ in items:
-            if not isinstance(k, (str, int)) or isinstance(k, bool):
-                raise CheckpointError(f"state entry '{path}' has key {k!r}; only str and int keys can be saved")
-        # Integer keys (optimiser state is keyed by parameter index) survive as pairs.
-        return {"__dict__": [[k, v] for k, v in items]}
-    if isinstance(obj, (list, tuple)):
-        kind = "__tuple__" if isinstance(obj, tuple) else "__list__"
-        return {kind: [_encode(v, _child(path, i), tensors) for i, v in enumerate(obj)]}
-    raise CheckpointError(
-        f"state entry '{path}' has type {type(obj).__name__}; checkpoints hold tensors, arrays, numbers, "
-        "strings, None and dicts/lists of them"
-    )
-
-
-def _child(path: str, key: Any) -> str:
-    return f"{path}/{key}" if path else str(key)
-
-
-def _add(tensors: dict[str, torch.Tensor], name: str, tensor: torch.Tensor) -> str:
-    name = name or "tensor"
-    if name in tensors:  # keys containing '/' can collide after joining: disambiguate
-        i = 1
-        while f"{name}#{i}" in tensors:
-            i += 1
-        name = f"{name}#{i}"
-    tensors[name] = tensor
-    return name
-
-
-def _decode(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(node, list):
-        raise CheckpointError("checkpoint structure is malformed (bare list)")
-    if not isinstance(node, dict):
-        return node
-    if len(node) == 1:
-        (tag, body), = node.items()
-        if tag == "__tensor__":
-            return tensors[body]
-        if tag == "__ndarray__":
-            return tensors[body].numpy()
-        if tag == "__float__":
-            return float(body)
-        if tag == "__list__":
-            return [_decode(v, tensors) for v in body]
-        if tag == "__tuple__":
-            return tuple(_decode(v, tensors) for v in body)
-        if tag == "__dict__":
-            return {k: _decode(v, tensors) for k, v in body}
-    return {k: _decode(v, tensors) for k, v in node.items()}
 
 
 # --------------------------------------------------------------------------
@@ -232,47 +143,6 @@ def save_checkpoint(
     return marker
 
 
-def _write_weights(path: Path, flat: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    seen: set[tuple[int, int]] = set()
-    ready = {}
-    for name, t in flat.items():
-        t = t.detach().to("cpu")
-        # safetensors refuses tensors that share storage (tied weights, views):
-        # give every repeat its own copy.
-        ptr = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) if t.numel() else None
-        if ptr is not None and ptr in seen or not t.is_contiguous():
-            t = t.clone(memory_format=torch.contiguous_format)
-        elif ptr is not None:
-            seen.add(ptr)
-        ready[name] = t
-    with atomic_path(path) as tmp:
-        save_file(ready, str(tmp), metadata={"format": _FORMAT})
-
-
-def _prune(directory: Path, keep: int | None) -> None:
-    """Drop all but the newest ``keep`` complete checkpoints and the debris of killed saves."""
-    complete = list_checkpoints(directory)
-    for marker in complete[:-keep] if keep is not None else []:
-        record = _read_marker(marker)
-        if record.get("pinned"):
-            continue
-        weights = marker.with_name(record["weights"]["file"])
-        marker.unlink(missing_ok=True)  # un-commit first, then drop the weights
-        weights.unlink(missing_ok=True)
-    live = set()
-    for marker in list_checkpoints(directory):
-        live.add(_read_marker(marker)["weights"]["file"])
-    newest = _step_of(complete[-1]) if complete else -1
-    for path in directory.iterdir():
-        name = path.name
-        if name.startswith(".ckpt-") and ".tmp-" in name:
-            path.unlink(missing_ok=True)  # temp file of a killed save
-        elif (m := _WEIGHTS.match(name)) and name not in live and int(m.group(1)) <= newest:
-            path.unlink(missing_ok=True)  # weights no JSON refers to: killed save or replaced step
-
-
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
@@ -294,54 +164,9 @@ def _reverie_version() -> str:
         return "unknown"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------
 # Finding and loading
 # --------------------------------------------------------------------------
-
-
-def _step_of(marker: Path) -> int:
-    return int(_NAME.match(marker.name).group(1))
-
-
-def _read_marker(marker: Path) -> dict | None:
-    """The parsed JSON of a complete checkpoint, or None if it is torn, foreign or lacks weights."""
-    try:
-        record = json.loads(marker.read_text(encoding="utf-8"))
-        if not _WEIGHTS.match(record["weights"]["file"]):
-            return None
-        weights = marker.with_name(record["weights"]["file"])
-        if record.get("format") != _FORMAT or weights.stat().st_size != record["weights"]["bytes"]:
-            return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return record
-
-
-def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """JSON paths of the complete checkpoints in ``directory``, oldest step first."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    markers = [p for p in directory.iterdir() if _NAME.match(p.name)]
-    return sorted((m for m in markers if _read_marker(m) is not None), key=_step_of)
-
-
-def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """JSON path of the newest complete checkpoint in ``directory``, or None if there is none.
-
-    Torn saves (weights without JSON, temp files, a weights file whose size
-    differs from the recorded one) are ignored.
-    """
-    complete = list_checkpoints(directory)
-    return complete[-1] if complete else None
 
 
 def load_latest(
