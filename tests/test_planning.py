@@ -715,6 +715,28 @@ def test_mppi_sample_action_draws_around_the_elites():
     assert actions.mean().item() == pytest.approx(0.7, abs=0.1)
 
 
+class TwoGoals(Reach):
+    """Reach where |position| = 0.7 is the goal: +0.7 and -0.7 are equally good, 0 (their mean) is worst."""
+
+    def reward(self, state):
+        return -((state[:, 1].abs() - 0.7) ** 2)
+
+
+def test_mppi_elite_action_commits_to_one_goal_where_the_mean_cancels_them():
+    model = TwoGoals()
+    state = torch.zeros(40, 2)  # 40 start states, planned side by side with one generator
+    kwargs = dict(horizon=1, candidates=256, elites=64, iterations=1, temperature=1.0, seed=3)
+    mean = plan("mppi", model, state, **kwargs).action[:, 0]
+    elite = plan("mppi", model, state, elite_action=True, **kwargs).action[:, 0]
+    assert mean.abs().max() < 0.35                      # the weighted mean of two opposite clusters
+    assert elite.abs().min() > 0.3                      # each start executes one elite, on one side
+    assert elite.abs().mean().item() == pytest.approx(0.7, abs=0.1)   # near a goal
+    assert (elite > 0).any() and (elite < 0).any()      # drawn by weight: both goals get picked
+    # no noise is added: the executed action is exactly one elite's first action
+    again = plan("mppi", model, state, elite_action=True, **kwargs).action[:, 0]
+    assert torch.equal(elite, again)
+
+
 class Jittered(Deterministic):
     """The policy's action plus N(0, 0.2) noise when sampled (drawn from the planner's generator)."""
 

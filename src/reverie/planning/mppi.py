@@ -43,9 +43,14 @@ class MPPISettings(PlannerSettings):
     """Weight of the previous mean in each refit (TD-MPC used 0.1, TD-MPC2 uses 0)."""
     noise_beta: float = 0.0
     """Colored-noise exponent along time (0: white noise)."""
+    elite_action: bool = False
+    """Execute the first action of one elite drawn by weight (TD-MPC2's choice, when evaluating
+    too) instead of the weighted mean of the elites' first actions. Where the elites disagree
+    (values nearly tied between opposite moves) the mean cancels them into a timid action;
+    a drawn elite commits to one of them."""
     sample_action: bool = False
-    """Execute the first action of an elite drawn by weight plus std noise (TD-MPC2's
-    training-time exploration) instead of the weighted mean."""
+    """Execute a drawn elite's first action (as ``elite_action``) plus the refitted std's noise
+    (TD-MPC2's training-time exploration)."""
 
 
 def mppi_weights(scores: Tensor, temperature: float) -> Tensor:
@@ -128,14 +133,14 @@ def mppi(
             generator=generator,
         )
         action = found.mean[:, 0]
-        if settings.sample_action:
+        if settings.elite_action or settings.sample_action:
             weights = mppi_weights(found.elite_scores, settings.temperature)  # [B, E]
             valid = weights.sum(dim=1) > 0
             pick = torch.multinomial(torch.where(valid[:, None], weights, torch.ones_like(weights)), 1, generator=generator)
             chosen = found.elites[torch.arange(batch, device=device), pick[:, 0], 0]  # [B, A]
-            noise = torch.randn(chosen.shape, generator=generator, device=device)
-            sampled = chosen + found.std[:, 0] * noise  # type: ignore[index]
-            action = torch.where(valid[:, None], sampled, action)
+            if settings.sample_action:
+                chosen = chosen + found.std[:, 0] * torch.randn(chosen.shape, generator=generator, device=device)  # type: ignore[index]
+            action = torch.where(valid[:, None], chosen, action)
         action = action.clamp(-1.0, 1.0)
 
     warm_next = WarmStart(mean=shift_plan(found.mean, 0.0), std=shift_plan(found.std, settings.init_std),  # type: ignore[arg-type]
