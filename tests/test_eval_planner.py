@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reverie.agents.planner_policy import PlannerPolicy, planner_policy
+from reverie.agents.planner_policy import PlannerPolicy, PriorPolicy, planner_policy
 from reverie.agents.registry import agent_entry, resolve_config
 from reverie.cli import main
 from reverie.specs import ActionSpec, ArraySpec
@@ -108,3 +108,39 @@ def test_continuous_only_planners_refuse_discrete_actions():
         with pytest.raises(PlanningError, match="discrete"):
             planner_policy(agent, planner)
     assert isinstance(planner_policy(agent, "shooting"), PlannerPolicy)
+
+
+def test_the_prior_of_a_dreamer_model_is_its_actor(dreamer_run, capsys):
+    """Dreamer's model exposes its actor as the policy prior, so acting by the prior alone plays the same
+    greedy episodes as the agent itself."""
+    returns = {}
+    for planner in ("policy", "prior"):
+        code = main(["eval", str(dreamer_run), "--episodes", "2", "--planner", planner])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        returns[planner] = json.loads(captured.out.strip().splitlines()[-1])["return_mean"]
+    assert returns["prior"] == pytest.approx(returns["policy"], abs=1e-6)
+
+
+def test_the_prior_of_a_tdmpc2_model_acts_like_its_policy_mode():
+    cfg = resolve_config("tdmpc2", "tiny", [])
+    obs_spec = {"vector": ArraySpec((3,), np.dtype(np.float32))}
+    agent = agent_entry("tdmpc2").build(obs_spec, ActionSpec(False, 1), cfg, "cpu")
+    prior = planner_policy(agent, "prior")
+    assert isinstance(prior, PriorPolicy) and prior.name == "tdmpc2+prior"
+    rng = np.random.default_rng(0)
+    step = {"vector": rng.normal(size=(4, 3)).astype(np.float32), "action": np.zeros((4, 1), np.float32),
+            "is_first": np.ones(4, bool), "reward": np.zeros(4, np.float32)}
+    env_action, model_action, _, _ = prior.act(step, prior.init_state(4), False)
+    with torch.no_grad():
+        latent = agent.wm.encode({"vector": torch.as_tensor(step["vector"])})
+        expected = agent.wm.policy_dist(latent).mode()
+    np.testing.assert_allclose(model_action, expected.numpy(), atol=1e-6)
+    with pytest.raises(PlanningError, match="no planner settings"):
+        planner_policy(agent, "prior", ["horizon=3"])
+
+
+def test_a_model_without_a_policy_refuses_the_prior(planet_run, capsys):
+    code = main(["eval", str(planet_run), "--episodes", "1", "--planner", "prior"])
+    err = capsys.readouterr().err
+    assert code == 2 and "policy" in err and "Traceback" not in err

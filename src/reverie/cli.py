@@ -282,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_at_least(1), default=10, help="episodes to play (at least 1)")
     p.add_argument("--device")
     p.add_argument("--planner", default="policy",
-                   help="act with the agent's own policy (default) or plan on its model: cem, mppi, shooting, "
-                        "gradient")
+                   help="act with the agent's own policy (default), by its model's policy prior alone "
+                        "(prior), or plan on its model: cem, mppi, shooting, gradient, mcts")
     p.add_argument("--planner-arg", dest="planner_args", action="append", metavar="key=value",
                    help="change one planner setting, e.g. --planner-arg horizon=5 (repeatable)")
     p.add_argument("--acting", choices=("eager", "compiled", "int8"), default="eager",

@@ -9,6 +9,8 @@
   ``model`` (``reverie eval --planner``), with the agent's own settings for
   that planner or :func:`default_settings`, which use whatever the model can
   do: its continuation, its value as the terminal value, its policy as a prior.
+- :class:`PriorPolicy` (``--planner prior``) acts by the model's own policy
+  prior without any search, the baseline every planner on that model should beat.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from reverie.agents.base import ActOutput, observe_step, to_env_action
 from reverie.models.base import CONT, POLICY, VALUE, State, WorldModel, capabilities_of, require
 from reverie.planning import PLANNERS, PlannerSettings, PlanningError, WarmStart, planner_settings, planner_spec
 
-#: What ``reverie eval --planner`` accepts: "policy" is the agent's own way of acting.
-PLANNER_CHOICES = ("policy", *sorted(PLANNERS))
+#: What ``reverie eval --planner`` accepts: "policy" is the agent's own way of acting, "prior" the
+#: model's policy prior alone (its ``policy`` capability's mode, no search).
+PLANNER_CHOICES = ("policy", "prior", *sorted(PLANNERS))
 
-__all__ = ["PLANNER_CHOICES", "PlanState", "PlannerPolicy", "default_settings", "planner_policy"]
+__all__ = ["PLANNER_CHOICES", "PlanState", "PlannerPolicy", "PriorPolicy", "default_settings", "planner_policy"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,31 @@ class PlannerPolicy:
         return (action + self.explore_noise * torch.randn_like(action)).clamp(-1.0, 1.0)
 
 
+class PriorPolicy:
+    """Acts by the policy prior of ``model`` (its ``policy`` capability) on the model state that
+    ``observe`` folds each step into: the distribution's mode, or a sample when exploring. No search:
+    what a planner on the same model adds is its return against this one's."""
+
+    def __init__(self, model: WorldModel, *, device: torch.device | str = "cpu", name: str = "prior"):
+        require(model, [POLICY], "acting by the model's policy prior (--planner prior)")
+        self.model = model
+        self.act_spec = model.act_spec
+        self.device = torch.device(device)
+        self.name = name
+
+    def init_state(self, batch: int) -> State:
+        return self.model.initial(batch)
+
+    @torch.no_grad()
+    def act(self, step: dict[str, np.ndarray], state: State, explore: bool) -> ActOutput:
+        belief = observe_step(self.model, step, state, self.device)
+        dist = self.model.policy(belief)  # type: ignore[attr-defined]
+        action = (dist.sample() if explore else dist.mode()).detach().float()
+        if self.act_spec.discrete:
+            action = torch.nn.functional.one_hot(action.argmax(-1), self.act_spec.size).float()
+        return ActOutput(to_env_action(action, self.act_spec), action.cpu().numpy(), belief, {})
+
+
 #: Planner settings for a model with a value and a policy prior: a short horizon bootstrapped by the
 #: value (TD-MPC2's 3 steps), candidates sampled from the policy along their own imagined trajectories
 #: (TD-MPC2 samples 24), and CEM / MPPI / gradient steps started at the policy's plan with a small
@@ -128,7 +156,8 @@ def _apply(settings: PlannerSettings, overrides: Sequence[str]) -> PlannerSettin
 def planner_policy(agent: Any, planner: str, overrides: Sequence[str] = ()) -> Any:
     """Something that acts like ``agent`` but chooses actions with ``planner`` on ``agent.model``.
 
-    ``planner`` is one of :data:`PLANNER_CHOICES`; "policy" returns ``agent`` itself. The settings are
+    ``planner`` is one of :data:`PLANNER_CHOICES`; "policy" returns ``agent`` itself, "prior" a
+    :class:`PriorPolicy` on its model. The settings are
     ``agent.planner_defaults[planner]`` if the agent has its own, else :func:`default_settings`, then
     ``overrides`` (``key=value``, e.g. ``horizon=5``).
 
@@ -146,6 +175,10 @@ def planner_policy(agent: Any, planner: str, overrides: Sequence[str] = ()) -> A
     if model is None:
         raise PlanningError(f"agent '{agent.name}' has no world model that a planner can use; "
                             "evaluate it with --planner policy")
+    if planner == "prior":
+        if overrides:
+            raise PlanningError("the policy prior has no planner settings; drop --planner-arg")
+        return PriorPolicy(model, device=agent.device, name=f"{agent.name}+prior")
     planner_spec(planner, model.act_spec)
     settings = agent.planner_defaults.get(planner) or default_settings(planner, model, agent.discount)
     settings = _apply(settings, overrides)
