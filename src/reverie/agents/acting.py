@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import warnings
 from typing import Any, Sequence
 
@@ -44,6 +43,7 @@ import torch
 from torch import nn
 
 from reverie.agents.base import AgentBase
+from reverie.agents.compiled import compile_problem, compile_static
 from reverie.agents.dreamer import Dreamer
 from reverie.agents.pets import Pets
 from reverie.agents.planet import Planet
@@ -138,19 +138,11 @@ def _compiled_planner(policy: PlannerPolicy) -> PlannerPolicy:
 
 def _compile(fn: Any) -> Any:
     _check_compile()
-    # static shapes: acting keeps its batch size, and a dynamic batch breaks compiled torch.rand / randn
-    return torch.compile(fn, dynamic=False)
+    return compile_static(fn)
 
 
-@functools.lru_cache(maxsize=1)
 def _check_compile() -> None:
-    """Compile and run a one-line function once, so that a machine where torch.compile cannot work (no C++
-    compiler, an unsupported Python) is named before the first decision rather than in the middle of one."""
-    try:
-        with warnings.catch_warnings():   # what inductor's first import warns about is not a failure
-            warnings.simplefilter("ignore")
-            torch.compile(lambda x: x * 2 + 1, dynamic=False)(torch.ones(2))
-    except Exception as e:   # noqa: BLE001 - inductor fails in many ways; all mean the same here
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ActingError(f"torch.compile does not work on this machine ({reason[:200]}); use --acting eager "
-                          "or int8") from None
+    """Name a machine where torch.compile cannot work before the first decision, not in the middle of one."""
+    reason = compile_problem()
+    if reason is not None:
+        raise ActingError(f"torch.compile does not work on this machine ({reason}); use --acting eager or int8")

@@ -156,6 +156,8 @@ class AgentBase:
 
     name = "agent"
     extras_spec: Mapping[str, ArraySpec] = {}
+    #: whether ``run.compile=true`` compiles this agent's update (it then does so in ``__init__``)
+    compilable: bool = False
     discount = 1.0
     planner_defaults: Mapping[str, PlannerSettings] = {}
     model: WorldModel | None = None

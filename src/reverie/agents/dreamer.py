@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from reverie.agents.base import ActOutput, AgentBase, ReplayRatio, gradient_step, observe_step, precision_context, to_env_action
+from reverie.agents.compiled import compile_static, same_random_numbers_as_eager
 from reverie.behavior import ActorCritic, ActorCriticConfig
 from reverie.models import Batch, RSSMWorldModel, State, WorldModelConfig, loss_scales, with_heads
 from reverie.models.state import flatten_batch
@@ -40,7 +41,8 @@ def rssm_update(wm: RSSMWorldModel, batch: Batch, optimizer: torch.optim.Optimiz
 
     Returns (metrics, posterior states ``[B, T]``)."""
     with precision_context(precision, batch.reward.device):
-        losses, metrics, post, _ = wm.loss(batch)
+        losses, tensors, post, _ = wm.loss(batch)
+    metrics = {k: float(v) for k, v in tensors.items()}
     metrics.update(gradient_step(losses, loss_scales(cfg), optimizer, wm.parameters(), cfg.grad_clip, prefix="wm/"))
     wm.update_target()
     return metrics, post
@@ -51,6 +53,7 @@ class Dreamer(AgentBase):
 
     name = "dreamer"
     schedule = ReplayRatio()
+    compilable = True
 
     def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: DreamerConfig,
                  device: str | torch.device = "cpu"):
@@ -69,6 +72,16 @@ class Dreamer(AgentBase):
         self.model = with_heads(self.wm, value=self.ac.value, policy=self.ac.policy)
         self.discount = b.gamma
         self.updates = 0
+        if cfg.run.compile:
+            self._compile_update()
+
+    def _compile_update(self) -> None:
+        """``run.compile``: the world model's loss (observe loop, heads, KL) and the imagination rollout
+        compiled for the run's static batch shape, drawing eager's random numbers, so an update computes
+        what the eager one does; the backward passes and Adam steps stay eager."""
+        same_random_numbers_as_eager()
+        self.wm.loss = compile_static(self.wm.loss)        # instance attributes: the modules' weights,
+        self.ac.imagine = compile_static(self.ac.imagine)  # state dicts and checkpoints do not change
 
     def _autocast(self):
         return precision_context(self.cfg.run.precision, self.device)

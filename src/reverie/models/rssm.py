@@ -174,8 +174,10 @@ class RSSM(nn.Module):
         if self.core is not None:
             return self._observe_parallel(embed, action, is_first, state, sample)
         keep = (~is_first.bool()).float()  # [B, T]
-        # One host sync per sequence to learn where episodes start, instead of masking every step.
-        resets = is_first.bool().any(0).tolist()
+        # One host sync per sequence to learn where episodes start, instead of masking every step. Compiled
+        # code cannot branch on data (each reset pattern would be a new graph): it masks every step, which
+        # computes the same numbers (state * 1 + initial * 0 where no episode starts).
+        resets = [True] * t if torch.compiler.is_compiling() else is_first.bool().any(0).tolist()
         posts = []
         for i in range(t):
             act = action[:, i]

@@ -194,10 +194,11 @@ class RSSMWorldModel(nn.Module):
 
     # -- training ------------------------------------------------------------------------------
     def loss(self, batch: Batch, state: State | None = None
-             ) -> tuple[dict[str, Tensor], dict[str, float], State, State]:
+             ) -> tuple[dict[str, Tensor], dict[str, Tensor], State, State]:
         """Per-step losses ``{rec, latent, reward, cont, dyn, rep}`` each ``[B, T]`` (``rec`` with a decoder,
         ``latent`` with the latent objective) (unweighted; the KL terms clipped
-        at ``free_nats``), metrics, posterior states ``[B, T]`` and the last state ``[B]``."""
+        at ``free_nats``), metrics (detached 0-dim tensors: the caller reads them as numbers, so a compiled
+        loss neither syncs nor guards on their values), posterior states ``[B, T]`` and the last state ``[B]``."""
         cfg = self.cfg
         embed = self.embed(batch.obs)                               # [B, T, E], also the latent objective's target
         post, last = self.rssm.observe(embed, batch.action, batch.is_first, state)
@@ -205,14 +206,14 @@ class RSSMWorldModel(nn.Module):
         dyn, rep = self.rssm.kl(post, prior)                        # [B, T]
         feat = self.features(post)                                  # [B, T, F]
         losses: dict[str, Tensor] = {}
-        metrics: dict[str, float] = {"wm/kl": float(dyn.detach().mean())}
+        metrics: dict[str, Tensor] = {"wm/kl": dyn.detach().mean()}
         if self.decoder is not None:
             rec = 0.0
             for k, dist in self.decoder(feat).items():
                 target = batch.obs[k].float() / 255.0 - 0.5 if self.obs_spec[k].is_image else batch.obs[k]
                 rec = rec + dist.loss(target)
             losses["rec"] = rec
-            metrics["wm/rec"] = float(rec.detach().mean())
+            metrics["wm/rec"] = rec.detach().mean()
         if self.predictor is not None:
             if self.target_encoder is not None:
                 with torch.no_grad():
@@ -221,7 +222,7 @@ class RSSMWorldModel(nn.Module):
                 target = embed
             losses["latent"] = latent_prediction_loss(self.predictor(self.features(prior)), target,
                                                       stop_gradient=cfg.latent_target != "none")
-            metrics["wm/latent"] = float(losses["latent"].detach().mean())
+            metrics["wm/latent"] = losses["latent"].detach().mean()
             if cfg.latent_variance > 0:
                 losses["variance"] = variance_hinge(embed).expand(embed.shape[:2])
         reward = TwoHotDist(self.reward_head(feat), self.bins).loss(batch.reward)

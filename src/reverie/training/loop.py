@@ -77,6 +77,7 @@ class Trainer:
         self.checkpoint_step = 0                       # env steps of the checkpoint the run resumed from
         self.resume_notes: dict[str, float] = {}       # logged once when a resumed run starts
         self.notes = dict(notes or {})                  # facts of the run logged once when it starts
+        self.first_update_timed = not self.notes.get("run/compiled")   # a compiled update: say what compiling cost
         self.vector_env: Any = None                     # a user's vectorised environment for collection
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -285,7 +286,11 @@ class Trainer:
         for _ in range(max(owed, 0)):
             batch = Batch.build(self.replay.sample(run.batch_size), agent.obs_spec, agent.act_spec, agent.device,
                                 agent.extras_spec)
+            started = time.perf_counter()
             out.append(agent.update(batch))
+            if not self.first_update_timed:
+                self.first_update_timed = True
+                self.say(f"compiled update: the first took {time.perf_counter() - started:.1f} s, compiling included")
             c.updates += 1
             failpoint("loop.update")
         return out

@@ -15,8 +15,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from reverie.agents.registry import agent_entry
-from reverie.config import load_config
+from reverie.agents.registry import AGENTS, agent_entry
+from reverie.config import ConfigError, load_config
 from reverie.envs import make_env
 from reverie.training.checkpoint import CheckpointError, load_latest
 from reverie.training.loop import RunResult, Trainer
@@ -85,6 +85,7 @@ def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], N
     _setup_torch(run)
     make = env_factory(run)
     resolved, why = _resolve_precision(cfg)
+    resolved = _resolve_compile(agent_name, resolved, say)
     agent = build_agent(agent_name, resolved, make)   # checks the environment before touching the folder
     collector = None if vector_env is None else _vector_collector(vector_env, agent, run)
     folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)   # takes the folder's writer lock (saves "auto")
@@ -94,7 +95,8 @@ def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], N
         if run.precision == "auto":
             say(f"precision: {resolved.run.precision} ({why})")
         return _train_locked(agent_name, agent, cfg, folder, make, say,
-                             notes={"run/precision_bf16": float(resolved.run.precision == "bf16")},
+                             notes={"run/precision_bf16": float(resolved.run.precision == "bf16"),
+                                    "run/compiled": float(resolved.run.compile)},
                              vector_env=collector)
     finally:
         folder.release()
@@ -106,6 +108,26 @@ def _resolve_precision(cfg: Any) -> tuple[Any, str]:
 
     precision, why = resolve_precision(cfg.run.precision, cfg.run.device)
     return replace(cfg, run=replace(cfg.run, precision=precision)), why
+
+
+def _resolve_compile(agent_name: str, cfg: Any, say: Callable[[str], None]) -> Any:
+    """``cfg`` itself, or with ``run.compile`` off where torch.compile does not work here (said once);
+    ConfigError for an agent that does not declare ``compilable``."""
+    from dataclasses import replace
+
+    from reverie.agents.compiled import compile_problem
+
+    if not cfg.run.compile:
+        return cfg
+    if not agent_entry(agent_name).build.compilable:
+        able = sorted(name for name, entry in AGENTS.items() if entry.build.compilable)
+        raise ConfigError(f"run.compile=true compiles the updates of {', '.join(able)} only; "
+                          f"{agent_name} trains eager (drop run.compile)")
+    reason = compile_problem()
+    if reason is not None:
+        say(f"run.compile: torch.compile does not work on this machine ({reason}); the update runs eager")
+        return replace(cfg, run=replace(cfg.run, compile=False))
+    return cfg
 
 
 def _train_parallel(parallel: Any, agent_name: str, cfg: Any, run_dir: str | Path,
@@ -122,6 +144,7 @@ def _train_parallel(parallel: Any, agent_name: str, cfg: Any, run_dir: str | Pat
         _setup_torch(run)
         make = env_factory(run)
         resolved, _ = _resolve_precision(replace(cfg, run=replace(cfg.run, device=device)))
+        resolved = _resolve_compile(agent_name, resolved, say if parallel.is_main else lambda _: None)
         agent = build_agent(agent_name, resolved, make)
         parallel.check(agent)
         error = None
@@ -140,7 +163,8 @@ def _train_parallel(parallel: Any, agent_name: str, cfg: Any, run_dir: str | Pat
         elif folder.stale_lock:
             say(f"taking over the lock of {describe(folder.stale_lock)}, which is no longer running")
         seeds = [rank_seed(cfg.run.seed, r) for r in range(parallel.world)]
-        notes = {"run/precision_bf16": float(resolved.run.precision == "bf16"), "dist/world_size": parallel.world,
+        notes = {"run/precision_bf16": float(resolved.run.precision == "bf16"), "run/compiled": float(resolved.run.compile),
+                 "dist/world_size": parallel.world,
                  **{f"dist/seed_rank_{r}": s for r, s in enumerate(seeds)}}
         trainer = ParallelTrainer(parallel, agent, cfg, replace(resolved.run, seed=run.seed), folder, make,
                                   action_repeat_of(run), console=say if parallel.is_main else (lambda m: None),
