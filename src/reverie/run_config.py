@@ -74,7 +74,8 @@ class RunConfig:
     compile: bool = False
     """torch.compile the update's hot parts (agents that declare ``compilable``: Dreamer's world-model
     loss and imagination rollout), paid once in the first update, which the run reports; eager where
-    torch.compile does not work. Off by default: on the CPUs measured it made the update slower."""
+    torch.compile does not work. Off by default: on the CPU measured the `default` update was 1.17x
+    faster by median but paid minutes of compiling and an occasional slow update (BENCHMARKS.md)."""
 
     def __post_init__(self) -> None:
         check_ranges(self)
