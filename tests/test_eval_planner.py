@@ -120,6 +120,8 @@ def test_the_prior_of_a_dreamer_model_is_its_actor(dreamer_run, capsys):
         assert code == 0, captured.err
         returns[planner] = json.loads(captured.out.strip().splitlines()[-1])["return_mean"]
     assert returns["prior"] == pytest.approx(returns["policy"], abs=1e-6)
+    assert main(["eval", str(dreamer_run), "--planner", "prior", "--acting", "compiled"]) == 2
+    assert "not a model's policy prior alone" in capsys.readouterr().err
 
 
 def test_the_prior_of_a_tdmpc2_model_acts_like_its_policy_mode():

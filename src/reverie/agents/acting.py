@@ -47,7 +47,7 @@ from reverie.agents.compiled import compile_problem, compile_static
 from reverie.agents.dreamer import Dreamer
 from reverie.agents.pets import Pets
 from reverie.agents.planet import Planet
-from reverie.agents.planner_policy import PlannerPolicy, planner_policy
+from reverie.agents.planner_policy import PlannerPolicy, PriorPolicy, planner_policy
 from reverie.planning import PlanningError
 
 #: What ``reverie eval --acting`` accepts.
@@ -114,6 +114,9 @@ def _quantised(agent: Any) -> AgentBase:
 
 # -- compiled ------------------------------------------------------------------------------------
 def _compiled(actor: Any) -> Any:
+    if isinstance(actor, PriorPolicy):
+        raise ActingError("compiled acting covers planners and Dreamer's policy, not a model's policy prior "
+                          "alone (--planner prior); use --acting eager or int8")
     if isinstance(actor, PlannerPolicy):
         return _compiled_planner(actor)
     if isinstance(actor, (Planet, Pets)):    # they act through a PlannerPolicy of their own
