@@ -6,9 +6,10 @@
 Plays the same ``--episodes`` evaluation episodes (environment seeds ``run.seed + 50000 + i``, as
 ``reverie eval`` does) with each acting mode: ``mean`` (MPPI executing the weighted mean of its elites,
 the preset's evaluation), ``elite`` (MPPI executing one elite drawn by weight, TD-MPC2's own choice,
-``elite_action=true``) and ``prior`` (the policy prior's mode, no planning). Prints one JSON line per
-episode and mode (return; for dm_control reacher also the target's distance from the arm's base, the
-closest the finger came and the largest raw shoulder angle observed) and a summary line per mode.
+``elite_action=true``) and ``prior`` (the policy prior's mode, no planning: ``reverie eval --planner
+prior``). Prints one JSON line per episode and mode (return; for dm_control reacher also the target's
+distance from the arm's base, the closest the finger came and the largest raw shoulder angle observed)
+and a summary line per mode.
 
 ``--probe SEED:STEPS`` plays STEPS planned steps of the episode of environment seed SEED, then compares,
 at the state reached, the model's predicted value of candidate plans (policy rollouts, uniform random
@@ -20,7 +21,6 @@ one executed) from a model failure (the model's values are wrong there).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import time
@@ -28,22 +28,21 @@ import time
 import numpy as np
 import torch
 
-from reverie.agents.planner_policy import PlannerPolicy
+from reverie.agents.planner_policy import planner_policy
 from reverie.agents.tdmpc2 import observe_step
 from reverie.planning.returns import rollout_returns
 from reverie.training import session
 from reverie.training.evaluate import run_episodes
 
 
-def with_mode(agent, mode: str):
-    """``agent`` acting by ``mode`` (a shallow change of its acting config or planner)."""
-    if mode == "prior":
-        agent.cfg = dataclasses.replace(agent.cfg, acting="policy")
-    else:
-        agent.cfg = dataclasses.replace(agent.cfg, acting="plan")
-        settings = dataclasses.replace(agent.cfg.planner, elite_action=(mode == "elite"))
-        agent.planning = PlannerPolicy(agent.wm, "mppi", settings, device=agent.device, name="tdmpc2+mppi")
-    return agent
+#: acting mode -> (planner, planner settings) for :func:`planner_policy`
+MODES = {"mean": ("mppi", []), "elite": ("mppi", ["elite_action=true"]), "prior": ("prior", [])}
+
+
+def acting(agent, mode: str):
+    """Something that acts like ``agent`` by ``mode`` (the agent's own MPPI settings, or its prior)."""
+    planner, overrides = MODES[mode]
+    return planner_policy(agent, planner, overrides)
 
 
 def physics_of(env):
@@ -76,7 +75,7 @@ def describe(make, seed: int, ret: float, episode: dict) -> dict:
 def play(agent, make, base: int, episodes: int, mode: str) -> None:
     seeds = [base + i for i in range(episodes)]
     start = time.time()
-    returns, recorded = run_episodes(with_mode(agent, mode), [functools.partial(make, s) for s in seeds], record=True)
+    returns, recorded = run_episodes(acting(agent, mode), [functools.partial(make, s) for s in seeds], record=True)
     for seed, ret, episode in zip(seeds, returns, recorded):
         print(json.dumps({"mode": mode, **describe(make, seed, ret, episode)}), flush=True)
     print(json.dumps({"mode": mode, "summary": True, "mean": round(float(returns.mean()), 1),
@@ -86,13 +85,13 @@ def play(agent, make, base: int, episodes: int, mode: str) -> None:
 
 
 def probe(agent, make, seed: int, steps: int, horizon: int = 40) -> None:
-    agent = with_mode(agent, "mean")
+    actor = acting(agent, "mean")
     env = make(seed)
     step = env.reset()
-    state = agent.init_state(1)
+    state = actor.init_state(1)
     batch = lambda s: dict({k: np.asarray(v)[None] for k, v in s.items()}, action=np.zeros((1, agent.act_spec.size), np.float32))
     for _ in range(steps):
-        env_action, _, state, _ = agent.act(batch(step), state, False)
+        env_action, _, state, _ = actor.act(batch(step), state, False)
         step = env.step(env_action[0])
     physics = physics_of(env)
     saved = physics.get_state().copy()
@@ -120,7 +119,7 @@ def probe(agent, make, seed: int, steps: int, horizon: int = 40) -> None:
     random = torch.rand(shape) * 2 - 1
     value_random, _ = rollout_returns(agent.wm, start, random, settings)
     value_zero, _ = rollout_returns(agent.wm, start, torch.zeros(shape), settings)
-    executed, _, _, _ = agent.act(batch(step), state, False)
+    executed, _, _, _ = actor.act(batch(step), state, False)
     best = int(value_random.argmax())
     print(json.dumps({
         "probe": f"{seed}:{steps}", "obs": np.round(step["vector"], 3).tolist() if "vector" in step else None,
@@ -149,8 +148,8 @@ def main() -> None:
     if agent.name != "tdmpc2":
         parser.error(f"{args.run_dir} is a {agent.name} run; this benchmark reads TD-MPC2 runs")
     for mode in [m for m in args.modes.split(",") if m]:
-        if mode not in ("mean", "elite", "prior"):
-            parser.error(f"unknown mode {mode!r}; choose from mean, elite, prior")
+        if mode not in MODES:
+            parser.error(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         play(agent, make, cfg.run.seed + 50_000, args.episodes, mode)
     for spec in args.probe:
         seed, steps = (int(x) for x in spec.split(":"))

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from reverie.config.ranges import OutOfRangeError
+from reverie.config.ranges import built_checked
 from reverie.config.schema import (
     ConfigError,
     _hints,
@@ -88,14 +88,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
 
 
 def _construct(cls: type[T], kwargs: dict[str, Any], where: str) -> T:
-    try:
-        return cls(**kwargs)
-    except OutOfRangeError as e:
-        raise e.under(where) from None
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as e:  # a __post_init__ check of the config class
-        raise ConfigError(f"invalid config {where or cls.__name__}: {e}") from e
+    return built_checked(lambda: cls(**kwargs), where, lambda e: f"invalid config {where or cls.__name__}: {e}")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

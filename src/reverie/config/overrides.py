@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from reverie.config.convert import _coerce
-from reverie.config.ranges import OutOfRangeError
+from reverie.config.ranges import built_checked
 from reverie.config.schema import (
     ConfigError,
     _hints,
@@ -92,14 +92,8 @@ def _set(cfg: Any, parts: list[str], text: str, prefix: str, root: Any) -> Any:
                     f"config section '{key}' is None and has required fields; set it in the config file first"
                 ) from e
         value = _set(current, rest, text, key, root)
-    try:
-        return dataclasses.replace(cfg, **{name: value})
-    except OutOfRangeError as e:
-        raise e.under(prefix) from None
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as e:  # a __post_init__ check of the config class
-        raise ConfigError(f"override {key}={text} is invalid: {e}") from e
+    return built_checked(lambda: dataclasses.replace(cfg, **{name: value}), prefix,
+                         lambda e: f"override {key}={text} is invalid: {e}")
 
 
 def _parse(text: str, tp: Any, key: str) -> Any:

@@ -13,9 +13,11 @@ import functools
 import math
 import numbers
 import typing
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable, TypeVar
 
 from reverie.config.schema import ConfigError, _init_fields, _join, _strip_optional
+
+T = TypeVar("T")
 
 __all__ = [
     "Fraction",
@@ -28,6 +30,7 @@ __all__ = [
     "above",
     "at_least",
     "between",
+    "built_checked",
     "check_ranges",
 ]
 
@@ -110,6 +113,19 @@ class OutOfRangeError(ConfigError):
     def under(self, section: str) -> OutOfRangeError:
         """The same error naming the field by its dotted key inside ``section`` ('' for the top level)."""
         return OutOfRangeError(self.owner, self.name, self.value, self.allowed, _join(section, self.name))
+
+
+def built_checked(make: Callable[[], T], section: str, invalid: Callable[[Exception], str]) -> T:
+    """``make()`` (a config class built or replaced), with its errors as ConfigErrors: a range error names
+    the field's dotted key inside ``section``, another ``__post_init__`` refusal is ``invalid(error)``."""
+    try:
+        return make()
+    except OutOfRangeError as e:
+        raise e.under(section) from None
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:  # a __post_init__ check of the config class
+        raise ConfigError(invalid(e)) from e
 
 
 def check_ranges(cfg: Any) -> None:
