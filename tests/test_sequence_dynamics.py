@@ -72,10 +72,12 @@ def test_a_reset_in_the_scan_forgets_everything_before_it():
 def assert_same_memory(one, two):
     """Equal states; cache slots outside the episode (valid = 0) are never attended to, so they may differ."""
     if "valid" in one:
-        torch.testing.assert_close(one["valid"], two["valid"])
-        mask = one["valid"][..., None]
-        one = {k: v * mask if k.startswith(("key", "value")) else v for k, v in one.items()}
-        two = {k: v * mask if k.startswith(("key", "value")) else v for k, v in two.items()}
+        masks = {"": one["valid"], "r": one["rvalid"]}
+        for part, mask in masks.items():
+            torch.testing.assert_close(mask, two[f"{part}valid"])
+            keys = [k for k in one if k.startswith((f"{part}key", f"{part}value"))]
+            one = {**one, **{k: one[k] * mask[..., None, :, None] for k in keys}}
+            two = {**two, **{k: two[k] * mask[..., None, :, None] for k in keys}}
     assert one.keys() == two.keys()
     for k in one:
         torch.testing.assert_close(one[k], two[k], atol=1e-5, rtol=1e-5)
@@ -104,7 +106,9 @@ def test_sequence_mode_equals_stepping_with_resets(kind):
         seq, mems = core.sequence(x, first, core.initial(4, None))
         stepped, last = step_through(core, x, first)
     torch.testing.assert_close(seq, stepped, atol=1e-5, rtol=1e-5)
-    assert_same_memory({k: v[:, -1] for k, v in mems.items()}, last)
+    # the transformer's steps keep their tokens in the recent part, its sequence in the cache: the same history
+    same = core.fold if isinstance(core, TransformerDynamics) else (lambda m: m)
+    assert_same_memory(same({k: v[:, -1] for k, v in mems.items()}), same(last))
 
 
 def test_one_cached_transformer_step_equals_recomputing_the_whole_sequence():
@@ -121,6 +125,60 @@ def test_one_cached_transformer_step_equals_recomputing_the_whole_sequence():
         half, _ = core.sequence(x[:, 6:], first[:, 6:], {k: v[:, 5] for k, v in mems.items()})
     torch.testing.assert_close(cached, full[:, -1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(half, full[:, 6:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("context, recent", [(4, 3), (4, 16), (5, 1), (3, 3)])
+@pytest.mark.parametrize("compiling", [False, True])
+def test_cached_steps_through_the_recent_part_and_its_folds_equal_the_whole_sequence(context, recent, compiling,
+                                                                                     monkeypatch):
+    """Steps past the recent part's size (folds) and past the context (the window slides), from a sequence's
+    cache and from an empty one, with rows at different fills of the recent part in one batch, equal the
+    sequence computed at once; the compiled path (a fold every step) gives the same numbers."""
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
+    torch.manual_seed(0)
+    core = TransformerDynamics(TransformerConfig(layers=2, heads=2, context=context, recent=recent), 8, 8)
+    x = torch.randn(3, 14, 8)
+    first = torch.zeros(3, 14, dtype=torch.bool)
+    first[:, 0] = True
+    first[2, 9] = True                                       # a new episode inside the stepped part of one row
+    with torch.no_grad():
+        full, _ = core.sequence(x, first, core.initial(3, None))
+        _, mems = core.sequence(x[:, :3], first[:, :3], core.initial(3, None))
+        memory, out = {k: v[:, -1] for k, v in mems.items()}, []
+        init = core.initial(3, None)
+        for t in range(3, 14):
+            keep = ~first[:, t]
+            memory = {k: torch.where(keep.view(-1, *[1] * (v.dim() - 1)), v, init[k]) for k, v in memory.items()}
+            h, memory = core.step(x[:, t], memory)
+            out.append(h)
+        torch.testing.assert_close(torch.stack(out, 1), full[:, 3:], atol=1e-5, rtol=1e-5)
+        # rows whose recent parts hold different numbers of tokens, stepped together
+        states, expected = [], []
+        memory = core.initial(1, None)
+        for t in range(8):
+            h, memory = core.step(x[:1, t], memory)
+            states.append(memory)
+            expected.append(core.step(x[:1, t + 1], memory)[0])
+        mixed = {k: torch.cat([s[k] for s in states], 0) for k in memory}
+        together, _ = core.step(x[0, 1:9], mixed)
+        torch.testing.assert_close(together, torch.cat(expected, 0), atol=1e-5, rtol=1e-5)
+        # a sequence continued from a state whose recent part is not empty
+        part, _ = core.sequence(x[:1, 8:], first[:1, 8:], states[-1])
+        torch.testing.assert_close(part, full[:1, 8:], atol=1e-5, rtol=1e-5)
+
+
+def test_a_rollout_shorter_than_the_recent_part_never_copies_the_cache():
+    core = TransformerDynamics(TransformerConfig(layers=1, heads=2, context=6, recent=4), 8, 8)
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        _, mems = core.sequence(x, torch.zeros(2, 5, dtype=torch.bool), core.initial(2, None))
+        memory = {k: v[:, -1].clone() for k, v in mems.items()}
+        start = memory["key0"]
+        for t in range(4):
+            _, memory = core.step(x[:, t], memory)
+            assert memory["key0"] is start                   # the cache is the same tensor: not copied
+        _, memory = core.step(x[:, 4], memory)               # the recent part was full: folded once
+    assert memory["key0"] is not start and memory["rvalid"].sum(-1).tolist() == [1.0, 1.0]
 
 
 def test_the_transformer_sees_a_window_of_exactly_context_tokens():
@@ -302,7 +360,8 @@ def test_imagined_trajectories_keep_no_sequence_memory_and_the_same_features(dyn
     cfg = WorldModelConfig(rssm=RSSMConfig(deter=8, hidden=8, stoch=3, classes=4), units=8, layers=1,
                            reward_bins=11, dynamics=dynamics, transformer=TransformerConfig(heads=2, context=4))
     wm = RSSMWorldModel({"vector": ArraySpec((4,), np.dtype(np.float32))}, ActionSpec(True, 2), cfg)
-    expected = {"gru": set(), "ssm": {"ssm"}, "transformer": {"key0", "key1", "value0", "value1", "valid"}}[dynamics]
+    expected = {"gru": set(), "ssm": {"ssm"}, "transformer": {"key0", "key1", "value0", "value1", "valid",
+                                                                 "rkey0", "rkey1", "rvalue0", "rvalue1", "rvalid"}}[dynamics]
     assert set(wm.memory_keys) == expected and set(with_heads(wm, value=lambda f: f.sum(-1)).memory_keys) == expected
     ac = ActorCritic(wm.feat_size, wm.act_spec, ActorCriticConfig(units=8, layers=1, critic_bins=11))
     with torch.no_grad():
@@ -323,3 +382,17 @@ def test_imagined_trajectories_keep_no_sequence_memory_and_the_same_features(dyn
     bad = type("Bad", (), {"memory_keys": ["key0"]})()
     with pytest.raises(CapabilityError, match="frozenset of state keys"):
         without_memory(bad, start)
+
+
+def test_states_stack_and_concatenate_by_key_whatever_their_order():
+    """A step and a sequence may build their state dicts in different orders (the transformer's do)."""
+    from reverie.models import stack_states
+    from reverie.models.state import cat_states
+
+    one = {"deter": torch.zeros(2, 3), "key0": torch.ones(2, 5, 4)}
+    two = {"key0": torch.full((2, 5, 4), 2.0), "deter": torch.full((2, 3), 3.0)}
+    stacked = stack_states([one, two], 1)
+    assert stacked["deter"].shape == (2, 2, 3) and stacked["key0"].shape == (2, 2, 5, 4)
+    assert stacked["deter"][:, 1].eq(3.0).all() and stacked["key0"][:, 1].eq(2.0).all()
+    joined = cat_states([one, two], 0)
+    assert joined["deter"][2:].eq(3.0).all() and joined["key0"][:2].eq(1.0).all()

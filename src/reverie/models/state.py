@@ -65,17 +65,13 @@ def map_state(fn: Callable[[Tensor], Tensor], state: State) -> State:
 
 
 def stack_states(states: Sequence[State], dim: int = 1) -> State:
-    """Stack ``[B]`` states into ``[B, T]`` (dim=1) or ``[T, B]`` (dim=0)."""
-    flat = [pytree.tree_flatten(s) for s in states]
-    spec = flat[0][1]
-    return pytree.tree_unflatten([torch.stack(xs, dim) for xs in zip(*(f[0] for f in flat))], spec)
+    """Stack ``[B]`` states into ``[B, T]`` (dim=1) or ``[T, B]`` (dim=0), entries matched by key (in any order)."""
+    return pytree.tree_map(lambda *xs: torch.stack(xs, dim), *states)
 
 
 def cat_states(states: Sequence[State], dim: int = 0) -> State:
-    """Concatenate states along an existing batch axis."""
-    flat = [pytree.tree_flatten(s) for s in states]
-    spec = flat[0][1]
-    return pytree.tree_unflatten([torch.cat(xs, dim) for xs in zip(*(f[0] for f in flat))], spec)
+    """Concatenate states along an existing batch axis, entries matched by key (in any order)."""
+    return pytree.tree_map(lambda *xs: torch.cat(xs, dim), *states)
 
 
 def flatten_batch(state: State, axes: int = 2) -> State:
