@@ -9,6 +9,10 @@ One update = the Dreamer world model's loss on a batch ``[batch, T]`` of random 
 ``ssm-chunk64`` scans chunks of 64 steps, ``ssm-loop`` chunks of 1 step (the step-by-step
 recurrence of the same model). Imagination: ``--starts`` states filtered over 64 steps, then
 15 prior steps with random actions, without gradients; imagined steps per second = starts * 15 / s.
+``--grad`` also times the same rollout with gradients, then its backward (the sum of the imagined features
+differentiated with respect to the actions and the weights, as Dreamer's actor learns for continuous actions
+by backpropagating through the dynamics): wall and CPU seconds per rollout and backward, and the process's
+peak resident memory after them (run one variant per process to compare peaks).
 Prints one JSON line per measurement.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 
@@ -56,6 +61,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--starts", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--grad", action="store_true", help="also time imagination with gradients and its backward")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_intermixed_args()
     torch.set_num_threads(args.threads)
@@ -92,6 +98,24 @@ def main() -> None:
         print(json.dumps({"variant": name, "what": "imagine", "starts": args.starts, "horizon": 15,
                           "steps_per_s": round(args.starts * 15 / sec), "ms_per_step": round(1000 * sec / 15, 3)}),
               flush=True)
+        if args.grad:
+            walls, cpus = [], []
+            for i in range(args.repeats + 1):
+                s, taken = state, actions.clone().requires_grad_(True)
+                wall, cpu = time.perf_counter(), time.process_time()
+                feats = []
+                for a in taken:
+                    s = wm.step(s, a)
+                    feats.append(wm.features(s))
+                torch.stack(feats).sum().backward()
+                if i:
+                    walls.append(time.perf_counter() - wall)
+                    cpus.append(time.process_time() - cpu)
+                wm.zero_grad(set_to_none=True)
+            print(json.dumps({"variant": name, "what": "imagine+backward", "starts": args.starts, "horizon": 15,
+                              "s": round(statistics.median(walls), 4), "cpu_s": round(statistics.median(cpus), 4),
+                              "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)}),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -201,10 +201,13 @@ class TransformerDynamics(nn.Module):
         """One token: ``x [N, hidden]``, memory ``[N]`` -> (deter ``[N, D]``, memory with the token appended ``[N]``).
 
         The new token goes into the recent part (folded into the cache first where that part is full) and attends
-        to both parts: no copy of the cache on most steps. Compiled code cannot branch on the data, so there every
-        step folds (the same numbers, one copy of the cache per step)."""
+        to both parts: no copy of the cache on most steps. A cache that is a view into a sequence's keys (the
+        states :meth:`sequence` returns) is folded too, so it is copied once, not read strided at every step.
+        Compiled code cannot branch on the data, so there every step folds (the same numbers, one copy of the
+        cache per step)."""
         c, r = self.cfg.context, self.cfg.recent
-        if torch.compiler.is_compiling() or bool((memory["rvalid"][:, 0] > 0).any()):
+        if (torch.compiler.is_compiling() or not memory["key0"].is_contiguous()
+                or bool((memory["rvalid"][:, 0] > 0).any())):
             memory = {**memory, **self.fold(memory)}
         ones = torch.ones_like(memory["rvalid"][:, :1])
         rvalid = torch.cat([memory["rvalid"][:, 1:], ones], 1)           # [N, R], the new token last
