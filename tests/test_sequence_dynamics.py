@@ -172,9 +172,12 @@ def test_a_rollout_shorter_than_the_recent_part_never_copies_the_cache():
     x = torch.randn(2, 5, 8)
     with torch.no_grad():
         _, mems = core.sequence(x, torch.zeros(2, 5, dtype=torch.bool), core.initial(2, None))
-        memory = {k: v[:, -1].clone() for k, v in mems.items()}
+        memory = {k: v[:, -1] for k, v in mems.items()}     # views into the sequence's keys
+        assert not memory["key0"].is_contiguous()
+        _, memory = core.step(x[:, 0], memory)               # copied once, into a dense cache
         start = memory["key0"]
-        for t in range(4):
+        assert start.is_contiguous()
+        for t in range(1, 4):
             _, memory = core.step(x[:, t], memory)
             assert memory["key0"] is start                   # the cache is the same tensor: not copied
         _, memory = core.step(x[:, 4], memory)               # the recent part was full: folded once
