@@ -129,9 +129,10 @@ class TransformerDynamics(nn.Module):
                 "rvalid": torch.zeros(batch, r, device=device)}
 
     def _bias(self, allowed: Tensor, dist: Tensor) -> Tensor:
-        """``[B, 1, Tq, Tk]`` allowed mask and ``[Tq, Tk]`` distances -> additive bias ``[B, H, Tq, Tk]``."""
-        table = self.rel_bias[:, dist.clamp(0, self.cfg.context - 1)]    # [H, Tq, Tk]
-        return table[None].masked_fill(~allowed, float("-inf"))
+        """``[B, 1, Tq, Tk]`` allowed mask and distances ``[Tq, Tk]`` (or per row, ``[B, Tq, Tk]``) -> additive
+        bias ``[B, H, Tq, Tk]``."""
+        table = self.rel_bias[:, dist.clamp(0, self.cfg.context - 1)].movedim(0, -3)   # [(B,) H, Tq, Tk]
+        return table.masked_fill(~allowed, float("-inf"))
 
     def fold(self, memory: dict[str, Tensor]) -> dict[str, Tensor]:
         """The same history with the recent tokens moved into the cache (the last ``context`` tokens of the cache
@@ -215,8 +216,7 @@ class TransformerDynamics(nn.Module):
         dist = torch.cat([(c - 1 - torch.arange(c, device=x.device))[None] + m,
                           (r - 1 - torch.arange(r, device=x.device))[None].expand(m.shape[0], -1)], 1)  # [N, C + R]
         allowed = torch.cat([memory["valid"], rvalid], 1).gt(0) & (dist < c)                # the last C tokens
-        bias = self.rel_bias[:, dist.clamp(max=c - 1)].transpose(0, 1)[:, :, None]     # [N, H, 1, C + R]
-        bias = bias.masked_fill(~allowed[:, None, None], float("-inf"))
+        bias = self._bias(allowed[:, None, None], dist[:, None])                         # [N, H, 1, C + R]
         x = self.inp(x)[:, None]                                          # [N, 1, D]
         out = {"valid": memory["valid"], "rvalid": rvalid}
         for i, block in enumerate(self.blocks):
