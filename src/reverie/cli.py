@@ -201,6 +201,31 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from reverie.agents.registry import resolve_config
+    from reverie.suite import claim_overrides, find_suite, load_suite, pick, run_folder
+    from reverie.training import session
+
+    claims = load_suite(args.suite or find_suite())
+    if args.list or args.claim is None:
+        for claim in claims.values():
+            print(f"{claim.id:34s} {claim.agent:8s} {claim.env:26s} {claim.steps:>7d} steps  seeds "
+                  f"{','.join(map(str, claim.seeds))}")
+        return 0
+    claim = pick(claims, args.claim)
+    seeds = args.seeds if args.seeds else list(claim.seeds)
+    configs = [(seed, resolve_config(claim.agent, claim.preset, claim_overrides(claim, seed))) for seed in seeds]
+    signal.signal(signal.SIGTERM, _interrupt)
+    for seed, cfg in configs:   # every seed's config is checked before the first one trains
+        run_dir = run_folder(args.root, claim, seed)
+        print(f"{claim.id} seed {seed}: {run_dir}")
+        result = session.train(claim.agent, cfg, run_dir)
+        print(json.dumps({"claim": claim.id, "seed": seed, "run_dir": str(run_dir), "eval/return": result.eval_return,
+                          "eval/return_std": result.eval_return_std, "env_steps": result.counters.env_steps,
+                          "wall_time_s": round(result.counters.wall_time, 1)}))
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -221,11 +246,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from reverie.planning import PlanningError
     from reverie.replay import ReplayError
     from reverie.replay.minari_io import DatasetError
+    from reverie.suite import SuiteError
     from reverie.training.checkpoint import CheckpointError
     from reverie.training.run_dir import RunFolderError, RunLockedError
 
     return (ConfigError, EnvError, CheckpointError, RunFolderError, RunLockedError, ReplayError, PlanningError,
-            CapabilityError, BatchError, DatasetError)
+            CapabilityError, BatchError, DatasetError, SuiteError)
 
 
 def _at_least(minimum: int):
@@ -310,6 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: RUN_DIR/analysis)")
     p.add_argument("--device")
     p.set_defaults(fn=_analyze)
+
+    p = sub.add_parser("bench", help="run a claim of the benchmark suite (benchmarks/suite.yaml) into runs/bench/ID")
+    p.add_argument("claim", nargs="?", help="the claim's id (without one: list the claims)")
+    p.add_argument("--seeds", type=_at_least(0), nargs="+", help="seeds to run (default: the claim's)")
+    p.add_argument("--root", default="runs/bench", help="folder of the claims' run folders (default: runs/bench)")
+    p.add_argument("--suite", help="suite file (default: benchmarks/suite.yaml here or above)")
+    p.add_argument("--list", action="store_true", help="list the claims")
+    p.set_defaults(fn=_bench)
 
     p = sub.add_parser("config", help="print the resolved config of an agent and preset")
     p.add_argument("agent", nargs="?", default=DEFAULT_AGENT)

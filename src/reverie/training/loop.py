@@ -28,6 +28,7 @@ from reverie.training.checkpoint import load_latest, save_checkpoint
 from reverie.training.evaluate import run_episodes
 from reverie.training.logger import MetricsLogger, read_metrics
 from reverie.training.progress import Progress
+from reverie.training.provenance import Provenance
 from reverie.training.run_dir import RunFolder
 
 
@@ -79,6 +80,7 @@ class Trainer:
         self.notes = dict(notes or {})                  # facts of the run logged once when it starts
         self.first_update_timed = not self.notes.get("run/compiled")   # a compiled update: say what compiling cost
         self.vector_env: Any = None                     # a user's vectorised environment for collection
+        self.provenance = Provenance(folder.path, run.device)   # what produced this run's numbers
 
     # -- checkpoints ---------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -100,6 +102,7 @@ class Trainer:
         c = self.counters
         self.checkpoint_step = c.env_steps
         kept = self._count_kept_steps()
+        self.provenance.session["start_step"] = c.env_steps
         skipped = self.replay.stats["files_skipped"]
         if found is None and not kept:
             return False
@@ -141,6 +144,7 @@ class Trainer:
         meta = {"agent": self.agent.name, "config": to_dict(self.cfg), "counters": vars(c).copy(),
                 "rng": torch.get_rng_state().tolist()}
         save_checkpoint(self.folder.checkpoints, c.env_steps, self.agent.tensors(), meta, keep=2, pin=pin)
+        self.provenance.save(c.env_steps)
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, logger: MetricsLogger) -> None:
@@ -244,6 +248,7 @@ class Trainer:
         if c.last_eval != c.env_steps or self.latest_eval is None:
             self.evaluate(logger)
         self.checkpoint()
+        self.provenance.close(c.env_steps)
         logger.close()
         mean, std = self.latest_eval
         return RunResult(self.folder.path, c, mean, std)

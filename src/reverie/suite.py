@@ -1,0 +1,204 @@
+"""The benchmark suite: one entry per claim the project makes, read from one YAML file.
+
+``benchmarks/suite.yaml`` names every learning claim: which agent on which environment with which
+preset and overrides, for how many environment steps, on which seeds, evaluated over how many
+episodes, the published anchor it is set beside (value, source, seeds, model size) and the aim a
+result must meet. ``reverie bench ID`` runs an entry's seeds into ``runs/bench/ID/s<seed>`` (each an
+ordinary, resumable run folder); ``benchmarks/report.py`` turns those folders into the committed
+CSVs and the results page. This module only reads and checks the file and turns an entry into the
+arguments of a training run; it runs nothing.
+
+An entry::
+
+    - id: dreamer-cartpole-quickstart      # letters, digits and '-'
+      title: The quick start               # one line shown on the results page
+      agent: dreamer
+      env: gym:CartPole-v1
+      obs: state                           # default state
+      preset: default                      # default: the agent's default preset
+      overrides: [run.eval_every=2500]     # config overrides, as on the command line
+      steps: 15000                         # environment steps
+      seeds: [0, 1, 2, 3, 4]               # default [0, 1, 2]
+      eval_episodes: 10
+      aim: {value: 475, over: every_seed}  # or over: mean (the mean over seeds of the final return)
+      anchor: {value: 500, source: "...", seeds: 1, model: "..."}   # optional
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Aim", "Anchor", "Claim", "SuiteError", "claim_overrides", "find_suite", "load_suite", "run_folder"]
+
+DEFAULT_SEEDS = (0, 1, 2)
+AIM_OVER = ("every_seed", "mean")
+
+
+class SuiteError(ValueError):
+    """A suite file or a request of it that cannot be used (said in one sentence)."""
+
+
+@dataclass(frozen=True)
+class Aim:
+    """What a claim must show: the final evaluation return at least ``value`` for ``over`` (every seed, or
+    the mean over seeds); ``below`` flips it (a cost that must stay under ``value``)."""
+
+    value: float
+    over: str = "every_seed"
+    below: bool = False
+
+    def holds(self, finals: list[float]) -> bool:
+        if not finals:
+            return False
+        if self.over == "mean":
+            finals = [sum(finals) / len(finals)]
+        return all((f <= self.value) if self.below else (f >= self.value) for f in finals)
+
+    def describe(self) -> str:
+        sign = "<=" if self.below else ">="
+        return f"{sign} {self.value:g} " + ("on every seed" if self.over == "every_seed" else "as the mean of seeds")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A published figure set beside a claim: its value, where it comes from, its seeds and model size,
+    and optionally points of its published curve (``[[step, mean], ...]``)."""
+
+    value: float
+    source: str
+    seeds: int | None = None
+    model: str | None = None
+    curve: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One entry of the suite (see the module docstring)."""
+
+    id: str
+    title: str
+    agent: str
+    env: str
+    steps: int
+    aim: Aim
+    obs: str = "state"
+    preset: str | None = None
+    overrides: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+    eval_episodes: int = 10
+    anchor: Anchor | None = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def command(self, seed: int) -> str:
+        """The ``reverie train`` command line a seed of this claim runs."""
+        parts = ["reverie", "train", self.agent, "--env", self.env, "--obs", self.obs, "--steps", str(self.steps),
+                 "--seed", str(seed)]
+        if self.preset:
+            parts += ["--preset", self.preset]
+        return " ".join(parts + [f"run.eval_episodes={self.eval_episodes}", *self.overrides])
+
+
+_FIELDS = {"id", "title", "agent", "env", "obs", "preset", "overrides", "steps", "seeds", "eval_episodes", "aim",
+           "anchor", "notes"}
+
+
+def _claim(raw: Any, where: str) -> Claim:
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{where} must be a mapping of claim fields, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - _FIELDS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(_FIELDS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; fields: {', '.join(sorted(_FIELDS))}"
+        raise SuiteError(f"{where} has unknown field '{unknown[0]}'{hint}")
+    missing = sorted({"id", "title", "agent", "env", "steps", "aim"} - set(raw))
+    if missing:
+        raise SuiteError(f"{where} lacks {', '.join(missing)}")
+    cid = str(raw["id"])
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", cid):
+        raise SuiteError(f"{where}: id {cid!r} must be lower-case letters, digits and '-'")
+    where = f"claim '{cid}'"
+    aim = raw["aim"]
+    if not isinstance(aim, dict) or "value" not in aim:
+        raise SuiteError(f"{where}: aim must be a mapping with a value, e.g. {{value: 475, over: every_seed}}")
+    if aim.get("over", "every_seed") not in AIM_OVER:
+        raise SuiteError(f"{where}: aim.over must be one of {', '.join(AIM_OVER)}, got {aim.get('over')!r}")
+    anchor = raw.get("anchor")
+    if anchor is not None and (not isinstance(anchor, dict) or not {"value", "source"} <= set(anchor)):
+        raise SuiteError(f"{where}: anchor must be a mapping with a value and a source")
+    seeds = tuple(int(s) for s in raw.get("seeds", DEFAULT_SEEDS))
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise SuiteError(f"{where}: seeds must be distinct whole numbers >= 0, got {list(seeds)}")
+    steps = int(raw["steps"])
+    if steps < 1:
+        raise SuiteError(f"{where}: steps must be at least 1, got {steps}")
+    return Claim(
+        id=cid, title=str(raw["title"]), agent=str(raw["agent"]), env=str(raw["env"]), steps=steps,
+        aim=Aim(float(aim["value"]), str(aim.get("over", "every_seed")), bool(aim.get("below", False))),
+        obs=str(raw.get("obs", "state")), preset=raw.get("preset"),
+        overrides=tuple(str(o) for o in raw.get("overrides", ())), seeds=seeds,
+        eval_episodes=int(raw.get("eval_episodes", 10)),
+        anchor=None if anchor is None else Anchor(
+            float(anchor["value"]), str(anchor["source"]), anchor.get("seeds"), anchor.get("model"),
+            tuple((float(s), float(v)) for s, v in anchor.get("curve", ()))),
+        notes=str(raw.get("notes", "")).strip())
+
+
+def load_suite(path: str | os.PathLike) -> dict[str, Claim]:
+    """The claims of the suite file at ``path``, by id, in the file's order."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SuiteError(f"cannot read the suite file {path} ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise SuiteError(f"the suite file {path} is not valid YAML ({e})") from None
+    entries = data.get("claims") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise SuiteError(f"the suite file {path} must hold a mapping with a list 'claims'")
+    claims: dict[str, Claim] = {}
+    for i, raw in enumerate(entries):
+        claim = _claim(raw, f"entry {i + 1} of {path}")
+        if claim.id in claims:
+            raise SuiteError(f"the suite file {path} names claim '{claim.id}' twice")
+        claims[claim.id] = claim
+    return claims
+
+
+def find_suite(start: str | os.PathLike | None = None) -> Path:
+    """``benchmarks/suite.yaml`` in ``start`` (default: the working directory) or a folder above it, else the
+    one beside the source checkout reverie runs from."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents, Path(__file__).resolve().parents[2]):
+        candidate = folder / "benchmarks" / "suite.yaml"
+        if candidate.is_file():
+            return candidate
+    raise SuiteError("no benchmarks/suite.yaml in this folder or above it; run from a reverie checkout or pass "
+                     "--suite PATH")
+
+
+def pick(claims: dict[str, Claim], cid: str) -> Claim:
+    """The claim ``cid``, or a one-sentence error naming the closest ids."""
+    if cid not in claims:
+        close = difflib.get_close_matches(cid, list(claims), n=3)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"claims: {', '.join(claims)}"
+        raise SuiteError(f"no claim '{cid}' in the suite; {hint}")
+    return claims[cid]
+
+
+def claim_overrides(claim: Claim, seed: int) -> list[str]:
+    """The config overrides of one seed of ``claim`` (the claim's own last, so they win)."""
+    return [f"run.env={claim.env}", f"run.obs={claim.obs}", f"run.steps={claim.steps}", f"run.seed={seed}",
+            f"run.eval_episodes={claim.eval_episodes}", *claim.overrides]
+
+
+def run_folder(root: str | os.PathLike, claim: Claim, seed: int) -> Path:
+    """Where seed ``seed`` of ``claim`` runs: ``ROOT/ID/s<seed>``."""
+    return Path(root) / claim.id / f"s{seed}"
