@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from reverie.agents.base import ActOutput, AgentBase, ReplayRatio, gradient_step, observe_step, precision_context, to_env_action
+from reverie.agents.base import ActOutput, AgentBase, ReplayRatio, observe_step, precision_context, to_env_action
 from reverie.agents.compiled import compile_static, same_random_numbers_as_eager
+from reverie.agents.rssm_update import rssm_update
 from reverie.behavior import ActorCritic, ActorCriticConfig
-from reverie.models import Batch, RSSMWorldModel, State, WorldModelConfig, loss_scales, with_heads
+from reverie.models import Batch, RSSMWorldModel, State, WorldModelConfig, with_heads
 from reverie.models.state import flatten_batch
 from reverie.run_config import RunConfig
 from reverie.specs import ActionSpec, ArraySpec
@@ -33,19 +34,6 @@ class DreamerConfig:
     """The actor-critic trained in imagination."""
     run: RunConfig = field(default_factory=RunConfig)
     """Environment, budget and bookkeeping."""
-
-
-def rssm_update(wm: RSSMWorldModel, batch: Batch, optimizer: torch.optim.Optimizer, cfg: WorldModelConfig,
-                precision: str) -> tuple[dict[str, float], State]:
-    """One gradient step on the RSSM world model's losses, weighted by ``cfg``'s scales (Dreamer and PlaNet).
-
-    Returns (metrics, posterior states ``[B, T]``)."""
-    with precision_context(precision, batch.reward.device):
-        losses, tensors, post, _ = wm.loss(batch)
-    metrics = {k: float(v) for k, v in tensors.items()}
-    metrics.update(gradient_step(losses, loss_scales(cfg), optimizer, wm.parameters(), cfg.grad_clip, prefix="wm/"))
-    wm.update_target()
-    return metrics, post
 
 
 class Dreamer(AgentBase):

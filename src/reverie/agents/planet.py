@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from reverie.agents.base import ActOutput, AgentBase, ReplayRatio
-from reverie.agents.dreamer import rssm_update
 from reverie.agents.planner_policy import PlannerPolicy, PlanState
+from reverie.agents.rssm_update import rssm_update
 from reverie.config import NonNegativeFloat, check_ranges
 from reverie.models import Batch, RSSMConfig, RSSMWorldModel, WorldModelConfig
 from reverie.planning import CEMSettings
