@@ -1,16 +1,23 @@
 """Fast acting paths (``reverie.agents.acting``, ``reverie eval --acting``): int8 and compiled act like eager."""
 
 import json
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import torch
 import torch._inductor.config as inductor_config
+from torch import nn
 
+from reverie.agents import DreamerConfig
 from reverie.agents.acting import ACTING_MODES, ActingError, prepare_acting
-from reverie.agents.registry import resolve_config
+from reverie.agents.base import ActingParts, ActOutput, AgentBase, ReplayRatio, to_env_action
+from reverie.agents.registry import entry, resolve_config
 from reverie.cli import build_parser, main
+from reverie.config import ConfigError
 from reverie.envs import BatchEnv
+from reverie.run_config import RunConfig
+from reverie.specs import ActionSpec, ArraySpec
 from reverie.training import session
 
 STEPS = 20                                       # episode length of the run below (run.time_limit)
@@ -130,3 +137,75 @@ def test_what_each_mode_covers():
         prepare_acting(build("muzero", "gym:CartPole-v1"), "compiled")
     with pytest.raises(ActingError, match="unknown acting mode"):
         prepare_acting(object(), "fp16")
+
+
+# -- a new agent family: what acting may change is declared by the agent, not known to acting.py ------------------
+@dataclass(frozen=True)
+class ToyConfig:
+    units: int = 16
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+class Toy(AgentBase):
+    """A tanh-linear policy on a vector observation that declares its policy call and its network."""
+
+    name = "toy"
+    schedule = ReplayRatio()
+
+    def __init__(self, obs_spec, act_spec, cfg: ToyConfig, device="cpu"):
+        super().__init__(obs_spec, act_spec, device)
+        self.net = nn.Sequential(nn.Linear(3, cfg.units), nn.Tanh(), nn.Linear(cfg.units, act_spec.size))
+        self.modules = {"net": self.net}
+        self.optimizers = {"opt": torch.optim.Adam(self.net.parameters())}
+        self.calls = {"policy": self.net.forward}
+
+    def init_state(self, batch):
+        return None
+
+    @torch.no_grad()
+    def act(self, step, state, explore):
+        action = torch.tanh(self.calls["policy"](torch.as_tensor(step["vector"])))
+        return ActOutput(to_env_action(action, self.act_spec), action.numpy(), None, {})
+
+    def acting_parts(self):
+        return ActingParts("toy's policy", compiled=dict(self.calls), quantised=dict(self.modules))
+
+    def place_compiled(self, compiled):
+        self.calls = {**self.calls, **compiled}
+
+
+def test_a_new_agent_acts_in_every_mode_through_what_it_declares():
+    toy_entry = entry(Toy, ToyConfig, {"default": []})
+    obs_spec, act_spec = {"vector": ArraySpec((3,), np.dtype(np.float32))}, ActionSpec(False, 2)
+    toy = toy_entry.build(obs_spec, act_spec, ToyConfig(), "cpu")
+    rng = np.random.default_rng(0)
+    steps = [{"vector": rng.normal(size=(4, 3)).astype(np.float32)} for _ in range(5)]
+    eager = np.stack([toy.act(step, None, False).action for step in steps])
+    assert prepare_acting(toy, "eager") is toy
+
+    int8 = prepare_acting(toy, "int8")
+    assert isinstance(int8.net[0], torch.ao.nn.quantized.dynamic.Linear) and type(toy.net[0]) is nn.Linear
+    assert int8.calls["policy"].__self__ is int8.net     # the declared call follows its module into the copy
+    assert int8.optimizers == {} and set(toy.optimizers) == {"opt"}
+    diffs = np.abs(np.stack([int8.act(step, None, False).action for step in steps]) - eager)
+    assert 0 < diffs.max() <= 0.05, diffs.max()
+
+    with compile_for_tests():
+        fast = prepare_acting(toy, "compiled")
+        assert fast.net is toy.net and fast.calls["policy"].__wrapped__.__qualname__ == "Sequential.forward"
+        assert toy.calls["policy"] == toy.net.forward          # the agent still acts eager
+        compiled = np.stack([fast.act(step, None, False).action for step in steps])
+    np.testing.assert_allclose(compiled, eager, atol=1e-6)
+
+    # a part the agent does not declare, a config of another kind, a call declared but not acted through
+    with pytest.raises(ValueError, match="declares no decoder to compile; it declares policy"):
+        toy.acting_copy(compiled={"decoder": torch.tanh})
+    with pytest.raises(ConfigError, match="Toy is built from a ToyConfig, not a DreamerConfig"):
+        toy_entry.build(obs_spec, act_spec, DreamerConfig(), "cpu")
+
+    class Forgetful(Toy):
+        def place_compiled(self, compiled):
+            pass
+
+    with pytest.raises(TypeError, match="does not act through the compiled ones"):
+        Forgetful(obs_spec, act_spec, ToyConfig()).acting_copy(compiled={"policy": torch.tanh})

@@ -20,6 +20,11 @@ declared, never probed:
   planner name) tell ``reverie eval --planner`` how to plan on it.
 - Optimisers, loss weights and the order of updates belong to the agent, so
   staged and multi-optimiser training fit without the loop knowing.
+- ``acting_parts`` / ``acting_copy``: what the fast acting paths
+  (:mod:`reverie.agents.acting`, ``reverie eval --acting``) may compile or quantise,
+  and the acting-only copy the agent builds with what they made of those parts
+  (:class:`ActingParts`). Planners acting for an agent declare theirs the same way
+  (:class:`Actor`).
 
 :class:`AgentBase` implements the bookkeeping every agent shares.
 """
@@ -27,8 +32,10 @@ declared, never probed:
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple, Protocol, Union
+import copy
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, NamedTuple, Protocol, Union
 
 import numpy as np
 import torch
@@ -37,12 +44,19 @@ from torch import Tensor, nn
 from reverie.models.base import State, WorldModel
 from reverie.models.batch import Batch
 from reverie.planning import PlannerSettings
+from reverie.run_config import RunConfig
 from reverie.specs import ActionSpec, ArraySpec
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+#: No parts handed back (the default of ``acting_copy``).
+NO_PARTS: Mapping[str, Any] = MappingProxyType({})
+
 __all__ = [
-    "ActOutput", "Agent", "AgentBase", "Refit", "ReplayRatio", "Schedule", "StageReport", "StageWork", "Staged",
-    "gradient_step", "observe_step",
-    "precision_context", "to_env_action", "to_model_action",
+    "ActOutput", "ActingParts", "Actor", "Agent", "AgentBase", "AgentConfig", "NO_PARTS", "Refit", "ReplayRatio", "Schedule",
+    "StageReport", "StageWork", "Staged", "gradient_step", "observe_step", "precision_context", "to_env_action",
+    "to_model_action",
 ]
 
 
@@ -111,18 +125,35 @@ class ActOutput(NamedTuple):
     """``{key: [N, *extras_spec[key].shape]}``: stored in the replay beside this step."""
 
 
-class Agent(Protocol):
-    """What the loop, evaluation and the CLI use (see the module docstring)."""
+@dataclass(frozen=True)
+class ActingParts:
+    """What the fast acting paths (:mod:`reverie.agents.acting`) may change in something that acts,
+    declared by that thing itself. An acting path compiles or quantises these parts and hands the results
+    back, by the same names, to the actor's ``acting_copy``, which builds the fast copy; it never reaches
+    into the actor."""
+
+    what: str
+    """What acts, as messages name it ("muzero's own acting", "a model's policy prior alone")."""
+    compiled: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    """The callables that dominate the cost of a decision, by name, for ``--acting compiled`` to compile
+    (``torch.compile``, static shapes). Empty: compiled acting is refused for this actor's own acting."""
+    quantised: Mapping[str, nn.Module] = field(default_factory=dict)
+    """The modules its acting runs, by name, whose ``nn.Linear`` layers ``--acting int8`` quantises."""
+
+    def check(self, owner: str, compiled: Mapping[str, Any], quantised: Mapping[str, Any]) -> None:
+        """ValueError naming a part handed back to ``owner`` that it does not declare."""
+        for verb, given, declared in (("compile", compiled, self.compiled), ("quantise", quantised, self.quantised)):
+            unknown = sorted(set(given) - set(declared))
+            if unknown:
+                raise ValueError(f"{owner} declares no {', '.join(unknown)} to {verb}; it declares "
+                                 f"{', '.join(sorted(declared)) or 'nothing'}")
+
+
+class Actor(Protocol):
+    """Something that acts in N environments: an agent, or a planner or policy prior acting for one
+    (:mod:`reverie.agents.planner_policy`)."""
 
     name: str
-    obs_spec: Mapping[str, ArraySpec]
-    act_spec: ActionSpec
-    device: torch.device
-    schedule: Schedule
-    extras_spec: Mapping[str, ArraySpec]
-    model: WorldModel | None
-    discount: float
-    planner_defaults: Mapping[str, PlannerSettings]
 
     def init_state(self, batch: int) -> Any:
         """Recurrent state for ``batch`` environments before their first step."""
@@ -130,6 +161,39 @@ class Agent(Protocol):
     def act(self, step: dict[str, np.ndarray], state: Any, explore: bool) -> ActOutput:
         """step: observation keys ``[N, ...]``, ``action [N, A]`` (the model-space action that led into it)
         and ``is_first [N]``."""
+
+    def acting_parts(self) -> ActingParts:
+        """What the fast acting paths may compile or quantise (see :class:`ActingParts`)."""
+
+    def acting_copy(self, compiled: Mapping[str, Callable[..., Any]] = ...,
+                    quantised: Mapping[str, nn.Module] = ...) -> Self:
+        """A copy that acts with ``compiled`` callables and ``quantised`` modules (by the names
+        :meth:`acting_parts` declares) in place of its own, for acting only; ``self`` is not changed.
+        ValueError for a name it does not declare."""
+
+
+class AgentConfig(Protocol):
+    """What every agent's config has (a frozen dataclass of its own kind: ``DreamerConfig``, ...)."""
+
+    @property
+    def run(self) -> RunConfig:
+        """Environment, budget and bookkeeping."""
+
+
+class Agent(Actor, Protocol):
+    """What the loop, evaluation and the CLI use (see the module docstring)."""
+
+    obs_spec: Mapping[str, ArraySpec]
+    act_spec: ActionSpec
+    device: torch.device
+    extras_spec: Mapping[str, ArraySpec]
+    model: WorldModel | None
+    discount: float
+    planner_defaults: Mapping[str, PlannerSettings]
+
+    @property
+    def schedule(self) -> Schedule:
+        """How the agent learns (see the module docstring)."""
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One update from a replay batch ``[B, T]`` (agents with a :class:`ReplayRatio` schedule)."""
@@ -155,15 +219,16 @@ class AgentBase:
     """
 
     name = "agent"
+    schedule: Schedule
     extras_spec: Mapping[str, ArraySpec] = {}
     #: whether ``run.compile=true`` compiles this agent's update (it then does so in ``__init__``)
-    compilable: bool = False
+    compilable: ClassVar[bool] = False
     discount = 1.0
     planner_defaults: Mapping[str, PlannerSettings] = {}
     model: WorldModel | None = None
 
     def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, device: str | torch.device):
-        self.obs_spec = dict(obs_spec)
+        self.obs_spec: Mapping[str, ArraySpec] = dict(obs_spec)
         self.act_spec = act_spec
         self.device = torch.device(device)
         self.modules: dict[str, nn.Module] = {}
@@ -176,6 +241,20 @@ class AgentBase:
         (:class:`ReplayRatio`), false for refits and staged pipelines."""
         return isinstance(self.schedule, ReplayRatio)
 
+    # -- learning: the loop calls the one of these that ``schedule`` names ----------------------------
+    def update(self, batch: Batch) -> dict[str, float]:
+        raise self._not_scheduled("update(batch)")
+
+    def refit(self, replay: Any) -> dict[str, float]:
+        raise self._not_scheduled("refit(replay)")
+
+    def advance(self, work: StageWork) -> StageReport:
+        raise self._not_scheduled("advance(work)")
+
+    def _not_scheduled(self, call: str) -> TypeError:
+        return TypeError(f"agent '{self.name}' learns on a {type(self.schedule).__name__} schedule, "
+                         f"which never calls {call}")
+
     def tensors(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {k: m.state_dict() for k, m in self.modules.items()}
         out.update({k: opt.state_dict() for k, opt in self.optimizers.items()})
@@ -187,15 +266,53 @@ class AgentBase:
         for k, opt in self.optimizers.items():
             opt.load_state_dict(tensors[k])
 
+    # -- fast acting ---------------------------------------------------------------------------
+    def acting_parts(self) -> ActingParts:
+        """What the fast acting paths may change (see :class:`ActingParts`). Here: nothing to compile, and
+        every module in ``modules`` for int8. An agent whose ``act`` spends its time in a few callables
+        declares them under ``compiled`` and puts compiled ones in their place in :meth:`place_compiled`."""
+        return ActingParts(f"{self.name}'s own acting", quantised=dict(self.modules))
+
+    def acting_copy(self, compiled: Mapping[str, Callable[..., Any]] = NO_PARTS,
+                    quantised: Mapping[str, nn.Module] = NO_PARTS) -> Self:
+        """A copy of this agent for acting only (no optimisers; it is never trained). Each ``quantised``
+        module takes the place of the declared module of its name wherever the agent refers to it (its
+        model, its planners), every other module in ``modules`` is shared with this agent, and ``compiled``
+        callables take the place of the declared ones in ``act`` (:meth:`place_compiled`). This agent is not
+        changed. ValueError for a name :meth:`acting_parts` does not declare."""
+        parts = self.acting_parts()
+        parts.check(f"agent '{self.name}'", compiled, quantised)
+        # deepcopy takes what its memo holds as it is: no optimisers, shared modules, the quantised ones
+        memo: dict[int, Any] = {id(self.optimizers): {}}
+        memo.update({id(module): module for module in self.modules.values()})
+        memo.update({id(parts.quantised[name]): module for name, module in quantised.items()})
+        fast = copy.deepcopy(self, memo)
+        if compiled:
+            fast.place_compiled(compiled)
+            placed = fast.acting_parts().compiled
+            missed = sorted(name for name, fn in compiled.items() if placed.get(name) is not fn)
+            if missed:
+                raise TypeError(f"agent '{self.name}' declares {', '.join(missed)} to compile, but its acting copy "
+                                "does not act through the compiled ones (see AgentBase.place_compiled)")
+        return fast
+
+    def place_compiled(self, compiled: Mapping[str, Callable[..., Any]]) -> None:
+        """Put ``compiled`` (compiled versions of callables that :meth:`acting_parts` declares, by name) where
+        ``act`` calls them. :meth:`acting_copy` calls this on its copy only; an agent that declares callables
+        to compile overrides it."""
+        raise TypeError(f"agent '{self.name}' declares {', '.join(sorted(compiled))} to compile but does not "
+                        "say where it calls them (override AgentBase.place_compiled)")
+
 
 def observe_step(model: WorldModel, step: Mapping[str, np.ndarray], state: State | None,
-                 device: torch.device) -> State:
+                 device: torch.device, observe: Callable[..., tuple[State, State]] | None = None) -> State:
     """Fold one environment step of N environments into the model's state: obs keys ``[N, ...]``,
-    ``action [N, A]`` leading into it, ``is_first [N]``. Returns the new state ``[N]``."""
+    ``action [N, A]`` leading into it, ``is_first [N]``. ``observe``: the model's ``observe`` (the default)
+    or a compiled version of it. Returns the new state ``[N]``."""
     obs = {k: torch.as_tensor(np.asarray(step[k]), device=device)[:, None] for k in model.obs_spec}
     action = torch.as_tensor(np.asarray(step["action"]), device=device, dtype=torch.float32)[:, None]
     is_first = torch.as_tensor(np.asarray(step["is_first"]), device=device)[:, None]
-    _, state = model.observe(obs, action, is_first, state)
+    _, state = (observe or model.observe)(obs, action, is_first, state)
     return state
 
 

@@ -10,12 +10,12 @@ dynamics, since gym tasks come with no reward function to plan on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Iterable, Literal, Mapping
+from typing import Annotated, Any, Callable, Iterable, Literal, Mapping
 
 import numpy as np
 import torch
 
-from reverie.agents.base import ActOutput, AgentBase, Refit
+from reverie.agents.base import ActingParts, ActOutput, AgentBase, Refit
 from reverie.agents.planner_policy import PlannerPolicy, PlanState
 from reverie.config import ConfigError, NonNegativeFloat, PositiveInt, between, check_ranges
 from reverie.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
@@ -223,6 +223,14 @@ class Pets(AgentBase):
 
     def act(self, step: dict[str, np.ndarray], state: PlanState, explore: bool) -> ActOutput:
         return self.policy.act(step, state, explore)
+
+    def acting_parts(self) -> ActingParts:
+        """Compiled acting compiles its CEM planner call (see :meth:`PlannerPolicy.acting_parts`); int8
+        acting quantises its modules, which its planner plans on."""
+        return ActingParts("pets' planning", compiled=self.policy.acting_parts().compiled, quantised=dict(self.modules))
+
+    def place_compiled(self, compiled: Mapping[str, Callable[..., Any]]) -> None:
+        self.policy = self.policy.acting_copy(compiled=compiled)
 
     def refit(self, replay: Any) -> dict[str, float]:
         """Refit the ensemble on every transition in ``replay`` (held-out split, early stopping)."""

@@ -23,12 +23,12 @@ never-ending dm_control tasks but lets it plan on gym tasks that terminate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from reverie.agents.base import ActOutput, AgentBase, ReplayRatio
+from reverie.agents.base import ActingParts, ActOutput, AgentBase, ReplayRatio
 from reverie.agents.planner_policy import PlannerPolicy, PlanState
 from reverie.agents.rssm_update import rssm_update
 from reverie.config import NonNegativeFloat, check_ranges
@@ -96,6 +96,14 @@ class Planet(AgentBase):
 
     def act(self, step: dict[str, np.ndarray], state: PlanState, explore: bool) -> ActOutput:
         return self.policy.act(step, state, explore)
+
+    def acting_parts(self) -> ActingParts:
+        """Compiled acting compiles its CEM planner call (see :meth:`PlannerPolicy.acting_parts`); int8
+        acting quantises its modules, which its planner plans on."""
+        return ActingParts("planet's planning", compiled=self.policy.acting_parts().compiled, quantised=dict(self.modules))
+
+    def place_compiled(self, compiled: Mapping[str, Callable[..., Any]]) -> None:
+        self.policy = self.policy.acting_copy(compiled=compiled)
 
     # -- learning ------------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, float]:

@@ -1,11 +1,18 @@
-"""The agents the CLI knows: their config class, presets and how to build them."""
+"""The agents the CLI knows: their config class, presets and how to build them.
+
+A new agent family is one line in :data:`AGENTS` (``entry(AgentClass, ConfigClass, PRESETS)``): the
+entry checks, for the type checker and at run time, that the class is built from that config class.
+"""
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Generic, Mapping, Protocol, TypeVar
 
+import torch
+
+from reverie.agents.base import Agent, AgentConfig
 from reverie.agents.dreamer import Dreamer, DreamerConfig
 from reverie.agents.muzero import MuZero, MuZeroConfig
 from reverie.agents.pets import Pets, PetsConfig
@@ -15,25 +22,79 @@ from reverie.agents.presets import WORLDMODELS_PRESETS
 from reverie.agents.tdmpc2 import TDMPC2, TDMPC2Config
 from reverie.agents.worldmodels import WorldModels, WorldModelsConfig
 from reverie.config import ConfigError, apply_overrides
+from reverie.specs import ActionSpec, ArraySpec
+
+__all__ = ["AGENTS", "AgentBuilder", "AgentClass", "AgentEntry", "agent_entry", "entry", "resolve_config"]
+
+C = TypeVar("C", bound=AgentConfig)
+C_contra = TypeVar("C_contra", bound=AgentConfig, contravariant=True)
+
+
+class AgentClass(Protocol[C_contra]):
+    """An agent class built from configs of one kind (``Dreamer`` from a ``DreamerConfig``)."""
+
+    compilable: bool
+    """Whether ``run.compile=true`` compiles its update."""
+
+    def __call__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: C_contra,
+                 device: str | torch.device = ...) -> Agent: ...
+
+
+class AgentBuilder(Protocol):
+    """How the CLI and the loop build an agent from any agent's config: ``(obs_spec, act_spec, cfg, device)``."""
+
+    @property
+    def compilable(self) -> bool:
+        """Whether ``run.compile=true`` compiles the update of the agents it builds."""
+
+    def __call__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: AgentConfig,
+                 device: str | torch.device = ...) -> Agent: ...
+
+
+@dataclass(frozen=True)
+class Builder(Generic[C]):
+    """An :class:`AgentBuilder` for ``agent_cls``: refuses a config of another kind in one sentence."""
+
+    agent_cls: AgentClass[C]
+    config_cls: type[C]
+
+    @property
+    def compilable(self) -> bool:
+        return self.agent_cls.compilable
+
+    def __call__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: AgentConfig,
+                 device: str | torch.device = "cpu") -> Agent:
+        if not isinstance(cfg, self.config_cls):
+            raise ConfigError(f"{getattr(self.agent_cls, '__name__', 'this agent')} is built from a "
+                              f"{self.config_cls.__name__}, not a {type(cfg).__name__}")
+        return self.agent_cls(obs_spec, act_spec, cfg, device)
 
 
 @dataclass(frozen=True)
 class AgentEntry:
     """How to configure and build one agent."""
 
-    config_cls: type
-    build: Callable[..., Any]          # (obs_spec, act_spec, cfg, device) -> Agent
+    config_cls: type[AgentConfig]
+    build: AgentBuilder
     presets: dict[str, list[str]]
     default_preset: str
 
 
+def entry(agent_cls: AgentClass[C], config_cls: type[C], presets: dict[str, list[str]],
+          default_preset: str = "default") -> AgentEntry:
+    """The registry entry of ``agent_cls``, built from ``config_cls`` with ``presets`` (by name)."""
+    if default_preset not in presets:
+        raise ConfigError(f"default preset '{default_preset}' is not among the presets {sorted(presets)}")
+    return AgentEntry(config_cls, Builder(agent_cls, config_cls), presets, default_preset)
+
+
 AGENTS: dict[str, AgentEntry] = {
-    "dreamer": AgentEntry(DreamerConfig, Dreamer, DREAMER_PRESETS, "default"),
-    "planet": AgentEntry(PlanetConfig, Planet, PLANET_PRESETS, "default"),
-    "pets": AgentEntry(PetsConfig, Pets, PETS_PRESETS, "default"),
-    "muzero": AgentEntry(MuZeroConfig, MuZero, MUZERO_PRESETS, "default"),
-    "tdmpc2": AgentEntry(TDMPC2Config, TDMPC2, TDMPC2_PRESETS, "default"),
-    "worldmodels": AgentEntry(WorldModelsConfig, WorldModels, WORLDMODELS_PRESETS, "default"),
+    "dreamer": entry(Dreamer, DreamerConfig, DREAMER_PRESETS),
+    "planet": entry(Planet, PlanetConfig, PLANET_PRESETS),
+    "pets": entry(Pets, PetsConfig, PETS_PRESETS),
+    "muzero": entry(MuZero, MuZeroConfig, MUZERO_PRESETS),
+    "tdmpc2": entry(TDMPC2, TDMPC2Config, TDMPC2_PRESETS),
+    "worldmodels": entry(WorldModels, WorldModelsConfig, WORLDMODELS_PRESETS),
 }
 
 
@@ -45,13 +106,13 @@ def agent_entry(name: str) -> AgentEntry:
     return AGENTS[name]
 
 
-def resolve_config(agent: str, preset: str | None, overrides: list[str]) -> Any:
+def resolve_config(agent: str, preset: str | None, overrides: list[str]) -> AgentConfig:
     """Defaults, then the preset's overrides, then the user's."""
-    entry = agent_entry(agent)
-    preset = preset or entry.default_preset
-    if preset not in entry.presets:
-        close = difflib.get_close_matches(preset, list(entry.presets), n=1)
+    entry_ = agent_entry(agent)
+    preset = preset or entry_.default_preset
+    if preset not in entry_.presets:
+        close = difflib.get_close_matches(preset, list(entry_.presets), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(f"unknown preset '{preset}' for {agent}; {hint}presets: {', '.join(entry.presets)}")
-    cfg = apply_overrides(entry.config_cls(), entry.presets[preset])
+        raise ConfigError(f"unknown preset '{preset}' for {agent}; {hint}presets: {', '.join(entry_.presets)}")
+    cfg = apply_overrides(entry_.config_cls(), entry_.presets[preset])
     return apply_overrides(cfg, overrides)
