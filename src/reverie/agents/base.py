@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import operator
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, NamedTuple, Protocol, Union
@@ -345,7 +347,7 @@ def gradient_step(losses: Mapping[str, Tensor], scales: Mapping[str, float], opt
     missing = sorted(set(losses) - set(scales))
     if missing:
         raise KeyError(f"no loss scale for {missing}")
-    total = sum(scales[k] * v.mean() for k, v in losses.items())
+    total = functools.reduce(operator.add, [scales[k] * v.mean() for k, v in losses.items()])
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     params = list(params)

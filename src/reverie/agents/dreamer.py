@@ -20,7 +20,7 @@ from reverie.agents.compiled import compile_static, same_random_numbers_as_eager
 from reverie.agents.rssm_update import rssm_update
 from reverie.behavior import ActorCritic, ActorCriticConfig
 from reverie.models import Batch, RSSMWorldModel, State, WorldModelConfig, with_heads
-from reverie.models.state import flatten_batch
+from reverie.models.state import flatten_batch, map_state
 from reverie.run_config import RunConfig
 from reverie.specs import ActionSpec, ArraySpec
 
@@ -104,7 +104,7 @@ class Dreamer(AgentBase):
     def update(self, batch: Batch) -> dict[str, float]:
         metrics, post = rssm_update(self.wm, batch, self.optimizers["model_opt"], self.cfg.model,
                                     self.cfg.run.precision)
-        start = flatten_batch({k: v.detach() for k, v in post.items()})            # [B * T]
+        start = flatten_batch(map_state(torch.Tensor.detach, post))                  # [B * T]
         start_cont = 1.0 - batch.is_terminal.float().reshape(-1)
         with self._autocast():
             actor_loss, critic_loss, ac_metrics = self.ac.loss(self.wm, start, start_cont)

@@ -32,7 +32,7 @@ from reverie.agents.muzero_targets import unroll_targets
 from reverie.config import ConfigError, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, check_ranges
 from reverie.models import Batch
 from reverie.models.muzero import MuZeroModel, MuZeroModelConfig
-from reverie.models.state import flatten_batch, map_state
+from reverie.models.state import flatten_batch
 from reverie.planning.tree_search import MCTSPlannerSettings, mcts_plan
 from reverie.run_config import RunConfig
 from reverie.specs import ActionSpec, ArraySpec
@@ -147,14 +147,15 @@ class MuZero(AgentBase):
         policy, value = batch.extras["search_policy"].float(), batch.extras["root_value"].float()
         if cfg.bootstrap == "model":
             with torch.no_grad():
-                value = self.target.observe(batch.obs, batch.action, batch.is_first)[0]["value"].float()
+                states, _ = self.target.observe(batch.obs, batch.action, batch.is_first)
+                value = self.target.value(states).float()
         rows = round(cfg.reanalyse * batch.shape[0])
         if rows:
             fresh_policy, fresh_value = self.reanalysed(batch, rows)
             policy = torch.cat([fresh_policy, policy[rows:]])
             value = torch.cat([fresh_value, value[rows:]])
         targets = unroll_targets(batch, value, policy, cfg.unroll, cfg.td_steps, cfg.search.discount)
-        first = map_state(lambda x: x[:, 0], batch.obs)
+        first = {k: v[:, 0] for k, v in batch.obs.items()}                              # [B, ...] per key
         losses, metrics = self.wm.unroll_loss(first, targets.actions, targets.value, targets.reward, targets.policy,
                                               targets.value_mask, targets.reward_mask, targets.policy_mask,
                                               cfg.dynamics_grad)

@@ -162,7 +162,8 @@ def fit_ensemble(model: ProbabilisticEnsemble, optimizer: torch.optim.Optimizer,
     best = torch.full_like(start, float("inf"))
     snapshot = [p.detach().clone() for p in params]
     best_epoch = np.zeros(model.members, np.int64)
-    history, stale, metrics = [], 0, {}
+    history, stale = [], 0
+    metrics: dict[str, float] = {}
     n = len(train)
     for epoch in range(max_epochs):
         boot = torch.as_tensor(rng.integers(0, n, size=(model.members, n)), device=device)   # [E, n]

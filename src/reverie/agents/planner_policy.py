@@ -152,7 +152,7 @@ class PriorPolicy:
 #: spread. Sampling around zero instead (TD-MPC2's std 2, 24 mode rollouts) let every planner pick
 #: action sequences the learned model overrates: on a Dreamer Pendulum model MPPI scored -590 where the
 #: policy alone scored -313 (BENCHMARKS.md has the comparison with these settings).
-TRAINED_MODEL = {
+TRAINED_MODEL: dict[str, dict[str, Any]] = {
     "shooting": dict(horizon=3, candidates=128, policy_candidates=127, sample_policy=True),
     "cem": dict(horizon=3, candidates=128, elites=16, iterations=3, policy_candidates=64, sample_policy=True,
                 centre_on_policy=True, init_std=0.3),

@@ -101,6 +101,8 @@ class RunningScale(nn.Module):
     """TD-MPC2's Q scale for the policy loss: an EMA (rate ``tau``) of the 5th-95th percentile range of a
     batch of Q values, floored at 1 before averaging; starts at 1."""
 
+    value: Tensor
+
     def __init__(self, tau: float):
         super().__init__()
         self.tau = tau
@@ -140,9 +142,9 @@ class TDMPC2(AgentBase):
         encoder = [p for m in self.wm.encoders() for p in m.parameters()]
         ids = {id(p) for p in encoder} | {id(p) for p in self.wm.pi.parameters()}
         rest = [p for p in self.wm.parameters() if id(p) not in ids]
+        groups: list[dict[str, Any]] = [{"params": encoder, "lr": cfg.lr * cfg.enc_lr_scale}, {"params": rest}]
         self.optimizers = {
-            "model_opt": torch.optim.Adam([{"params": encoder, "lr": cfg.lr * cfg.enc_lr_scale},
-                                           {"params": rest}], lr=cfg.lr),
+            "model_opt": torch.optim.Adam(groups, lr=cfg.lr),
             "pi_opt": torch.optim.Adam(self.wm.pi.parameters(), lr=cfg.lr, eps=1e-5),
         }
         self.model = self.wm
@@ -163,7 +165,7 @@ class TDMPC2(AgentBase):
     def act(self, step: dict[str, np.ndarray], state: Any, explore: bool) -> ActOutput:
         if self.cfg.acting == "plan":
             return (self.exploring if explore else self.planning).act(step, state, False)
-        latent = observe_step(self.wm, step, None, self.device)["latent"]
+        latent = self.wm.features(observe_step(self.wm, step, None, self.device))                # [N, D]
         dist = self.wm.policy_dist(latent)
         action = (dist.sample() if explore else dist.mode()).float()
         return ActOutput(to_env_action(action, self.act_spec), action.cpu().numpy(), None, {})
@@ -189,7 +191,7 @@ class TDMPC2(AgentBase):
         try:
             z = wm.encode({k: v[:, 0] for k, v in obs.items()})
             zs = [z]
-            consistency = 0.0
+            consistency = torch.zeros_like(valid[:, 0])                                  # [B]
             for t in range(horizon):
                 z = wm.next(z, action[:, t])
                 consistency = consistency + weight[t] * valid[:, t] * ((z - next_z[:, t]) ** 2).mean(-1)

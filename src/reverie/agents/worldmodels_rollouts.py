@@ -43,8 +43,8 @@ def real_returns(model, controller, select: Callable, params: torch.Tensor, roll
     n, spec = envs.num_envs, envs.act_spec
     job = np.full(n, -1)
     queued = 0
-    for i in range(min(n, len(jobs))):
-        job[i], queued = queued, queued + 1
+    for env in range(min(n, len(jobs))):
+        job[env], queued = queued, queued + 1
     device = params.device
     steps = 0
     try:
