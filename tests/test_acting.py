@@ -11,7 +11,8 @@ from torch import nn
 
 from reverie.agents import DreamerConfig
 from reverie.agents.acting import ACTING_MODES, ActingError, prepare_acting
-from reverie.agents.base import ActingParts, ActOutput, AgentBase, ReplayRatio, to_env_action
+from reverie.agents.base import ActingParts, ActOutput, AgentBase, ReplayRatio, gradient_step, to_env_action
+from reverie.agents import registry
 from reverie.agents.registry import entry, resolve_config
 from reverie.cli import build_parser, main
 from reverie.config import ConfigError
@@ -147,25 +148,37 @@ class ToyConfig:
 
 
 class Toy(AgentBase):
-    """A tanh-linear policy on a vector observation that declares its policy call and its network."""
+    """A tanh-linear policy on vector observations that imitates the actions in its replay: the smallest agent
+    family. It declares its policy call (to compile) and its network (to quantise)."""
 
     name = "toy"
     schedule = ReplayRatio()
 
     def __init__(self, obs_spec, act_spec, cfg: ToyConfig, device="cpu"):
         super().__init__(obs_spec, act_spec, device)
-        self.net = nn.Sequential(nn.Linear(3, cfg.units), nn.Tanh(), nn.Linear(cfg.units, act_spec.size))
+        size = sum(int(np.prod(spec.shape)) for spec in obs_spec.values())
+        self.net = nn.Sequential(nn.Linear(size, cfg.units), nn.Tanh(), nn.Linear(cfg.units, act_spec.size))
         self.modules = {"net": self.net}
-        self.optimizers = {"opt": torch.optim.Adam(self.net.parameters())}
+        self.optimizers = {"opt": torch.optim.Adam(self.net.parameters(), lr=1e-2)}
         self.calls = {"policy": self.net.forward}
+
+    def _inputs(self, obs, lead: int):
+        return torch.cat([torch.as_tensor(np.asarray(obs[k]), dtype=torch.float32).flatten(lead) for k in self.obs_spec],
+                         -1)
 
     def init_state(self, batch):
         return None
 
     @torch.no_grad()
     def act(self, step, state, explore):
-        action = torch.tanh(self.calls["policy"](torch.as_tensor(step["vector"])))
+        action = torch.tanh(self.calls["policy"](self._inputs(step, 1)))
         return ActOutput(to_env_action(action, self.act_spec), action.numpy(), None, {})
+
+    def update(self, batch):
+        # action[:, t + 1] was taken at step t
+        loss = ((torch.tanh(self.net(self._inputs(batch.obs, 2)[:, :-1])) - batch.action[:, 1:]) ** 2).mean()
+        return gradient_step({"imitation": loss}, {"imitation": 1.0}, self.optimizers["opt"], self.net.parameters(),
+                             100.0)
 
     def acting_parts(self):
         return ActingParts("toy's policy", compiled=dict(self.calls), quantised=dict(self.modules))
@@ -209,3 +222,22 @@ def test_a_new_agent_acts_in_every_mode_through_what_it_declares():
 
     with pytest.raises(TypeError, match="does not act through the compiled ones"):
         Forgetful(obs_spec, act_spec, ToyConfig()).acting_copy(compiled={"policy": torch.tanh})
+
+
+def test_a_new_agent_family_trains_and_evaluates_in_every_mode_from_one_registry_line(tmp_path, monkeypatch, capsys):
+    tiny = ["run.batch_size=4", "run.seq_len=8", "run.prefill=32", "run.train_ratio=64", "run.eval_episodes=1",
+            "run.eval_every=100000000", "run.log_every=50", "run.checkpoint_every=100000000", "run.replay_chunk=32",
+            f"run.time_limit={STEPS}"]
+    monkeypatch.setitem(registry.AGENTS, "toy", entry(Toy, ToyConfig, {"default": tiny}))
+    run = tmp_path / "toy"
+    assert main(["train", "toy", "--env", "gym:Pendulum-v1", "--run-dir", str(run), "--steps", "80"]) == 0
+    capsys.readouterr()
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/loss/imitation" in record for record in logged)                  # the loop called its update
+    with compile_for_tests():
+        for mode in ACTING_MODES:
+            assert main(["eval", str(run), "--acting", mode, "--episodes", "1"]) == 0, capsys.readouterr().err
+            out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+            assert out["acting"] == mode and -16.3 * STEPS <= out["return_mean"] <= 0
+    assert main(["eval", str(run), "--planner", "mppi", "--episodes", "1"]) == 2      # a toy has no world model
+    assert "has no world model that a planner can use" in capsys.readouterr().err

@@ -37,7 +37,7 @@ import functools
 import operator
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, NamedTuple, Protocol, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, NamedTuple, Protocol, Union
 
 import numpy as np
 import torch
@@ -338,7 +338,7 @@ def precision_context(precision: str, device: torch.device):
 
 
 def gradient_step(losses: Mapping[str, Tensor], scales: Mapping[str, float], optimizer: torch.optim.Optimizer,
-                  params: Any, grad_clip: float, prefix: str = "") -> dict[str, float]:
+                  params: Iterable[Tensor], grad_clip: float, prefix: str = "") -> dict[str, float]:
     """Minimise ``sum_k scales[k] * mean(losses[k])`` by one optimiser step with gradient-norm clipping.
 
     Every loss term needs a scale (a missing one is a bug, not a silent weight of 1). Returns the
