@@ -163,8 +163,8 @@ class Toy(AgentBase):
         self.calls = {"policy": self.net.forward}
 
     def _inputs(self, obs, lead: int):
-        return torch.cat([torch.as_tensor(np.asarray(obs[k]), dtype=torch.float32).flatten(lead) for k in self.obs_spec],
-                         -1)
+        parts = [torch.as_tensor(np.asarray(obs[k]), dtype=torch.float32).flatten(lead) for k in self.obs_spec]
+        return torch.cat(parts, -1)                                              # [..., D]
 
     def init_state(self, batch):
         return None

@@ -56,9 +56,9 @@ if TYPE_CHECKING:
 NO_PARTS: Mapping[str, Any] = MappingProxyType({})
 
 __all__ = [
-    "ActOutput", "ActingParts", "Actor", "Agent", "AgentBase", "AgentConfig", "NO_PARTS", "Refit", "ReplayRatio", "Schedule",
-    "StageReport", "StageWork", "Staged", "gradient_step", "observe_step", "precision_context", "to_env_action",
-    "to_model_action",
+    "ActOutput", "ActingParts", "Actor", "Agent", "AgentBase", "AgentConfig", "NO_PARTS", "Refit", "ReplayRatio",
+    "Schedule", "StageReport", "StageWork", "Staged", "gradient_step", "observe_step", "precision_context",
+    "to_env_action", "to_model_action",
 ]
 
 

@@ -100,7 +100,8 @@ class Planet(AgentBase):
     def acting_parts(self) -> ActingParts:
         """Compiled acting compiles its CEM planner call (see :meth:`PlannerPolicy.acting_parts`); int8
         acting quantises its modules, which its planner plans on."""
-        return ActingParts("planet's planning", compiled=self.policy.acting_parts().compiled, quantised=dict(self.modules))
+        planner = self.policy.acting_parts().compiled
+        return ActingParts("planet's planning", compiled=planner, quantised=dict(self.modules))
 
     def place_compiled(self, compiled: Mapping[str, Callable[..., Any]]) -> None:
         self.policy = self.policy.acting_copy(compiled=compiled)
