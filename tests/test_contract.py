@@ -175,3 +175,31 @@ def test_importing_the_core_loads_no_environment_library():
             "print(sorted(m for m in ('gymnasium', 'dm_control', 'ale_py') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_walk_from_reverie_train_to_the_first_update_enters_each_module_once(tmp_path, monkeypatch):
+    """At the first gradient step of `reverie train`, the call stack passes through each module of reverie
+    once: no module calls into another that calls back into it."""
+    import sys as _sys
+
+    from reverie.agents.dreamer import Dreamer
+    from reverie.cli import main
+
+    stacks = []
+
+    def spy(self, batch):
+        frame, names = _sys._getframe(1), []
+        while frame is not None:
+            module = frame.f_globals.get("__name__", "")
+            if module.startswith("reverie.") and (not names or names[-1] != module):
+                names.append(module)
+            frame = frame.f_back
+        stacks.append(names[::-1])
+        raise KeyboardInterrupt   # stop the run at its first update (it checkpoints and exits)
+
+    monkeypatch.setattr(Dreamer, "update", spy)
+    assert main(["train", "--preset", "tiny", "--run-dir", str(tmp_path / "run"), "--steps", "200"]) == 130
+    walk = stacks[0]
+    assert len(walk) == len(set(walk)), walk
+    assert walk == ["reverie.cli", "reverie.api", "reverie.training.session", "reverie.training.driver",
+                    "reverie.training.modes"]
