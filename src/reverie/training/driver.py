@@ -341,7 +341,7 @@ class Driver:
         returns, _ = run_episodes(self.agent, [functools.partial(self.eval_env, s) for s in seeds])
         self.latest_eval = (float(returns.mean()), float(returns.std()))
         logger.log(clock, {"eval/return": self.latest_eval[0], "eval/return_std": self.latest_eval[1],
-                           "eval/episodes": len(returns)})
+                           "eval/episodes": len(returns), "time/wall_s": c.wall_time})
 
     def _milestones(self) -> int:
         """How many of the run.keep_checkpoints evenly spaced points of run.steps the run has passed."""
