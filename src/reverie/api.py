@@ -34,6 +34,7 @@ from reverie.agents.registry import resolve_config
 from reverie.envs import Env
 from reverie.models.base import CapabilityError, WorldModel, imagine
 from reverie.planning import plan
+from reverie.run_config import AgentConfig
 from reverie.training import session
 from reverie.training.driver import RunResult
 from reverie.training.env_factory import EnvFactory
@@ -43,7 +44,7 @@ __all__ = ["Evaluation", "Run", "analyze", "batch_step", "default_run_dir", "mak
            "train"]
 
 
-def make_config(agent: str = "dreamer", preset: str | None = None, overrides: Sequence[str] = (), **settings: Any) -> Any:
+def make_config(agent: str = "dreamer", preset: str | None = None, overrides: Sequence[str] = (), **settings: Any) -> AgentConfig:
     """The resolved config of ``agent``: its defaults, then ``preset``'s, then ``overrides`` (``"key=value"``
     strings) and ``settings`` (``run__steps=1000`` or ``{"run.steps": 1000}`` spelled as keyword arguments with
     ``__`` for the dots). A mistyped key is a ConfigError naming the closest valid ones."""
@@ -86,7 +87,7 @@ class Run:
         self._warn = warn
 
     @functools.cached_property
-    def _loaded(self) -> tuple[Agent, Any, EnvFactory, dict]:
+    def _loaded(self) -> tuple[Agent, AgentConfig, EnvFactory, dict]:
         if self._warn is None:
             return session.load_run(self.path, device=self.device)
         return session.load_run(self.path, device=self.device, warn=self._warn)
@@ -105,7 +106,7 @@ class Run:
         return model
 
     @property
-    def config(self) -> Any:
+    def config(self) -> AgentConfig:
         return self._loaded[1]
 
     @property
@@ -181,7 +182,7 @@ def train(agent: str = "dreamer", env: str | None = None, *, steps: int | None =
     return Run(run_dir, device=device, result=result)
 
 
-def default_run_dir(agent: str, cfg: Any, dataset: str | Path | None = None) -> Path:
+def default_run_dir(agent: str, cfg: AgentConfig, dataset: str | Path | None = None) -> Path:
     """``runs/AGENT-ENV-OBS-sSEED``, or ``runs/AGENT-offline-NAME-sSEED`` for a dataset."""
     if dataset is not None:
         name = Path(str(dataset)).name.replace("/", "-") or "dataset"
@@ -208,11 +209,11 @@ def analyze(run_dir: str | Path, run_dir_b: str | Path | None = None, *, checkpo
     from reverie.training.analyze import analyze_run, check_inputs
     from reverie.training.report_html import write_compare, write_report
 
-    runs = [run_dir] + ([run_dir_b] if run_dir_b is not None else [])
+    runs = [str(run_dir)] + ([str(run_dir_b)] if run_dir_b is not None else [])
     names = check_inputs(runs, checkpoint, episodes, ",".join(only) if only else None)
     results = [analyze_run(run, checkpoint=checkpoint, episodes=episodes, only=names, device=device) for run in runs]
     folder = Path(out) if out else Path(run_dir) / "analysis"
-    paths = write_report(results[0], folder) if len(results) == 1 else write_compare(*results, folder)
+    paths = write_report(results[0], folder) if len(results) == 1 else write_compare(results[0], results[1], folder)
     return {"report": str(paths["html"]), "json": str(paths["json"]), "checkpoint_step": [r.step for r in results],
             "seconds": [round(sum(r.seconds.values()), 1) for r in results]}
 

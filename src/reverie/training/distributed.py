@@ -38,8 +38,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from reverie.agents.base import AgentBase
+from reverie.agents.base import Agent, AgentBase
 from reverie.config import ConfigError
+from reverie.run_config import AgentConfig
 from reverie.training.driver import Driver
 from reverie.training.run_dir import RunFolder, RunFolderError
 
@@ -99,7 +100,7 @@ class DataParallel:
 
     # -- the agent ---------------------------------------------------------------------------------
     # -- the topology the driver consults ---------------------------------------------------------
-    def open_folder(self, run_dir: str | Path, agent_name: str, cfg: Any) -> RunFolder:
+    def open_folder(self, run_dir: str | Path, agent_name: str, cfg: AgentConfig) -> RunFolder:
         """Rank 0 takes the run folder's lock and prepares it (or finds it unusable); every rank learns which."""
         folder, error = None, None
         if self.is_main:
@@ -128,7 +129,7 @@ class DataParallel:
             torch.manual_seed(driver.run.seed + driver.counters.updates)
         self.attach(driver.agent)
 
-    def after_updates(self, agent: AgentBase) -> None:
+    def after_updates(self, agent: Agent) -> None:
         self.sync_buffers(agent)
 
     def summary(self, seed: int) -> dict[str, Any]:
@@ -138,22 +139,24 @@ class DataParallel:
         self.barrier()
 
     @staticmethod
-    def check(agent: AgentBase) -> None:
+    def check(agent: Agent) -> None:
         """Refuse, in one sentence, an agent that does not learn by gradient steps (``agent.data_parallel``)."""
-        if not agent.data_parallel:
+        if not (isinstance(agent, AgentBase) and agent.data_parallel):
             raise ConfigError(f"agent '{agent.name}' does not learn by gradient steps on replay batches "
                               f"({type(agent.schedule).__name__} schedule), so its training cannot be split "
                               "across processes; train it with one process")
 
-    def attach(self, agent: AgentBase) -> None:
+    def attach(self, agent: Agent) -> None:
         """Make rank 0's parameters and buffers everyone's and average every gradient from now on."""
         self.check(agent)
         world = self.world
 
         def average(param: torch.Tensor) -> None:
+            assert param.grad is not None   # the hook runs once a gradient was accumulated
             dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
             param.grad.div_(world)
 
+        assert isinstance(agent, AgentBase), "check() refuses agents without declared modules"
         for module in agent.modules.values():
             for tensor in [*module.parameters(), *module.buffers()]:
                 dist.broadcast(tensor.data, src=0)
@@ -161,8 +164,9 @@ class DataParallel:
                 if param.requires_grad:
                     param.register_post_accumulate_grad_hook(average)
 
-    def sync_buffers(self, agent: AgentBase) -> None:
+    def sync_buffers(self, agent: Agent) -> None:
         """Rank 0's buffers (running statistics an update changed from local data) on every rank."""
+        assert isinstance(agent, AgentBase), "check() refuses agents without declared modules"
         for module in agent.modules.values():
             for buffer in module.buffers():
                 dist.broadcast(buffer.data, src=0)

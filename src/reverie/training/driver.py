@@ -35,7 +35,7 @@ from reverie.agents.base import Agent, Refit
 from reverie.config import to_dict
 from reverie.failpoints import failpoint
 from reverie.replay import Replay
-from reverie.run_config import RunConfig
+from reverie.run_config import AgentConfig, RunConfig
 from reverie.training.artifacts import can_dream, write_dream, write_learning_curve
 from reverie.training.checkpoint import load_latest, save_checkpoint
 from reverie.training.env_factory import EnvFactory
@@ -45,7 +45,7 @@ from reverie.training.progress import Progress
 from reverie.training.provenance import Provenance
 from reverie.training.run_dir import RunFolder, atomic_write_text
 
-__all__ = ["Counters", "Driver", "Mode", "RunConfigured", "RunResult", "SOLO", "Topology", "Unit"]
+__all__ = ["Counters", "Display", "Driver", "Log", "Mode", "RunResult", "SOLO", "Topology", "Unit"]
 
 
 @dataclass
@@ -95,13 +95,6 @@ class Unit:
     """A failpoint passed once the unit is accounted for (logged, evaluated, checkpointed)."""
 
 
-class RunConfigured(Protocol):
-    """A config with the run's settings (every agent's config has a ``run`` section)."""
-
-    @property
-    def run(self) -> RunConfig: ...
-
-
 class Mode(Protocol):
     """What one way of training contributes to the driver (see the module docstring)."""
 
@@ -138,7 +131,9 @@ class Mode(Protocol):
 class Topology(Protocol):
     """Whether this process trains alone or as one rank of several (see the module docstring)."""
 
-    is_main: bool
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run folder, evaluates and reports."""
 
     def replay_dir(self, folder: RunFolder) -> Path:
         """Where this process's replay lives."""
@@ -180,16 +175,34 @@ class _Solo:
 SOLO: Topology = _Solo()
 
 
+class Log(Protocol):
+    """Where metrics rows go (:class:`~reverie.training.logger.MetricsLogger`)."""
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Display(Protocol):
+    """What shows a run's progress (:class:`~reverie.training.progress.Progress`)."""
+
+    def episode(self, ret: float) -> None: ...
+
+    def update(self, steps: int, updates: int, seconds: float, evaluation: tuple[float, float] | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class _Silent:
-    """A logger or progress display that shows and writes nothing (ranks other than the main one)."""
+    """A logger and progress display that shows and writes nothing (ranks other than the main one)."""
 
-    def log(self, *args: Any, **kwargs: Any) -> None:
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
         pass
 
-    def episode(self, *args: Any) -> None:
+    def episode(self, ret: float) -> None:
         pass
 
-    def update(self, *args: Any) -> None:
+    def update(self, steps: int, updates: int, seconds: float, evaluation: tuple[float, float] | None) -> None:
         pass
 
     def close(self) -> None:
@@ -207,7 +220,7 @@ def _kept_episode(until: int, row: dict) -> bool:
 class Driver:
     """Runs ``mode`` for ``agent`` in ``folder`` (whose writer lock the caller holds) to the end."""
 
-    def __init__(self, agent: Agent, cfg: RunConfigured, run: RunConfig, folder: RunFolder, mode: Mode,
+    def __init__(self, agent: Agent, cfg: AgentConfig, run: RunConfig, folder: RunFolder, mode: Mode,
                  eval_env: EnvFactory | None, action_repeat: int, topology: Topology = SOLO,
                  say: Callable[[str], None] = print, notes: dict[str, float] | None = None, progress: bool = True):
         """``cfg``: the run's config as saved (checkpoints record it); ``run``: its run section as this process
@@ -260,11 +273,11 @@ class Driver:
         resumed, at = self.resume()
         c, mode, main = self.counters, self.mode, self.topology.is_main
         # Rows logged after the checkpoint describe rolled-back work: drop them, except episodes the replay kept.
-        logger: Any = MetricsLogger(self.folder.path, resume_step=at if resumed else None,
+        logger: Log = MetricsLogger(self.folder.path, resume_step=at if resumed else None,
                                     keep_after=functools.partial(_kept_episode, mode.clock(c))) if main else _Silent()
         if self.notes:
             logger.log(mode.clock(c), self.notes)
-        progress: Any = _Silent() if not (main and self.show_progress) or mode.name == "staged" else Progress(
+        progress: Display = _Silent() if not (main and self.show_progress) or mode.name == "staged" else Progress(
             total=self.run.steps, start=mode.clock(c), refits=isinstance(self.agent.schedule, Refit))
         if self.provenance is not None:
             self.provenance.save(mode.clock(c))
@@ -285,7 +298,7 @@ class Driver:
         c.wall_time = time.perf_counter() - started
         return self._finish(logger, interrupted)
 
-    def _account(self, unit: Unit, logger: Any, progress: Any) -> None:
+    def _account(self, unit: Unit, logger: Log, progress: Display) -> None:
         """Log what ``unit`` did, evaluate and checkpoint when due."""
         c, run, clock = self.counters, self.run, self.mode.clock(self.counters)
         for at, ret, length in unit.episodes:
@@ -327,7 +340,7 @@ class Driver:
             self.say(f"compiled update: the first took {seconds:.1f} s, compiling included")
 
     # -- evaluation and checkpoints ------------------------------------------------------------
-    def evaluate(self, logger: Any) -> None:
+    def evaluate(self, logger: Log) -> None:
         """Greedy episodes in the evaluation environment (main process only; none without one)."""
         c, run = self.counters, self.run
         clock = self.mode.clock(c)
@@ -366,7 +379,7 @@ class Driver:
             self.provenance.save(clock)
 
     # -- the end -------------------------------------------------------------------------------
-    def _finish(self, logger: Any, interrupted: bool) -> RunResult:
+    def _finish(self, logger: Log, interrupted: bool) -> RunResult:
         """An interrupted run is checkpointed and the interrupt raised again; a finished one is evaluated
         (unless it just was), checkpointed, and its artifacts written."""
         c = self.counters
@@ -386,7 +399,7 @@ class Driver:
         self.topology.finish()
         return result
 
-    def _close(self, logger: Any, clock: int) -> None:
+    def _close(self, logger: Log, clock: int) -> None:
         if self.provenance is not None:
             self.provenance.close(clock)
         logger.close()

@@ -25,7 +25,7 @@ import re
 import shutil
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -352,7 +352,8 @@ def attach_dataset(folder: RunFolder, data: OfflineData, run: Any) -> tuple[dict
     return old, replay
 
 
-def dataset_env(record: dict, obs_spec: dict, act_spec: Any, seed: int) -> tuple[Callable[[int], Any] | None, str]:
+def dataset_env(record: dict, obs_spec: Mapping[str, Any], act_spec: Any, seed: int
+                ) -> tuple[Callable[[int], Any] | None, str]:
     """(``seed -> Env`` of the dataset's environment, or None; why not): evaluation of an offline run."""
     return _eval_factory(record, obs_spec, act_spec, seed)
 
@@ -362,7 +363,8 @@ def _read_record(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _eval_factory(record: dict, obs_spec: dict, act_spec: Any, seed_base: int) -> tuple[Callable | None, str]:
+def _eval_factory(record: dict, obs_spec: Mapping[str, Any], act_spec: Any, seed_base: int
+                  ) -> tuple[Callable | None, str]:
     """(seed -> Env in the dataset's environment, or None; why not)."""
     from reverie.envs.gym_env import GymEnv
 
@@ -373,7 +375,7 @@ def _eval_factory(record: dict, obs_spec: dict, act_spec: Any, seed_base: int) -
         probe = GymEnv(gym.make(spec, disable_env_checker=True), obs="state", seed=seed_base)
     except Exception as e:  # noqa: BLE001  (any failure to remake a foreign env only skips evaluation)
         return None, f"its environment cannot be made here ({type(e).__name__}: {e})"
-    same = (dict(probe.obs_spec), probe.act_spec) == (obs_spec, act_spec)
+    same = (dict(probe.obs_spec), probe.act_spec) == (dict(obs_spec), act_spec)
     probe.close()
     if not same:
         return None, "its environment's spaces differ from the dataset's"

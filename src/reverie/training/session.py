@@ -20,11 +20,11 @@ from reverie.agents.base import Staged as StagedSchedule
 from reverie.agents.registry import AGENTS, agent_entry
 from reverie.config import ConfigError, load_config
 from reverie.envs import EnvError
-from reverie.run_config import RunConfig
+from reverie.run_config import AgentConfig, RunConfig
 from reverie.training.checkpoint import CheckpointError, load_latest
 from reverie.training.collect import EnvBatch
 from reverie.training.distributed import DataParallel, rank_seed
-from reverie.training.driver import SOLO, Driver, Mode, RunConfigured, RunResult, Topology
+from reverie.training.driver import SOLO, Driver, Mode, RunResult, Topology
 from reverie.training.env_factory import EnvFactory, action_repeat_of, env_factory
 from reverie.training.hardware import keep_freed_memory, resolve_precision
 from reverie.training.lock import describe
@@ -39,7 +39,7 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def build_agent(agent_name: str, cfg: RunConfigured, make: EnvFactory) -> Agent:
+def build_agent(agent_name: str, cfg: AgentConfig, make: EnvFactory) -> Agent:
     """The agent for the environment ``make`` builds; a first reset and step check the environment first,
     so one that breaks its declared spaces is named before any run folder is touched."""
     probe = make(cfg.run.seed)
@@ -62,14 +62,14 @@ def _setup_torch(run: RunConfig) -> None:
                              "use run.device=cpu")
 
 
-def _resolved(agent_name: str, cfg: Any, run: RunConfig, say: Callable[[str], None]) -> tuple[Any, str]:
+def _resolved(agent_name: str, cfg: AgentConfig, run: RunConfig, say: Callable[[str], None]) -> tuple[AgentConfig, str]:
     """``cfg`` with ``run`` as this process runs it, ``run.precision=auto`` replaced by what the hardware
     calls for, and ``run.compile`` off where torch.compile does not work (said once); and why that precision.
     ConfigError for ``run.compile`` on an agent that does not declare ``compilable``."""
     from reverie.agents.compiled import compile_problem
 
-    precision, why = resolve_precision(run.precision, run.device)
-    out = replace(cfg, run=replace(run, precision=precision))
+    picked, why = resolve_precision(run.precision, run.device)
+    out = replace(cfg, run=replace(run, precision="bf16" if picked == "bf16" else "fp32"))
     if not run.compile:
         return out, why
     if not agent_entry(agent_name).build.compilable:
@@ -83,7 +83,7 @@ def _resolved(agent_name: str, cfg: Any, run: RunConfig, say: Callable[[str], No
     return replace(out, run=replace(out.run, compile=False)), why
 
 
-def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], None] = print,
+def train(agent_name: str, cfg: AgentConfig, run_dir: str | Path, say: Callable[[str], None] = print,
           vector_env: Any = None, dataset: str | Path | None = None, progress: bool = True) -> RunResult:
     """Train (or resume) ``agent_name`` with ``cfg`` in ``run_dir`` and write the end-of-run artifacts.
 
@@ -107,7 +107,7 @@ def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], N
         parallel.close()
 
 
-def _train(agent_name: str, cfg: Any, run: RunConfig, run_dir: str | Path, say: Callable[[str], None],
+def _train(agent_name: str, cfg: AgentConfig, run: RunConfig, run_dir: str | Path, say: Callable[[str], None],
            topology: Topology, vector_env: Any = None, dataset: str | Path | None = None,
            progress: bool = True) -> RunResult:
     _setup_torch(run)
@@ -177,15 +177,18 @@ def _vector_collector(vector_env: Any, agent: Agent, run: RunConfig) -> EnvBatch
 
 
 def load_run(run_dir: str | Path, device: str | None = None,
-             warn: Callable[[str], None] = _warn) -> tuple[Agent, Any, EnvFactory, dict]:
+             warn: Callable[[str], None] = _warn) -> tuple[Agent, AgentConfig, EnvFactory, dict]:
     """(agent with the newest intact checkpoint loaded, config, env factory, checkpoint meta) of a run folder.
 
     A damaged checkpoint is named through ``warn`` and the one before it is loaded.
     """
     folder = RunFolder.existing(run_dir)
-    name = folder.read_meta()["agent"]
+    meta = folder.read_meta()
+    if meta is None or "agent" not in meta:
+        raise RunFolderError(f"{folder.path}/run.json names no agent; it is not a usable reverie run folder")
+    name = meta["agent"]
     entry = agent_entry(name)
-    cfg = load_config(entry.config_cls, folder.config, migrate=drop_retired)
+    cfg: AgentConfig = load_config(entry.config_cls, folder.config, migrate=drop_retired)
     if device is not None:
         cfg = replace(cfg, run=replace(cfg.run, device=device))
     _setup_torch(cfg.run)
