@@ -1,10 +1,11 @@
 """Decision latency of a trained agent's policy and of MPPI on its model, eager / compiled / int8, on one
 thread, next to a 50 Hz control budget (20 ms), and the return each acting mode gets on the same episodes.
 
-    python benchmarks/bench_acting.py [RUN_DIR ...] [--episodes 10] [--decisions 300] [--actors policy,mppi]
+    python benchmarks/bench_acting.py RUN_DIR [RUN_DIR ...] [--episodes 10] [--decisions 300] [--actors policy,mppi]
         [--modes eager,compiled,int8] [--mppi key=value ...] [--threads 1]
 
-RUN_DIR defaults to /work/bench_runs/s4/pend5k (Dreamer on gym:Pendulum-v1, 5k steps). "mppi" is TD-MPC2's
+RUN_DIR is a trained run folder, e.g. Dreamer on Pendulum-v1 after
+``reverie train --env gym:Pendulum-v1 --steps 5000 --run-dir runs/pend5k``. "mppi" is TD-MPC2's
 planner size (512 samples, 64 elites, 6 iterations, horizon 3, 24 policy rollouts) with what else
 ``reverie eval --planner mppi`` uses on a trained model (critic bootstrap, continuation, start at the
 actor's plan, init std 0.3); ``--mppi key=value`` changes one setting. Each acting mode comes from
@@ -169,7 +170,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dirs", nargs="*", default=["/work/bench_runs/s4/pend5k"])
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="trained run folders")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--decisions", type=int, default=300, help="timed decisions per mode (at least 200)")
     p.add_argument("--block", type=int, default=25, help="decisions per turn of a mode in the latency phase")

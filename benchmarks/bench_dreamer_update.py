@@ -1,6 +1,6 @@
 """Seconds per Dreamer update (world model + actor + critic) at DreamerV3 size S, on CPU.
 
-The setting is the one sheeprl's DreamerV3 is timed at (BENCHMARKS.md, "Speed"):
+The setting is the one sheeprl's DreamerV3 is timed at (docs/notes/speed.md):
 preset ``s`` (GRU deter 512, hidden 512, 512-unit MLPs with 2 layers, 32x32
 categorical latents, 255-bin two-hot reward and critic), gymnasium CartPole-v1
 state vectors, batch 16 sequences x 64 steps, imagination horizon 15. One
@@ -55,7 +55,7 @@ from reverie.envs.make import make_env
 from reverie.models import Batch
 from reverie.training.hardware import keep_freed_memory
 
-#: sheeprl 0.8.4's DreamerV3 preset S on CartPole-v1 vectors (BENCHMARKS.md, section 4): world model + actor +
+#: sheeprl 0.8.4's DreamerV3 preset S on CartPole-v1 vectors (docs/notes/speed.md): world model + actor +
 #: critic parameters and matmul FLOPs of one update, for when no sheeprl run is at hand.
 SHEEPRL_S_PARAMS = 9_726_469
 SHEEPRL_S_FLOPS = 478_742_020_096

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from reverie.agents.registry import agent_entry
 from reverie.config import load_config
-from reverie.training.offline import export_run, train_offline
+from reverie.training.offline import export_run
+from reverie.training.session import train
 from reverie.training.run_dir import RunFolder, drop_retired
 
 
@@ -41,7 +42,7 @@ def main() -> None:
     dataset = out / "datasets" / "bench" / "run-v0"
     info = export_run(folder.path, "bench/run-v0", out / "datasets") if not dataset.exists() else {}
     started = time.perf_counter()
-    result = train_offline(name, cfg, dataset, out / "offline")
+    result = train(name, cfg, out / "offline", dataset=dataset)
     print(json.dumps({
         "run": str(folder.path), "agent": name, "dataset_transitions": info.get("transitions"),
         "dataset_episodes": info.get("episodes"), "run_env_steps": summary["env_steps"],

@@ -9,7 +9,7 @@ wall_time_s`` from each run's summary.json) and their ratio. Both runs compute
 the same thing (tests/test_collection.py checks it bit for bit), so the ratio
 is the time the overlap hides.
 
-    python benchmarks/bench_overlap.py --root /work/bench_runs/s5/overlap --steps 3000 \\
+    python benchmarks/bench_overlap.py --root runs/overlap --steps 3000 \\
         --env dmc:cartpole-swingup --obs pixels --preset tiny
 """
 

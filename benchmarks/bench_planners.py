@@ -1,6 +1,6 @@
 """Milliseconds per planned action for reverie's CEM and MPPI, and for peers, on one latent model.
 
-Settings (BENCHMARKS.md): CEM with PlaNet's 1000 candidates x horizon 12 x 10
+Settings (earlier results in docs/notes/planners.md): CEM with PlaNet's 1000 candidates x horizon 12 x 10
 iterations, top 100; MPPI with TD-MPC2's 512 samples, 64 elites, 6
 iterations, at horizon 3 (TD-MPC2's) and 12, bootstrapping with a value head.
 One start state, actions of size 6, timed under ``torch.no_grad()``.

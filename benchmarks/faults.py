@@ -24,7 +24,7 @@ Then the disk-full case: a run in a small tmpfs folder (needs root for
 ``mount``; skipped otherwise) must stop with one sentence, and what it saved
 before must stay loadable (``reverie eval`` on the folder).
 
-    python benchmarks/faults.py --runs 20 --root /work/bench_runs/faults
+    python benchmarks/faults.py --runs 20 --root runs/faults
 """
 
 from __future__ import annotations

@@ -26,11 +26,11 @@ replay steps, so the replay is full from step ``--capacity`` on.
 Run (1M CartPole steps, replay capped at 100k, one core; about an hour on a
 shared 2-core Xeon)::
 
-    python benchmarks/memory.py --steps 1000000 --capacity 100000 --root /work/bench_runs/s5/memory
+    python benchmarks/memory.py --steps 1000000 --capacity 100000 --root runs/memory
 
 Quick check (a few minutes)::
 
-    python benchmarks/memory.py --steps 30000 --capacity 10000 --interval 2 --root /tmp/mem
+    python benchmarks/memory.py --steps 30000 --capacity 10000 --interval 2 --root runs/memory-quick
 
 Re-analyse a finished run's CSV without training::
 

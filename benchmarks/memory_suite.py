@@ -23,8 +23,8 @@ Writes ``--out`` (JSON) and prints a Markdown table of return against k.
 
 With the default loss weights the one rewarded step of an episode is drowned by reconstruction and KL, and
 nothing is learned even at k = 0; at ``model.reward_scale=100`` the GRU and the SSM name the cue at k = 10
-after about 10,000 updates, abruptly, and the transformer about half the cues by 20,000 (BENCHMARKS.md,
-session 8).
+after about 10,000 updates, abruptly, and the transformer about half the cues by 20,000
+(docs/notes/sequence-models.md).
 """
 
 from __future__ import annotations

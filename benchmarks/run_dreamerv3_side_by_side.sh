@@ -15,10 +15,11 @@
 # default for continuous actions, backpropagation through the dynamics, costs a backward pass through imagination).
 #
 # Environment:
-#   DV3_PYTHON   interpreter of the official code's own virtualenv (default /work/venvs/dv3/bin/python), made with
+#   DV3_PYTHON   interpreter of the official code's own virtualenv (default ../venvs/dv3/bin/python beside this
+#                repository), made with
 #                  python -m venv VENV && VENV/bin/pip install -r dv3_requirements.txt   (jax 0.4.33 CPU)
 #   DV3_SRC      a checkout of danijar/dreamerv3 at e3f02248693a79dc8b0ebd62c93683888ddaccfe
-#                (default /work/peers/dreamerv3); never a dependency of reverie
+#                (default ../peers/dreamerv3 beside this repository); never a dependency of reverie
 #   DV3_TIMER    the timing harness that imports the official code unchanged and times its agent.train calls
 #                (default ../shared/peers/dreamerv3_timed.py beside this repository)
 #   PYTHON       interpreter that has reverie installed (default: python)
@@ -33,8 +34,8 @@ set -euo pipefail
 SIZES=${1:-"size1m size12m"}
 UPDATES=${2:-6}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-DV3_PYTHON=${DV3_PYTHON:-/work/venvs/dv3/bin/python}
-DV3_SRC=${DV3_SRC:-/work/peers/dreamerv3}
+DV3_PYTHON=${DV3_PYTHON:-$HERE/../../venvs/dv3/bin/python}
+DV3_SRC=${DV3_SRC:-$HERE/../../peers/dreamerv3}
 DV3_TIMER=${DV3_TIMER:-$HERE/../../shared/peers/dreamerv3_timed.py}
 PYTHON=${PYTHON:-python}
 OUT_DIR=${OUT_DIR:-$(mktemp -d -t dv3_side_by_side.XXXXXX)}

@@ -6,13 +6,14 @@
 #   benchmarks/run_sheeprl_side_by_side.sh [UPDATES]      # timed updates per system, default 10
 #
 # Environment:
-#   SHEEPRL_PYTHON  interpreter of sheeprl's own virtualenv (default /work/venvs/sheeprl/bin/python), made with
+#   SHEEPRL_PYTHON  interpreter of sheeprl's own virtualenv (default ../venvs/sheeprl/bin/python beside
+#                   this repository), made with
 #                     python -m venv --system-site-packages VENV
 #                     VENV/bin/pip install -c constraints.txt sheeprl==0.8.4   # constraints: torch==2.13.0 ...
 #   PYTHON          interpreter that has reverie installed (default: python)
 #   OUT_DIR         where the timings, JSON results and sheeprl's logs go (default: a new temporary folder)
 #   FLOPS           1 (default) counts the FLOPs of one extra, untimed update of each system; 0 skips it
-#   THREADS         OMP_NUM_THREADS for both (default 2, the setting of BENCHMARKS.md)
+#   THREADS         OMP_NUM_THREADS for both (default 2, the setting of the earlier results in docs/notes/speed.md)
 #   PRECISIONS      reverie precisions to time (default "fp32 bf16"; bf16 is slow on CPUs without native bf16)
 #
 # Each system drops its first update(s) as warm-up: sheeprl 1 (it cannot run more without more environment
@@ -21,7 +22,7 @@ set -euo pipefail
 
 UPDATES=${1:-10}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SHEEPRL_PYTHON=${SHEEPRL_PYTHON:-/work/venvs/sheeprl/bin/python}
+SHEEPRL_PYTHON=${SHEEPRL_PYTHON:-$HERE/../../venvs/sheeprl/bin/python}
 PYTHON=${PYTHON:-python}
 OUT_DIR=${OUT_DIR:-$(mktemp -d -t side_by_side.XXXXXX)}
 FLOPS=${FLOPS:-1}

@@ -18,7 +18,7 @@ Two modes:
     in the schema of ``bench_dreamer_update.py`` so the two can be compared.
 
 The exact training command and its settings are in ``run_sheeprl_side_by_side.sh``
-and in the project's BENCHMARKS.md. sheeprl ignores its own ``num_threads`` on CPU:
+and in docs/notes/speed.md. sheeprl ignores its own ``num_threads`` on CPU:
 set ``OMP_NUM_THREADS`` in the environment instead.
 """
 

@@ -175,3 +175,85 @@ def test_importing_the_core_loads_no_environment_library():
             "print(sorted(m for m in ('gymnasium', 'dm_control', 'ale_py') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_walk_from_reverie_train_to_the_first_update_enters_each_module_once(tmp_path, monkeypatch):
+    """At the first gradient step of `reverie train`, the call stack passes through each module of reverie
+    once: no module calls into another that calls back into it."""
+    import sys as _sys
+
+    from reverie.agents.dreamer import Dreamer
+    from reverie.cli import main
+
+    stacks = []
+
+    def spy(self, batch):
+        frame, names = _sys._getframe(1), []
+        while frame is not None:
+            module = frame.f_globals.get("__name__", "")
+            if module.startswith("reverie.") and (not names or names[-1] != module):
+                names.append(module)
+            frame = frame.f_back
+        stacks.append(names[::-1])
+        raise KeyboardInterrupt   # stop the run at its first update (it checkpoints and exits)
+
+    monkeypatch.setattr(Dreamer, "update", spy)
+    assert main(["train", "--preset", "tiny", "--run-dir", str(tmp_path / "run"), "--steps", "200"]) == 130
+    walk = stacks[0]
+    assert len(walk) == len(set(walk)), walk
+    assert walk == ["reverie.cli", "reverie.api", "reverie.training.session", "reverie.training.driver",
+                    "reverie.training.modes"]
+
+
+def module_imports():
+    """module -> the reverie modules it imports anywhere in its file (functions included; imports under
+    ``if TYPE_CHECKING:`` are type annotations, not imports, and are left out)."""
+    modules = {}
+    for path in SRC.rglob("*.py"):
+        parts = ["reverie", *path.relative_to(SRC).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    edges = {m: set() for m in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    edges[name].add(target)
+    return edges
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    edges = module_imports()
+    assert len(edges) > 100 and "reverie.training.modes" in edges["reverie.training.session"]
+    cycles, seen = [], set()
+    for start in edges:   # a path from a module's import back to itself is a cycle
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in edges[node]:
+                if nxt == start:
+                    cycle = frozenset(path)
+                    if cycle not in seen:
+                        seen.add(cycle)
+                        cycles.append(" -> ".join(path + [start]))
+                elif nxt not in path and len(path) < 8:
+                    stack.append((nxt, path + [nxt]))
+    assert cycles == []

@@ -12,10 +12,10 @@ from reverie.cli import main
 from reverie.envs import make_env
 from reverie.envs.memory import MemoryCue
 from reverie.models import RSSMConfig, RSSMWorldModel, WorldModelConfig
+from reverie.models.cores import build_core
 from reverie.models.rssm import RSSM
 from reverie.models.ssm import SSMConfig, SSMDynamics, chunked_scan, loop_scan, parallel_scan
 from reverie.models.transformer_dynamics import TransformerConfig, TransformerDynamics
-from reverie.nn import GRUCell
 from reverie.specs import ActionSpec, ArraySpec
 
 CORES = {
@@ -202,8 +202,8 @@ def test_the_transformer_sees_a_window_of_exactly_context_tokens():
 @pytest.mark.parametrize("dynamics", ["gru", "ssm", "transformer"])
 def test_is_first_resets_every_kind_of_memory_exactly_at_the_boundary(dynamics):
     torch.manual_seed(0)
-    rssm = RSSM(RSSMConfig(deter=8, hidden=8, stoch=3, classes=4), 6, 2, dynamics,
-                SSMConfig(layers=2), TransformerConfig(layers=2, heads=2, context=4))
+    settings = {"ssm": SSMConfig(layers=2), "transformer": TransformerConfig(layers=2, heads=2, context=4)}
+    rssm = RSSM(RSSMConfig(deter=8, hidden=8, stoch=3, classes=4), 6, 2, dynamics, settings.get(dynamics))
     gen = torch.Generator().manual_seed(2)
     embed, action = torch.randn(3, 10, 6, generator=gen), torch.randn(3, 10, 2, generator=gen)
     first = torch.zeros(3, 10, dtype=torch.bool)
@@ -245,25 +245,16 @@ def test_a_world_model_observes_step_by_step_as_it_does_a_sequence(dynamics):
 
 # -- learning ------------------------------------------------------------------------------------
 class CopyNet(nn.Module):
-    """Symbols in, the symbol ``DELAY`` steps back out, through one dynamics core."""
+    """Symbols in, the symbol ``DELAY`` steps back out, through one sequence core from the registry."""
 
     def __init__(self, kind, symbols, dim):
         super().__init__()
-        self.kind, self.dim = kind, dim
         self.inp, self.head = nn.Linear(symbols, dim), nn.Linear(dim, symbols)
-        self.core = {"gru": lambda: GRUCell(dim, dim),
-                     "ssm": lambda: SSMDynamics(SSMConfig(layers=1), dim, dim),
-                     "transformer": lambda: TransformerDynamics(TransformerConfig(layers=1, heads=2, context=8),
-                                                                dim, dim)}[kind]()
+        settings = {"ssm": SSMConfig(layers=1), "transformer": TransformerConfig(layers=1, heads=2, context=8)}
+        self.core = build_core(kind, dim, dim, settings.get(kind))
 
     def forward(self, x):
         x = self.inp(x)
-        if self.kind == "gru":
-            h, out = torch.zeros(x.shape[0], self.dim), []
-            for t in range(x.shape[1]):
-                h = self.core(x[:, t], h)
-                out.append(h)
-            return self.head(torch.stack(out, 1))
         h, _ = self.core.sequence(x, torch.zeros(x.shape[:2], dtype=torch.bool), self.core.initial(x.shape[0], None))
         return self.head(h)
 

@@ -25,11 +25,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 DEFAULT_AGENT = "dreamer"
 
 
-def _default_run_dir(agent: str, env: str, obs: str, seed: int) -> Path:
-    safe = env.replace(":", "-").replace("/", "-")
-    return Path("runs") / f"{agent}-{safe}-{obs}-s{seed}"
-
-
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -42,8 +37,7 @@ def _agent_and_overrides(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from reverie.agents.registry import resolve_config
-    from reverie.training import session
+    from reverie import api
 
     args.agent, overrides = _agent_and_overrides(args)
     for flag, key in (("env", "run.env"), ("obs", "run.obs"), ("steps", "run.steps"), ("seed", "run.seed"),
@@ -51,26 +45,28 @@ def _train(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    cfg = resolve_config(args.agent, args.preset, overrides)
-    if args.dataset is not None:
-        if args.nproc > 1:
-            from reverie.config import ConfigError
-            raise ConfigError("offline training (--dataset) runs in one process; drop --nproc")
-        return _train_offline(args, cfg)
+    cfg = api.make_config(args.agent, args.preset, overrides)
+    if args.dataset is not None and args.nproc > 1:
+        from reverie.config import ConfigError
+        raise ConfigError("offline training (--dataset) runs in one process; drop --nproc")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args, cfg)
-    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(args.agent, cfg.run.env, cfg.run.obs,
-                                                                       cfg.run.seed)
+    run_dir = Path(args.run_dir) if args.run_dir else api.default_run_dir(args.agent, cfg, args.dataset)
     # A scheduler's SIGTERM is treated like Ctrl-C: save a checkpoint, then stop.
     signal.signal(signal.SIGTERM, _interrupt)
-    result = session.train(args.agent, cfg, run_dir)
+    result = api.train(args.agent, preset=args.preset, run_dir=run_dir, dataset=args.dataset,
+                       overrides=overrides).result
     if os.environ.get("RANK", "0") != "0":   # ranks of a data-parallel run other than 0 report nothing
         return 0
     c = result.counters
-    print(f"\n{args.agent} on {cfg.run.env} ({cfg.run.obs}): {c.env_steps} env steps, {c.updates} updates, "
-          f"{c.episodes} episodes in {c.wall_time / 60:.1f} min")
-    print(f"evaluation return: {result.eval_return:.1f} +- {result.eval_return_std:.1f} "
-          f"over {cfg.run.eval_episodes} episodes")
+    if args.dataset is not None:
+        print(f"\n{args.agent} trained offline on {args.dataset}: {c.updates} updates in {c.wall_time / 60:.1f} min")
+    else:
+        print(f"\n{args.agent} on {cfg.run.env} ({cfg.run.obs}): {c.env_steps} env steps, {c.updates} updates, "
+              f"{c.episodes} episodes in {c.wall_time / 60:.1f} min")
+    if result.eval_return is not None:
+        print(f"evaluation return: {result.eval_return:.1f} +- {result.eval_return_std:.1f} "
+              f"over {cfg.run.eval_episodes} episodes")
     for name, path in result.artifacts.items():
         print(f"{name}: {path}")
     print(f"run folder: {result.run_dir}")
@@ -104,22 +100,6 @@ def _launch(args: argparse.Namespace, cfg) -> int:
         raise
 
 
-def _train_offline(args: argparse.Namespace, cfg) -> int:
-    from reverie.training.offline import train_offline
-
-    name = Path(str(args.dataset)).name.replace("/", "-") or "dataset"
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.agent}-offline-{name}-s{cfg.run.seed}"
-    signal.signal(signal.SIGTERM, _interrupt)
-    result = train_offline(args.agent, cfg, args.dataset, run_dir)
-    c = result.counters
-    print(f"\n{args.agent} trained offline on {args.dataset}: {c.updates} updates in {c.wall_time / 60:.1f} min")
-    if result.eval_return is not None:
-        print(f"evaluation return: {result.eval_return:.1f} +- {result.eval_return_std:.1f} "
-              f"over {cfg.run.eval_episodes} episodes")
-    print(f"run folder: {result.run_dir}")
-    return 0
-
-
 def _export(args: argparse.Namespace) -> int:
     from reverie.training.offline import export_run
 
@@ -137,47 +117,31 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import functools
-
-    from reverie.agents.acting import prepare_acting
+    from reverie import api
     from reverie.agents.planner_policy import PLANNER_CHOICES
     from reverie.planning import PlanningError
-    from reverie.training import session
-    from reverie.training.evaluate import run_episodes
 
     if args.planner not in PLANNER_CHOICES:   # before loading anything
         raise PlanningError(f"unknown planner {args.planner!r}; choose one of {', '.join(PLANNER_CHOICES)}")
-    agent, cfg, make, meta = session.load_run(args.run_dir, device=args.device)
-    actor = prepare_acting(agent, args.acting, args.planner, args.planner_args or [])
-    base = cfg.run.seed + 50_000
-    returns, _ = run_episodes(actor, [functools.partial(make, base + i) for i in range(args.episodes)])
-    print(json.dumps({"return_mean": float(returns.mean()), "return_std": float(returns.std()),
-                      "episodes": int(len(returns)), "step": int(meta["step"]), "planner": args.planner,
-                      "acting": args.acting}))
+    run = api.load(args.run_dir, device=args.device)
+    result = run.evaluate(args.episodes, planner=args.planner, acting=args.acting, planner_args=args.planner_args or [])
+    print(json.dumps(result.as_dict()))
     return 0
 
 
 def _dream(args: argparse.Namespace) -> int:
-    import functools
-
+    from reverie import api
     from reverie.models.base import DECODER, require
-    from reverie.planning import PlanningError
-    from reverie.training import session
-    from reverie.training.artifacts import write_dream
 
-    agent, cfg, make, _ = session.load_run(args.run_dir, device=args.device)
-    if agent.model is None:
-        raise PlanningError(f"agent '{agent.name}' has no world model to dream with")
-    require(agent.model, [DECODER], f"'reverie dream' (it shows predicted observations) on a {agent.name} run")
-    images = any(spec.is_image for spec in agent.obs_spec.values())
+    run = api.load(args.run_dir, device=args.device)
+    require(run.model, [DECODER], f"'reverie dream' (it shows predicted observations) on a {run.agent.name} run")
+    images = any(spec.is_image for spec in run.agent.obs_spec.values())
     allowed = (".gif", ".mp4") if images else (".png", ".svg", ".pdf")
     if args.out and Path(args.out).suffix.lower() not in allowed:
         print(f"error: --out {args.out}: this run has {'image' if images else 'vector'} observations, "
               f"so the dream is written as {' or '.join(allowed)}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(args.run_dir) / "dream"
-    path, errors = write_dream(agent, functools.partial(make, cfg.run.seed + 777), out,
-                               context=args.context, horizon=args.horizon)
+    path, errors = run.dream(args.out, context=args.context, horizon=args.horizon)
     print(json.dumps({"file": str(path), "open_loop_mse": errors}))
     return 0
 
@@ -202,9 +166,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from reverie.agents.registry import resolve_config
+    from reverie import api
     from reverie.suite import claim_overrides, find_suite, load_suite, pick, run_folder
-    from reverie.training import session
 
     claims = load_suite(args.suite or find_suite())
     if args.list or args.claim is None:
@@ -214,12 +177,14 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     claim = pick(claims, args.claim)
     seeds = args.seeds if args.seeds else list(claim.seeds)
-    configs = [(seed, resolve_config(claim.agent, claim.preset, claim_overrides(claim, seed))) for seed in seeds]
+    for seed in seeds:   # every seed's config is checked before the first one trains
+        api.make_config(claim.agent, claim.preset, claim_overrides(claim, seed))
     signal.signal(signal.SIGTERM, _interrupt)
-    for seed, cfg in configs:   # every seed's config is checked before the first one trains
+    for seed in seeds:
         run_dir = run_folder(args.root, claim, seed)
         print(f"{claim.id} seed {seed}: {run_dir}")
-        result = session.train(claim.agent, cfg, run_dir)
+        result = api.train(claim.agent, preset=claim.preset, run_dir=run_dir,
+                           overrides=claim_overrides(claim, seed)).result
         print(json.dumps({"claim": claim.id, "seed": seed, "run_dir": str(run_dir), "eval/return": result.eval_return,
                           "eval/return_std": result.eval_return_std, "env_steps": result.counters.env_steps,
                           "wall_time_s": round(result.counters.wall_time, 1)}))
@@ -229,11 +194,11 @@ def _bench(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> int:
     import yaml
 
-    from reverie.agents.registry import resolve_config
+    from reverie import api
     from reverie.config import to_dict
 
     agent, overrides = _agent_and_overrides(args)
-    cfg = resolve_config(agent, args.preset, overrides)
+    cfg = api.make_config(agent, args.preset, overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     return 0
 

@@ -9,7 +9,7 @@ before anything is built.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, Protocol
 
 from reverie.config import NonNegativeInt, PositiveFloat, PositiveInt, check_ranges
 
@@ -79,3 +79,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+
+
+class AgentConfig(Protocol):
+    """What every agent's config is: a frozen dataclass with the run's settings as its ``run`` section (and
+    the agent's own sections beside it). The shell (driver, session, CLI, API) needs no more of it."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def run(self) -> RunConfig: ...

@@ -51,7 +51,7 @@ from typing import Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 from torch import Tensor
 
-from reverie.models.state import State, stack_states
+from reverie.models.state import State, stack_states, state_batch
 from reverie.specs import ActionSpec, ArraySpec
 
 REWARD = "reward"
@@ -66,7 +66,7 @@ CAPABILITIES: dict[str, str] = {REWARD: "reward", CONT: "cont", DECODER: "decode
 
 __all__ = [
     "CAPABILITIES", "CONT", "DECODER", "POLICY", "REWARD", "TRANSITION", "VALUE", "ActionDistribution", "CapabilityError",
-    "Dynamics", "ModelWithHeads", "State", "WorldModel", "capabilities_of", "has", "memory_keys_of", "require",
+    "Dynamics", "ModelWithHeads", "State", "WorldModel", "capabilities_of", "has", "imagine", "memory_keys_of", "require",
     "stack_states", "transition_map", "with_heads", "without_memory",
 ]
 
@@ -171,6 +171,30 @@ def without_memory(model: object, state: State) -> State:
     a trajectory needs to keep of each step for features and heads."""
     memory = memory_keys_of(model)
     return {k: v for k, v in state.items() if k not in memory} if memory else state
+
+
+def imagine(model: Dynamics, start: State, actions: Tensor) -> State:
+    """Roll ``model``'s prior forward from ``start [N]`` along ``actions [N, H, A]`` (model-space: one-hot for
+    discrete actions); returns the imagined states ``[N, H]``, step t being where ``actions[:, t]`` leads.
+
+    Gradients flow through (wrap the call in ``torch.no_grad()`` to drop them). Entries a model declares as
+    sequence memory (``memory_keys``) are kept only in the last step's state (see :func:`without_memory`)."""
+    n = state_batch(start)[0]
+    if actions.dim() != 3 or actions.shape[0] != n or actions.shape[1] < 1:
+        raise ValueError(f"imagine needs actions [N, H, A] with N = {n} start states and H >= 1, got shape "
+                         f"{list(actions.shape)}")
+    if actions.shape[-1] != model.act_spec.size:
+        raise ValueError(f"the model's actions have {model.act_spec.size} entries, the imagined ones "
+                         f"{actions.shape[-1]}")
+    memory = memory_keys_of(model)
+    states, state = [], start
+    for t in range(actions.shape[1]):
+        state = model.step(state, actions[:, t])
+        states.append(without_memory(model, state))
+    stacked = stack_states(states, 1)
+    if memory and isinstance(stacked, dict) and isinstance(state, Mapping):
+        return {**stacked, **{k: state[k] for k in memory if k in state}}
+    return stacked
 
 
 def transition_map(step: Callable[[Tensor, Tensor], Tensor], action: Tensor) -> Callable[[Tensor], Tensor]:

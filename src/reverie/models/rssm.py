@@ -1,4 +1,7 @@
-"""Recurrent state-space model: a deterministic GRU memory plus a stochastic latent.
+"""Recurrent state-space model: a deterministic memory plus a stochastic latent.
+
+The deterministic path is a sequence core (:mod:`reverie.models.sequence_core`) built by name from
+:mod:`reverie.models.cores`: DreamerV3's GRU, a diagonal SSM or a causal transformer.
 
 Two latent families share the code path:
 
@@ -10,7 +13,7 @@ Two latent families share the code path:
 
 State keys: ``deter [.., D]``, ``stoch [.., S, C]`` (categorical) or
 ``[.., S]`` (gaussian), plus the distribution parameters ``logit [.., S, C]``
-or ``mean``/``std [.., S]``.
+or ``mean``/``std [.., S]``, plus the core's ``memory_keys``.
 """
 
 from __future__ import annotations
@@ -22,12 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reverie.models.ssm import SSMConfig, SSMDynamics
+from reverie.models.cores import build_core
+from reverie.models.sequence_core import CoreSettings
 from reverie.models.state import State, stack_states
-from reverie.models.transformer_dynamics import TransformerConfig, TransformerDynamics
-from reverie.nn import MLP, GRUCell, OneHotDist, categorical_kl
-
-DYNAMICS = ("gru", "transformer", "ssm")
+from reverie.nn import MLP, OneHotDist, categorical_kl
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,9 @@ class RSSMConfig:
     """Sizes of the recurrent state-space model."""
 
     deter: int = 512
-    """Size of the deterministic GRU state."""
+    """Size of the deterministic state."""
     hidden: int = 512
-    """Width of the layers around the GRU."""
+    """Width of the layers around the sequence core."""
     stoch: int = 32
     """Number of stochastic variables (categorical groups or Gaussian dims)."""
     classes: int = 32
@@ -51,37 +52,42 @@ class RSSMConfig:
 
 
 class RSSM(nn.Module):
-    """The recurrent state-space model; see the module docstring for the state layout."""
+    """The recurrent state-space model; see the module docstring for the state layout.
+
+    ``dynamics`` names the sequence core in :mod:`reverie.models.cores`; ``settings`` is its config section
+    (``model.ssm``, ``model.transformer``; None: its defaults).
+    """
 
     def __init__(self, cfg: RSSMConfig, embed_dim: int, action_dim: int, dynamics: str = "gru",
-                 ssm: SSMConfig | None = None, transformer: TransformerConfig | None = None):
+                 settings: CoreSettings | None = None):
         super().__init__()
-        if dynamics not in DYNAMICS:
-            raise ValueError(f"model.dynamics={dynamics!r} is not a dynamics: choose one of {', '.join(DYNAMICS)}")
         self.cfg = cfg
         self.dynamics = dynamics
         self.action_dim = action_dim
         stoch_flat = cfg.stoch * cfg.classes if cfg.latent == "categorical" else cfg.stoch
         dist_out = stoch_flat if cfg.latent == "categorical" else 2 * cfg.stoch
         self.img_in = MLP(stoch_flat + action_dim, None, cfg.hidden, 1)
-        self.core: SSMDynamics | TransformerDynamics | None = None
-        if dynamics == "gru":
-            self.gru = GRUCell(cfg.hidden, cfg.deter)
-        elif dynamics == "ssm":
-            self.core = SSMDynamics(ssm or SSMConfig(), cfg.hidden, cfg.deter)
-        else:
-            self.core = TransformerDynamics(transformer or TransformerConfig(), cfg.hidden, cfg.deter)
+        self.core = build_core(dynamics, cfg.hidden, cfg.deter, settings)
         self.prior_head = MLP(cfg.deter, dist_out, cfg.hidden, 1)
-        post_in = cfg.deter + embed_dim if self.core is None else embed_dim
+        post_in = embed_dim if self.core.parallel_posterior else cfg.deter + embed_dim
         self.post_head = MLP(post_in, dist_out, cfg.hidden, 1)
         self.feat_dim = cfg.deter + stoch_flat
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # Checkpoints from before the GRU became a sequence core hold it as ``gru.*``; it is ``core.cell.*`` now
+        # (the same parameters in the same order, so optimiser states still line up).
+        for key in [k for k in state_dict if k.startswith(prefix + "gru.")]:
+            state_dict[f"{prefix}core.cell.{key[len(prefix) + 4:]}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     # -- state helpers -------------------------------------------------------------------------
     def initial(self, batch: int, device: torch.device | str | None = None) -> State:
         device = device or next(self.parameters()).device
         cfg = self.cfg
-        deter = torch.zeros(batch, cfg.deter, device=device)
-        memory = {} if self.core is None else self.core.initial(batch, device)
+        memory = self.core.initial(batch, device)
+        deter = memory.pop("deter")
         if cfg.latent == "categorical":
             z = torch.zeros(batch, cfg.stoch, cfg.classes, device=device)
             return {"deter": deter, "stoch": z, "logit": z, **memory}
@@ -89,8 +95,8 @@ class RSSM(nn.Module):
         return {"deter": deter, "stoch": z, "mean": z, "std": torch.ones_like(z), **memory}
 
     def _memory(self, state: State) -> dict[str, Tensor]:
-        """The sequence core's entries of ``state`` (none for the GRU)."""
-        return {k: state[k] for k in self.core.memory_keys} if self.core is not None else {}
+        """The sequence core's memory in ``state``: ``deter`` and the core's ``memory_keys``."""
+        return {"deter": state["deter"], **{k: state[k] for k in self.core.memory_keys}}
 
     def _reset(self, state: State, keep: Tensor) -> State:
         """Replace the states where ``keep [N]`` is 0 by the initial state."""
@@ -121,31 +127,27 @@ class RSSM(nn.Module):
         return {"stoch": stoch, "mean": mean, "std": std}
 
     # -- transitions ---------------------------------------------------------------------------
-    def _advance(self, state: State, action: Tensor) -> Tensor:
-        """The deterministic part of one step: new ``deter [N, D]``."""
+    def _advance(self, state: State, action: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The deterministic part of one step: (new ``deter [N, D]``, the core's new ``memory_keys`` entries)."""
         stoch = state["stoch"].flatten(-2) if self.cfg.latent == "categorical" else state["stoch"]
         x = self.img_in(torch.cat([stoch, action], -1))
-        return self.gru(x, state["deter"])
+        return self.core.step(x, self._memory(state))
 
     def img_step(self, state: State, action: Tensor, sample: bool = True,
                  generator: torch.Generator | None = None) -> State:
         """Prior step: state ``[N]``, action ``[N, A]`` -> next state ``[N]``."""
-        if self.core is not None:
-            stoch = state["stoch"].flatten(-2) if self.cfg.latent == "categorical" else state["stoch"]
-            deter, memory = self.core.step(self.img_in(torch.cat([stoch, action], -1)), self._memory(state))
-            return {"deter": deter, **self._dist_state(self.prior_head(deter), sample, generator), **memory}
-        deter = self._advance(state, action)
-        return {"deter": deter, **self._dist_state(self.prior_head(deter), sample, generator)}
+        deter, memory = self._advance(state, action)
+        return {"deter": deter, **self._dist_state(self.prior_head(deter), sample, generator), **memory}
 
     def mean_step(self, deter: Tensor, action: Tensor) -> Tensor:
         """The deterministic part of the prior step, ``deter [N, D]`` -> ``[N, D]``, with the stochastic
         latent at its prior expectation (class probabilities, or the Gaussian's mean): differentiable
         everywhere, unlike a sample or a one-hot mode, so its Jacobian carries the loop through the
-        stochastic latent that the dynamics of the system run through. Only the GRU has such a map: the SSM's
-        and transformer's next ``deter`` depends on their memory, not on ``deter`` alone."""
-        if self.core is not None:
-            raise ValueError(f"the {self.dynamics} dynamics has no deterministic map on deter alone "
-                             "(its recurrent state is its memory); use model.dynamics=gru for the transition map")
+        stochastic latent that the dynamics of the system run through. Only a core without memory beside
+        ``deter`` has such a map (the GRU): the SSM's and transformer's next ``deter`` depends on their memory."""
+        if not self.core.markov_in_deter:
+            raise ValueError(f"the {self.dynamics} dynamics has no deterministic map on deter alone (its recurrent "
+                             "state is its memory); use model.dynamics=gru for the transition map")
         raw = self.prior_head(deter)
         raw = raw.float() if raw.dtype in (torch.float16, torch.bfloat16) else raw   # keep float64 for analysis
         if self.cfg.latent == "categorical":
@@ -153,7 +155,7 @@ class RSSM(nn.Module):
             stoch = OneHotDist(logit, self.cfg.unimix).probs
         else:
             stoch = raw.chunk(2, -1)[0]
-        return self._advance({"deter": deter, "stoch": stoch}, action)
+        return self._advance({"deter": deter, "stoch": stoch}, action)[0]
 
     def prior(self, deter: Tensor, sample: bool = True) -> State:
         """Prior latent for given deterministic states ``[..., D]`` (any leading axes)."""
@@ -166,12 +168,14 @@ class RSSM(nn.Module):
         embed ``[B, T, E]``, action ``[B, T, A]`` (leading into step t), is_first ``[B, T]``.
         Returns (posterior states ``[B, T]``, last posterior state ``[B]``). The prior is not
         computed inside the loop: only ``deter`` is sequential, so :meth:`prior` can be applied
-        to all posterior ``deter`` at once afterwards.
+        to all posterior ``deter`` at once afterwards. A core whose posterior sees only the embedding
+        (``parallel_posterior``) runs over the whole sequence at once; otherwise the posterior at step t
+        feeds the core's input at t + 1, and filtering steps through time.
         """
         b, t = embed.shape[:2]
         if state is None:
             state = self.initial(b, embed.device)
-        if self.core is not None:
+        if self.core.parallel_posterior:
             return self._observe_parallel(embed, action, is_first, state, sample)
         keep = (~is_first.bool()).float()  # [B, T]
         # One host sync per sequence to learn where episodes start, instead of masking every step. Compiled
@@ -186,16 +190,17 @@ class RSSM(nn.Module):
                 m = keep[:, i]
                 state = self._reset(state, m)
                 act = act * m[:, None]
-            deter = self._advance(state, act)
+            deter, memory = self._advance(state, act)
             raw = self.post_head(torch.cat([deter, embed[:, i]], -1))
-            state = {"deter": deter, **self._dist_state(raw, sample)}
+            state = {"deter": deter, **self._dist_state(raw, sample), **memory}
             posts.append(state)
         return stack_states(posts, 1), state
 
     def _observe_parallel(self, embed: Tensor, action: Tensor, is_first: Tensor, state: State,
                           sample: bool) -> tuple[State, State]:
-        """:meth:`observe` for the SSM and transformer: posteriors from the embeddings, then the core
-        over all inputs ``[z_{t-1}, a_{t-1}]`` at once (zeroed at episode starts, like the GRU's)."""
+        """:meth:`observe` for a core with ``parallel_posterior`` (the SSM, the transformer): posteriors from the
+        embeddings, then the core over all inputs ``[z_{t-1}, a_{t-1}]`` at once (zeroed at episode starts,
+        like the stepped filter's)."""
         post = self._dist_state(self.post_head(embed), sample)                      # [B, T, ...]
         keep = (~is_first.bool()).to(embed.dtype)                                   # [B, T]
         prev = torch.cat([state["stoch"][:, None].to(post["stoch"].dtype), post["stoch"][:, :-1]], 1)

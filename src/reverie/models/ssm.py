@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reverie.config import ConfigError, NonNegativeInt, PositiveFloat, PositiveInt, check_ranges
+from reverie.models.sequence_core import CoreSettings, SequenceCore
 
 
 @dataclass(frozen=True)
@@ -155,21 +156,29 @@ def to_complex(h: Tensor, complex_: bool) -> Tensor:
     return torch.complex(*h.float().chunk(2, -1)) if complex_ else h.float()
 
 
-class SSMDynamics(nn.Module):
-    """The SSM stack: inputs ``[.., hidden]`` -> deterministic states ``[.., deter]`` (memory ``ssm``)."""
+class SSMDynamics(SequenceCore):
+    """The SSM stack as a sequence core (:mod:`reverie.models.sequence_core`): inputs ``[.., hidden]`` ->
+    deterministic states ``[.., deter]`` (memory ``ssm``), a whole sequence by a parallel scan; the posterior
+    comes from the embedding alone."""
 
     memory_keys = ("ssm",)
-    """The state entries this core adds."""
+    parallel_posterior = True
 
     def __init__(self, cfg: SSMConfig, hidden: int, deter: int):
-        super().__init__()
+        super().__init__(hidden, deter)
         self.cfg = cfg
         self.state_size = cfg.state or deter
         self.inp = nn.Linear(hidden, deter)
         self.layers = nn.ModuleList(SSMLayer(deter, self.state_size, cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(deter, eps=1e-3)
 
-    def initial(self, batch: int, device: torch.device | str | None) -> dict[str, Tensor]:
+    @classmethod
+    def build(cls, hidden: int, deter: int, settings: CoreSettings | None = None) -> SSMDynamics:
+        if settings is not None and not isinstance(settings, SSMConfig):
+            raise ConfigError(f"the ssm sequence core takes an SSMConfig, got {type(settings).__name__}")
+        return cls(settings or SSMConfig(), hidden, deter)
+
+    def initial_memory(self, batch: int, device: torch.device | str | None) -> dict[str, Tensor]:
         parts = 2 if self.cfg.complex else 1
         return {"ssm": torch.zeros(batch, len(self.layers), parts * self.state_size, device=device)}
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reverie.config import ConfigError, PositiveInt, check_ranges
+from reverie.models.sequence_core import CoreSettings, SequenceCore
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,15 @@ def attend_two_parts(q: Tensor, k1: Tensor, v1: Tensor, k2: Tensor, v2: Tensor, 
     return p[..., :t1] @ v1.to(q.dtype) + p[..., t1:] @ v2.to(q.dtype)
 
 
-class TransformerDynamics(nn.Module):
-    """Causal transformer: inputs ``[.., hidden]`` -> deterministic states ``[.., deter]`` (memory: a KV cache)."""
+class TransformerDynamics(SequenceCore):
+    """Causal transformer as a sequence core (:mod:`reverie.models.sequence_core`): inputs ``[.., hidden]`` ->
+    deterministic states ``[.., deter]`` (memory: a KV cache), a whole sequence by masked attention; the
+    posterior comes from the embedding alone."""
+
+    parallel_posterior = True
 
     def __init__(self, cfg: TransformerConfig, hidden: int, deter: int):
-        super().__init__()
+        super().__init__(hidden, deter)
         if deter % cfg.heads:
             raise ConfigError(f"model.transformer.heads={cfg.heads} must divide model.rssm.deter={deter}")
         self.cfg = cfg
@@ -119,7 +124,13 @@ class TransformerDynamics(nn.Module):
         self.memory_keys = (*(f"key{i}" for i in n), *(f"value{i}" for i in n), "valid",
                             *(f"rkey{i}" for i in n), *(f"rvalue{i}" for i in n), "rvalid")
 
-    def initial(self, batch: int, device: torch.device | str | None) -> dict[str, Tensor]:
+    @classmethod
+    def build(cls, hidden: int, deter: int, settings: CoreSettings | None = None) -> TransformerDynamics:
+        if settings is not None and not isinstance(settings, TransformerConfig):
+            raise ConfigError(f"the transformer sequence core takes a TransformerConfig, got {type(settings).__name__}")
+        return cls(settings or TransformerConfig(), hidden, deter)
+
+    def initial_memory(self, batch: int, device: torch.device | str | None) -> dict[str, Tensor]:
         c, r, h, n = self.cfg.context, self.cfg.recent, self.cfg.heads, len(self.blocks)
         kv = torch.zeros(batch, h, c, self.dim // h, device=device)
         rkv = torch.zeros(batch, h, r, self.dim // h, device=device)

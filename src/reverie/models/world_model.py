@@ -40,9 +40,10 @@ class WorldModelConfig:
     rssm: RSSMConfig = field(default_factory=RSSMConfig)
     """The recurrent state-space model's sizes and latent family."""
     dynamics: Literal["gru", "transformer", "ssm"] = "gru"
-    """The deterministic path: DreamerV3's GRU, a causal transformer over the past latents and actions
-    (STORM-like, a KV cache of ``transformer.context`` tokens), or a diagonal SSM trained with a
-    parallel scan (R2I-like). The last two compute the posterior from the embedding alone."""
+    """The deterministic path, a sequence core from :mod:`reverie.models.cores`: DreamerV3's GRU, a causal
+    transformer over the past latents and actions (STORM-like, a KV cache of ``transformer.context`` tokens),
+    or a diagonal SSM trained with a parallel scan (R2I-like). The last two compute the posterior from the
+    embedding alone. A core's settings are the section of this config named like it (``ssm``, ``transformer``)."""
     ssm: SSMConfig = field(default_factory=SSMConfig)
     """Sizes of the SSM dynamics (``dynamics=ssm``)."""
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
@@ -120,8 +121,9 @@ def variance_hinge(embed: Tensor) -> Tensor:
 
 class RSSMWorldModel(nn.Module):
     """Implements :class:`reverie.models.base.WorldModel` with an RSSM; capabilities: reward, cont, decoder
-    (unless trained by the latent objective alone), and transition for the GRU dynamics (the SSM's and transformer's recurrent state is their memory,
-    not ``deter``, so they do not offer the map on ``deter``).
+    (unless trained by the latent objective alone), and transition where the sequence core's next ``deter`` is a
+    map of ``deter`` alone (the GRU; the SSM's and transformer's recurrent state is their memory, so they do not
+    offer the map on ``deter``).
 
     Actions enter the model as float vectors ``[..., A]``: one-hot for
     discrete action spaces, values in [-1, 1] for continuous ones.
@@ -133,9 +135,9 @@ class RSSMWorldModel(nn.Module):
         self.obs_spec = dict(obs_spec)
         self.act_spec = act_spec
         self.encoder = MultiEncoder(obs_spec, cfg.units, cfg.layers, cfg.cnn_depth)
-        self.rssm = RSSM(cfg.rssm, self.encoder.out_dim, act_spec.size, cfg.dynamics, cfg.ssm, cfg.transformer)
+        self.rssm = RSSM(cfg.rssm, self.encoder.out_dim, act_spec.size, cfg.dynamics, getattr(cfg, cfg.dynamics, None))
         caps = {REWARD, CONT, DECODER, TRANSITION}
-        if cfg.dynamics != "gru":
+        if not self.rssm.core.markov_in_deter:
             caps.discard(TRANSITION)
         feat = self.rssm.feat_dim
         self.decoder: MultiDecoder | None = None
@@ -154,7 +156,7 @@ class RSSMWorldModel(nn.Module):
         self.cont_head = MLP(feat, 1, cfg.units, cfg.layers)
         self.register_buffer("bins", symlog_bins(cfg.reward_bins), persistent=False)
         self.feat_size = feat
-        self.memory_keys = frozenset(self.rssm.core.memory_keys if self.rssm.core is not None else ())
+        self.memory_keys = frozenset(self.rssm.core.memory_keys)
 
     # -- the interface -------------------------------------------------------------------------
     def initial(self, batch: int) -> State:

@@ -29,7 +29,6 @@ one rank skipped would hang the others). Agents whose learning is not a gradient
 
 from __future__ import annotations
 
-import copy
 import datetime
 import os
 from dataclasses import dataclass
@@ -39,10 +38,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from reverie.agents.base import Agent, AgentBase
 from reverie.config import ConfigError
-from reverie.training.loop import Trainer
+from reverie.run_config import AgentConfig
+from reverie.training.driver import Driver
+from reverie.training.run_dir import RunFolder, RunFolderError
 
-__all__ = ["SEED_STRIDE", "DataParallel", "ParallelTrainer", "rank_seed"]
+__all__ = ["SEED_STRIDE", "DataParallel", "rank_seed"]
 
 #: Rank r's seed is run.seed + SEED_STRIDE * r.
 SEED_STRIDE = 1000
@@ -54,7 +56,8 @@ def rank_seed(seed: int, rank: int) -> int:
 
 @dataclass
 class DataParallel:
-    """This process's place in a data-parallel run, and the collectives the trainer needs."""
+    """This process's place in a data-parallel run, and the collectives the driver needs: the
+    :class:`~reverie.training.driver.Topology` of one rank."""
 
     rank: int
     world: int
@@ -96,23 +99,64 @@ class DataParallel:
         dist.barrier()
 
     # -- the agent ---------------------------------------------------------------------------------
+    # -- the topology the driver consults ---------------------------------------------------------
+    def open_folder(self, run_dir: str | Path, agent_name: str, cfg: AgentConfig) -> RunFolder:
+        """Rank 0 takes the run folder's lock and prepares it (or finds it unusable); every rank learns which."""
+        folder, error = None, None
+        if self.is_main:
+            try:
+                folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)
+            except ValueError as e:
+                error = e
+        message = self.broadcast(None if error is None else str(error))
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RunFolderError(message)
+        return folder if folder is not None else RunFolder(run_dir)
+
+    def replay_dir(self, folder: RunFolder) -> Path:
+        """Rank 0's replay is the folder's; rank r keeps its shard in ``replay/rank-r``."""
+        return folder.replay if self.is_main else folder.replay / f"rank-{self.rank}"
+
+    def after_resume(self, driver: Driver) -> None:
+        """Each shard kept a different number of steps after the checkpoint: adopt rank 0's counters, so
+        every rank owes the same updates at the same agent steps; then share rank 0's parameters."""
+        counters = self.broadcast(vars(driver.counters).copy())
+        for key, value in counters.items():
+            setattr(driver.counters, key, value)
+        if not self.is_main:   # the checkpoint restored one torch RNG state on every rank
+            torch.manual_seed(driver.run.seed + driver.counters.updates)
+        self.attach(driver.agent)
+
+    def after_updates(self, agent: Agent) -> None:
+        self.sync_buffers(agent)
+
+    def summary(self, seed: int) -> dict[str, Any]:
+        return {"world_size": self.world, "rank_seeds": [rank_seed(seed, r) for r in range(self.world)]}
+
+    def finish(self) -> None:
+        self.barrier()
+
     @staticmethod
-    def check(agent: Any) -> None:
+    def check(agent: Agent) -> None:
         """Refuse, in one sentence, an agent that does not learn by gradient steps (``agent.data_parallel``)."""
-        if not agent.data_parallel:
+        if not (isinstance(agent, AgentBase) and agent.data_parallel):
             raise ConfigError(f"agent '{agent.name}' does not learn by gradient steps on replay batches "
                               f"({type(agent.schedule).__name__} schedule), so its training cannot be split "
                               "across processes; train it with one process")
 
-    def attach(self, agent: Any) -> None:
+    def attach(self, agent: Agent) -> None:
         """Make rank 0's parameters and buffers everyone's and average every gradient from now on."""
         self.check(agent)
         world = self.world
 
         def average(param: torch.Tensor) -> None:
+            assert param.grad is not None   # the hook runs once a gradient was accumulated
             dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
             param.grad.div_(world)
 
+        assert isinstance(agent, AgentBase), "check() refuses agents without declared modules"
         for module in agent.modules.values():
             for tensor in [*module.parameters(), *module.buffers()]:
                 dist.broadcast(tensor.data, src=0)
@@ -120,76 +164,9 @@ class DataParallel:
                 if param.requires_grad:
                     param.register_post_accumulate_grad_hook(average)
 
-    def sync_buffers(self, agent: Any) -> None:
+    def sync_buffers(self, agent: Agent) -> None:
         """Rank 0's buffers (running statistics an update changed from local data) on every rank."""
+        assert isinstance(agent, AgentBase), "check() refuses agents without declared modules"
         for module in agent.modules.values():
             for buffer in module.buffers():
                 dist.broadcast(buffer.data, src=0)
-
-
-class _Silent:
-    """A logger or progress display that shows and writes nothing (ranks other than 0)."""
-
-    def log(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def episode(self, *args: Any) -> None:
-        pass
-
-    def update(self, *args: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class ParallelTrainer(Trainer):
-    """:class:`Trainer` for one rank of a data-parallel run (see the module docstring)."""
-
-    def __init__(self, parallel: DataParallel, agent: Any, cfg: Any, run: Any, folder: Any, *args: Any,
-                 **kwargs: Any):
-        self.parallel = parallel
-        if not parallel.is_main:   # rank r keeps its replay shard in replay/rank-r
-            folder = copy.copy(folder)
-            folder.replay = Path(folder.replay) / f"rank-{parallel.rank}"
-        super().__init__(agent, cfg, run, folder, *args, **kwargs)
-
-    def resume(self) -> bool:
-        resumed = super().resume()
-        # Each shard kept a different number of steps after the checkpoint: adopt rank 0's counters so
-        # that every rank owes the same updates at the same agent steps.
-        counters = self.parallel.broadcast(vars(self.counters).copy())
-        for key, value in counters.items():
-            setattr(self.counters, key, value)
-        if not self.parallel.is_main:   # the checkpoint restored one torch RNG state on every rank
-            torch.manual_seed(self.run.seed + self.counters.updates)
-        self.parallel.attach(self.agent)
-        return resumed
-
-    def open_logger(self, **kwargs: Any) -> Any:
-        return super().open_logger(**kwargs) if self.parallel.is_main else _Silent()
-
-    def open_progress(self, **kwargs: Any) -> Any:
-        return super().open_progress(**kwargs) if self.parallel.is_main else _Silent()
-
-    def evaluate(self, logger: Any) -> None:
-        if self.parallel.is_main:
-            super().evaluate(logger)
-        else:   # only rank 0 evaluates; the others keep its bookkeeping
-            self.counters.last_eval = self.counters.env_steps
-            self.latest_eval = self.latest_eval or (float("nan"), float("nan"))
-
-    def checkpoint(self) -> None:
-        if self.parallel.is_main:
-            super().checkpoint()
-            return
-        self.replay.flush()
-        c = self.counters
-        c.last_checkpoint = c.env_steps
-        c.pinned = max(c.pinned, self._milestones_reached())
-
-    def _train_owed(self, prefill: int, tokens: int) -> list[dict[str, float]]:
-        out = super()._train_owed(prefill, tokens)
-        if out:
-            self.parallel.sync_buffers(self.agent)
-        return out

@@ -6,10 +6,11 @@
   any other run is stored in reverie's spaces without a spec.
 - :func:`import_dataset`: a Minari dataset (a local dataset id or a folder) -> a folder's ``replay/``
   plus ``dataset.json`` (its source, spaces, size and environment spec).
-- :func:`train_offline`: an agent trained on a dataset alone, no environment stepping. ``run.steps``
-  (``--steps``) counts *updates* here (refits for a refitting agent), and so do ``run.eval_every``,
-  ``run.log_every``, ``run.checkpoint_every`` and the ``step`` of metrics and checkpoints. It evaluates
-  in the dataset's environment when its spec can be made, and says why not otherwise.
+- :func:`read_dataset`, :func:`attach_dataset`, :func:`dataset_env`: what training on a dataset alone
+  needs (the driver's offline mode, :mod:`reverie.training.modes`, trains: ``run.steps`` (``--steps``)
+  counts *updates* there, refits for a refitting agent, and so do ``run.eval_every``, ``run.log_every``,
+  ``run.checkpoint_every`` and the ``step`` of metrics and checkpoints; it evaluates in the dataset's
+  environment when its spec can be made, and says why not otherwise).
 
 The conversions themselves are pure (:mod:`reverie.replay.minari_io`); this module is the shell.
 """
@@ -23,20 +24,16 @@ import os
 import re
 import shutil
 import sys
-import time
 import warnings
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from reverie.agents.base import Refit, ReplayRatio
-from reverie.config import to_dict
-from reverie.models.batch import Batch
 from reverie.replay import Replay, chunkfile
 from reverie.replay.minari_io import (
     DatasetError,
@@ -50,11 +47,11 @@ from reverie.replay.minari_io import (
     space_specs,
     split_episodes,
 )
-from reverie.training.checkpoint import load_latest, save_checkpoint
-from reverie.training.loop import Counters, RunResult
+from reverie.training.env_factory import action_repeat_of, env_factory
 from reverie.training.run_dir import RunFolder, atomic_write_text
 
-__all__ = ["DatasetError", "export_run", "import_dataset", "open_dataset", "train_offline"]
+__all__ = ["DatasetError", "OfflineData", "attach_dataset", "check_offline_agent", "dataset_env", "dataset_run",
+           "export_run", "import_dataset", "open_dataset", "read_dataset"]
 
 DATASET_FILE = "dataset.json"
 
@@ -191,7 +188,6 @@ def replay_streams(replay_dir: Path, warn: Callable[[str], None]) -> list[dict[s
 def _native_spaces(run: Any, obs_spec: dict, act_spec: Any) -> tuple[gym.Space, gym.Space, Any] | None:
     """The gymnasium env's own spaces and spec for a run whose replay holds them unchanged, else None."""
     from reverie.envs.gym_env import find_gym_spec
-    from reverie.training.session import action_repeat_of
 
     suite, _, task = run.env.partition(":")
     if suite != "gym" or run.obs != "state" or action_repeat_of(run) != 1:
@@ -218,7 +214,6 @@ def export_run(run_dir: str | os.PathLike, name: str, out: str | os.PathLike | N
     from reverie.agents.registry import agent_entry
     from reverie.config import load_config
     from reverie.training.run_dir import drop_retired
-    from reverie.training.session import env_factory
 
     if not re.fullmatch(r"([\w-]+/){0,2}[\w-]+-v\d+", name):
         raise DatasetError(f"dataset name {name!r} is not a Minari id: write [NAMESPACE/]NAME-vN, e.g. "
@@ -284,13 +279,92 @@ def _datasets_root(out: str | os.PathLike | None):
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
-# -- training from a dataset ---------------------------------------------------------------------------
+# -- training from a dataset (the driver's offline mode trains; this prepares the data) -------------------
+@dataclass(frozen=True)
+class OfflineData:
+    """What training on a dataset needs before the run folder is touched."""
+
+    source: str
+    """The dataset as the user named it."""
+    record: dict
+    """``dataset.json``'s fields: source, spaces, environment spec, size."""
+    imported: bool
+    """Whether ``source`` is a folder written by :func:`import_dataset` (its replay is read in place)."""
+    obs_spec: dict
+    act_spec: Any
+
+
+def read_dataset(dataset: str | os.PathLike) -> OfflineData:
+    """The spaces and record of ``dataset``: a Minari dataset id or folder, or a folder written by
+    :func:`import_dataset`."""
+    source = Path(dataset)
+    imported = source.is_dir() and (source / DATASET_FILE).exists()
+    if imported:
+        record = _read_record(source)
+    else:
+        ds = open_dataset(dataset)
+        obs_spec, act_spec = space_specs(ds.observation_space, ds.action_space)
+        record = {"env_spec": _env_spec_json(ds), "obs_spec": {k: [list(v.shape), np.dtype(v.dtype).name]
+                                                                for k, v in obs_spec.items()},
+                  "act_spec": {"discrete": act_spec.discrete, "size": act_spec.size}}
+    obs_spec, act_spec = _spec_of(record)
+    return OfflineData(str(dataset), record, imported, obs_spec, act_spec)
+
+
+def dataset_run(data: OfflineData, run: Any) -> Any:
+    """``run`` naming the dataset's environment (for evaluation and dreams) where the dataset records one."""
+    if data.record.get("env_spec") is None:
+        return run
+    env_id = gym.envs.registration.EnvSpec.from_json(data.record["env_spec"]).id
+    return replace(run, env=f"gym:{env_id}", obs="state", action_repeat=1)
+
+
+def check_offline_agent(agent: Any, name: str) -> None:
+    """Refuse, in one sentence, an agent that cannot learn from a dataset alone."""
+    if not isinstance(agent.schedule, (ReplayRatio, Refit)):
+        raise DatasetError(f"agent '{name}' trains in stages ({type(agent.schedule).__name__} schedule) on data "
+                           "it collects itself, which offline training does not drive; train dreamer, planet or pets "
+                           "offline")
+    if agent.extras_spec:
+        raise DatasetError(f"agent '{name}' learns from what it computed while acting "
+                           f"({', '.join(agent.extras_spec)}), which a dataset does not hold; train dreamer, planet "
+                           "or pets offline")
+
+
+def attach_dataset(folder: RunFolder, data: OfflineData, run: Any) -> tuple[dict, Replay]:
+    """The run folder's dataset record (written on first use: a dataset imported into the folder's replay, or
+    a reference to an imported folder's replay) and a read-only replay of it. A folder trained on another
+    dataset is refused."""
+    old = _read_record(folder.path)
+    if old is not None and old.get("source") != data.source:
+        raise DatasetError(f"{folder.path} was trained on dataset {old.get('source')!r}, not {data.source!r}; "
+                           "choose a new --run-dir")
+    if old is None:
+        if data.imported:
+            old = {**data.record, "source": data.source, "replay": str((Path(data.source) / "replay").resolve())}
+            atomic_write_text(folder.path / DATASET_FILE, json.dumps(old, indent=1) + "\n")
+        else:
+            old = import_dataset(data.source, folder.path, run.replay_chunk, run.seed)
+    steps = int(old.get("replay_steps") or 0)
+    chunk = run.replay_chunk
+    replay = Replay(Path(old.get("replay") or folder.replay), capacity=max(run.replay_capacity, steps + 4 * chunk),
+                    seq_len=run.seq_len, chunk_size=chunk, seed=run.seed, owner=False)
+    return old, replay
+
+
+def dataset_env(record: dict, obs_spec: Mapping[str, Any], act_spec: Any, seed: int
+                ) -> tuple[Callable[[int], Any] | None, str]:
+    """(``seed -> Env`` of the dataset's environment, or None; why not): evaluation of an offline run."""
+    return _eval_factory(record, obs_spec, act_spec, seed)
+
+
 def _read_record(folder: Path) -> dict | None:
     path = folder / DATASET_FILE
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _eval_factory(record: dict, obs_spec: dict, act_spec: Any, seed_base: int) -> tuple[Callable | None, str]:
+def _eval_factory(record: dict, obs_spec: Mapping[str, Any], act_spec: Any, seed_base: int
+                  ) -> tuple[Callable | None, str]:
     """(seed -> Env in the dataset's environment, or None; why not)."""
     from reverie.envs.gym_env import GymEnv
 
@@ -301,7 +375,7 @@ def _eval_factory(record: dict, obs_spec: dict, act_spec: Any, seed_base: int) -
         probe = GymEnv(gym.make(spec, disable_env_checker=True), obs="state", seed=seed_base)
     except Exception as e:  # noqa: BLE001  (any failure to remake a foreign env only skips evaluation)
         return None, f"its environment cannot be made here ({type(e).__name__}: {e})"
-    same = (dict(probe.obs_spec), probe.act_spec) == (obs_spec, act_spec)
+    same = (dict(probe.obs_spec), probe.act_spec) == (dict(obs_spec), act_spec)
     probe.close()
     if not same:
         return None, "its environment's spaces differ from the dataset's"
@@ -320,140 +394,3 @@ def _spec_of(record: dict) -> tuple[dict, Any]:
 
     obs = {k: ArraySpec(tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in record["obs_spec"].items()}
     return obs, ActionSpec(bool(record["act_spec"]["discrete"]), int(record["act_spec"]["size"]))
-
-
-def train_offline(agent_name: str, cfg: Any, dataset: str | os.PathLike, run_dir: str | os.PathLike,
-                  say: Callable[[str], None] = print) -> RunResult:
-    """Train ``agent_name`` on ``dataset`` for ``cfg.run.steps`` updates in ``run_dir`` (resumable).
-
-    ``dataset``: a Minari dataset id or folder (imported into ``run_dir/replay`` first), or a folder
-    written by :func:`import_dataset` (its replay is read in place).
-    """
-    from reverie.agents.registry import agent_entry
-    from reverie.training.session import _setup_torch
-
-    run = cfg.run
-    _setup_torch(run)
-    source = Path(dataset)
-    imported = source.is_dir() and (source / DATASET_FILE).exists()
-    if imported:
-        record = _read_record(source)
-    else:
-        ds = open_dataset(dataset)
-        obs_space, act_space = ds.observation_space, ds.action_space
-        obs_spec, act_spec = space_specs(obs_space, act_space)
-        record = {"env_spec": _env_spec_json(ds), "obs_spec": {k: [list(v.shape), np.dtype(v.dtype).name]
-                                                                for k, v in obs_spec.items()},
-                  "act_spec": {"discrete": act_spec.discrete, "size": act_spec.size}}
-    obs_spec, act_spec = _spec_of(record)
-    if record.get("env_spec") is not None:   # the run's config names the dataset's environment (for eval, dream)
-        env_id = gym.envs.registration.EnvSpec.from_json(record["env_spec"]).id
-        cfg = replace(cfg, run=replace(run, env=f"gym:{env_id}", obs="state", action_repeat=1))
-        run = cfg.run
-    agent = agent_entry(agent_name).build(obs_spec, act_spec, cfg, run.device)   # refuses misfits in one sentence
-    if not isinstance(agent.schedule, (ReplayRatio, Refit)):
-        raise DatasetError(f"agent '{agent_name}' trains in stages ({type(agent.schedule).__name__} schedule) on data "
-                           "it collects itself, which offline training does not drive; train dreamer, planet or pets "
-                           "offline")
-    if agent.extras_spec:
-        raise DatasetError(f"agent '{agent_name}' learns from what it computed while acting "
-                           f"({', '.join(agent.extras_spec)}), which a dataset does not hold; train dreamer, planet "
-                           "or pets offline")
-    folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)
-    try:
-        old = _read_record(folder.path)
-        if old is not None and old.get("source") != str(dataset):
-            raise DatasetError(f"{folder.path} was trained on dataset {old.get('source')!r}, not {str(dataset)!r}; "
-                               "choose a new --run-dir")
-        if old is None:
-            if imported:
-                record = {**record, "source": str(dataset), "replay": str((source / "replay").resolve())}
-                atomic_write_text(folder.path / DATASET_FILE, json.dumps(record, indent=1) + "\n")
-            else:
-                record = import_dataset(dataset, folder.path, run.replay_chunk, run.seed)
-            old = record
-        replay_dir = Path(old.get("replay") or folder.replay)
-        return _OfflineTrainer(agent, cfg, folder, replay_dir, old, say).train()
-    finally:
-        folder.release()
-
-
-class _OfflineTrainer:
-    """Updates on a fixed replay; evaluation, logging and checkpoints counted in updates."""
-
-    def __init__(self, agent: Any, cfg: Any, folder: RunFolder, replay_dir: Path, record: dict,
-                 say: Callable[[str], None]):
-        self.agent, self.cfg, self.run, self.folder, self.say = agent, cfg, cfg.run, folder, say
-        steps = int(record.get("replay_steps") or 0)
-        chunk = self.run.replay_chunk
-        self.replay = Replay(replay_dir, capacity=max(self.run.replay_capacity, steps + 4 * chunk),
-                             seq_len=self.run.seq_len, chunk_size=chunk, seed=self.run.seed, owner=False)
-        self.make_eval, why = _eval_factory(record, agent.obs_spec, agent.act_spec, self.run.seed)
-        if self.make_eval is None:
-            say(f"no evaluation: {why}")
-        self.counters = Counters()
-        self.latest_eval: tuple[float, float] | None = None
-
-    def train(self) -> RunResult:
-        from reverie.training.evaluate import run_episodes
-        from reverie.training.logger import MetricsLogger
-
-        run, agent = self.run, self.agent
-        found = load_latest(self.folder.checkpoints, expected_agent=agent.name, device=agent.device,
-                            warn=lambda m: self.say(f"warning: {m}"))
-        if found is not None:
-            tensors, meta, _ = found
-            agent.load_tensors(tensors)
-            self.counters = Counters(**meta["counters"])
-            torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
-            self.say(f"resuming {self.folder.path} at update {self.counters.updates}")
-        c = self.counters
-        logger = MetricsLogger(self.folder.path, resume_step=c.updates if found else None)
-        logger.log(c.updates, {"offline/replay_steps": len(self.replay)})
-        refit = isinstance(agent.schedule, Refit)
-        started = time.perf_counter() - c.wall_time
-        metrics: list[dict[str, float]] = []
-        while c.updates < run.steps:
-            if refit:
-                metrics.append(agent.refit(self.replay))
-            else:
-                batch = Batch.build(self.replay.sample(run.batch_size), agent.obs_spec, agent.act_spec,
-                                    agent.device, agent.extras_spec)
-                metrics.append(agent.update(batch))
-            c.updates += 1
-            c.wall_time = time.perf_counter() - started
-            if c.updates - c.last_log >= run.log_every:
-                keys = metrics[-1].keys()
-                row = {f"train/{k}": float(np.nanmean([m[k] for m in metrics if k in m])) for k in keys}
-                logger.log(c.updates, {**row, "train/updates_per_second": c.updates / max(c.wall_time, 1e-9)})
-                metrics, c.last_log = [], c.updates
-            if self.make_eval is not None and c.updates - c.last_eval >= run.eval_every:
-                self._evaluate(logger, run_episodes)
-            if c.updates - c.last_checkpoint >= run.checkpoint_every:
-                self._checkpoint()
-        if self.make_eval is not None and (c.last_eval != c.updates or self.latest_eval is None):
-            self._evaluate(logger, run_episodes)
-        self._checkpoint()
-        logger.close()
-        mean, std = self.latest_eval or (None, None)
-        result = RunResult(self.folder.path, c, mean, std)
-        summary = {"agent": agent.name, "offline": True, "updates": c.updates, "replay_steps": len(self.replay),
-                   "wall_time_s": round(c.wall_time, 1), "eval/return": mean, "eval/return_std": std}
-        atomic_write_text(self.folder.path / "summary.json", json.dumps(summary, indent=1) + "\n")
-        return result
-
-    def _evaluate(self, logger: Any, run_episodes: Callable) -> None:
-        c, run = self.counters, self.run
-        seeds = [run.seed + 10_000 + 1000 * c.updates + i for i in range(run.eval_episodes)]
-        returns, _ = run_episodes(self.agent, [functools.partial(self.make_eval, s) for s in seeds])
-        self.latest_eval = (float(returns.mean()), float(returns.std()))
-        logger.log(c.updates, {"eval/return": self.latest_eval[0], "eval/return_std": self.latest_eval[1],
-                               "eval/episodes": len(returns)})
-        c.last_eval = c.updates
-
-    def _checkpoint(self) -> None:
-        c = self.counters
-        c.last_checkpoint = c.updates
-        meta = {"agent": self.agent.name, "config": to_dict(self.cfg), "counters": vars(c).copy(),
-                "rng": torch.get_rng_state().tolist(), "offline": True}
-        save_checkpoint(self.folder.checkpoints, c.updates, self.agent.tensors(), meta, keep=2)

@@ -1,53 +1,45 @@
-"""Wiring a run together: config -> environment -> agent -> trainer -> artifacts.
+"""Wiring a run together: config -> environment (or dataset) -> agent -> run folder -> the driver.
 
-The CLI calls these; they are also the Python entry points for users who do
-not want the command line.
+:func:`train` is the one entry from a command (``reverie train``, ``reverie bench``) or from Python
+(:func:`reverie.train`) to the driver (:mod:`reverie.training.driver`); :func:`load_run` gives a trained
+run back for evaluation, dreams, planning and analysis.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from reverie.agents.base import Agent
+from reverie.agents.base import Staged as StagedSchedule
 from reverie.agents.registry import AGENTS, agent_entry
 from reverie.config import ConfigError, load_config
-from reverie.envs import make_env
+from reverie.envs import EnvError
+from reverie.run_config import AgentConfig, RunConfig
 from reverie.training.checkpoint import CheckpointError, load_latest
-from reverie.training.loop import RunResult, Trainer
-from reverie.run_config import RunConfig
+from reverie.training.collect import EnvBatch
+from reverie.training.distributed import DataParallel, rank_seed
+from reverie.training.driver import SOLO, Driver, Mode, RunResult, Topology
+from reverie.training.env_factory import EnvFactory, action_repeat_of, env_factory
 from reverie.training.hardware import keep_freed_memory, resolve_precision
 from reverie.training.lock import describe
-from reverie.training.run_dir import RunFolder, RunFolderError, atomic_write_text, drop_retired
+from reverie.training.modes import Offline, Online, Staged, collection_replay
+from reverie.training.offline import attach_dataset, check_offline_agent, dataset_env, dataset_run, read_dataset
+from reverie.training.run_dir import RunFolder, RunFolderError, drop_retired
 
-#: Action repeat per suite when the config leaves it unset.
-SUITE_ACTION_REPEAT = {"atari": 4, "dmc": 2}
+__all__ = ["action_repeat_of", "build_agent", "env_factory", "load_run", "train"]
 
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def action_repeat_of(run: RunConfig) -> int:
-    return run.action_repeat or SUITE_ACTION_REPEAT.get(run.env.partition(":")[0], 1)
-
-
-def env_factory(run: RunConfig) -> Callable[[int], Any]:
-    """A picklable ``seed -> Env`` for the run's environment."""
-    size = (run.image_size, run.image_size)
-    return functools.partial(_make, run.env, run.obs, action_repeat_of(run), size, run.time_limit)
-
-
-def _make(name, obs, repeat, size, time_limit, seed):
-    return make_env(name, obs=obs, seed=seed, action_repeat=repeat, size=size, time_limit=time_limit)
-
-
-def build_agent(agent_name: str, cfg: Any, make: Callable[[int], Any]) -> Any:
+def build_agent(agent_name: str, cfg: AgentConfig, make: EnvFactory) -> Agent:
     """The agent for the environment ``make`` builds; a first reset and step check the environment first,
     so one that breaks its declared spaces is named before any run folder is touched."""
     probe = make(cfg.run.seed)
@@ -70,121 +62,108 @@ def _setup_torch(run: RunConfig) -> None:
                              "use run.device=cpu")
 
 
-def train(agent_name: str, cfg: Any, run_dir: str | Path, say: Callable[[str], None] = print,
-          vector_env: Any = None) -> RunResult:
-    """Train (or resume) ``agent_name`` with ``cfg`` in ``run_dir``; write the end-of-run artifacts.
-
-    ``vector_env``: a gymnasium ``VectorEnv`` of ``run.num_envs`` environments to collect with instead
-    of ``run.env`` (which still evaluates); see :mod:`reverie.envs.gym_vector`. The run closes it."""
-    from reverie.training.distributed import DataParallel
-
-    parallel = DataParallel.from_env()
-    if parallel is not None:   # one rank of a torchrun launch
-        return _train_parallel(parallel, agent_name, cfg, run_dir, say)
-    run = cfg.run
-    _setup_torch(run)
-    make = env_factory(run)
-    resolved, why = _resolve_precision(cfg)
-    resolved = _resolve_compile(agent_name, resolved, say)
-    agent = build_agent(agent_name, resolved, make)   # checks the environment before touching the folder
-    collector = None if vector_env is None else _vector_collector(vector_env, agent, run)
-    folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)   # takes the folder's writer lock (saves "auto")
-    try:
-        if folder.stale_lock:
-            say(f"taking over the lock of {describe(folder.stale_lock)}, which is no longer running")
-        if run.precision == "auto":
-            say(f"precision: {resolved.run.precision} ({why})")
-        return _train_locked(agent_name, agent, cfg, folder, make, say,
-                             notes={"run/precision_bf16": float(resolved.run.precision == "bf16"),
-                                    "run/compiled": float(resolved.run.compile)},
-                             vector_env=collector)
-    finally:
-        folder.release()
-
-
-def _resolve_precision(cfg: Any) -> tuple[Any, str]:
-    """``cfg`` with ``run.precision=auto`` replaced by what this machine's hardware calls for, and why."""
-    from dataclasses import replace
-
-    precision, why = resolve_precision(cfg.run.precision, cfg.run.device)
-    return replace(cfg, run=replace(cfg.run, precision=precision)), why
-
-
-def _resolve_compile(agent_name: str, cfg: Any, say: Callable[[str], None]) -> Any:
-    """``cfg`` itself, or with ``run.compile`` off where torch.compile does not work here (said once);
-    ConfigError for an agent that does not declare ``compilable``."""
-    from dataclasses import replace
-
+def _resolved(agent_name: str, cfg: AgentConfig, run: RunConfig, say: Callable[[str], None]) -> tuple[AgentConfig, str]:
+    """``cfg`` with ``run`` as this process runs it, ``run.precision=auto`` replaced by what the hardware
+    calls for, and ``run.compile`` off where torch.compile does not work (said once); and why that precision.
+    ConfigError for ``run.compile`` on an agent that does not declare ``compilable``."""
     from reverie.agents.compiled import compile_problem
 
-    if not cfg.run.compile:
-        return cfg
+    picked, why = resolve_precision(run.precision, run.device)
+    out = replace(cfg, run=replace(run, precision="bf16" if picked == "bf16" else "fp32"))
+    if not run.compile:
+        return out, why
     if not agent_entry(agent_name).build.compilable:
         able = sorted(name for name, entry in AGENTS.items() if entry.build.compilable)
         raise ConfigError(f"run.compile=true compiles the updates of {', '.join(able)} only; "
                           f"{agent_name} trains eager (drop run.compile)")
     reason = compile_problem()
-    if reason is not None:
-        say(f"run.compile: torch.compile does not work on this machine ({reason}); the update runs eager")
-        return replace(cfg, run=replace(cfg.run, compile=False))
-    return cfg
+    if reason is None:
+        return out, why
+    say(f"run.compile: torch.compile does not work on this machine ({reason}); the update runs eager")
+    return replace(out, run=replace(out.run, compile=False)), why
 
 
-def _train_parallel(parallel: Any, agent_name: str, cfg: Any, run_dir: str | Path,
-                    say: Callable[[str], None]) -> RunResult:
-    """One rank of a data-parallel run (see :mod:`reverie.training.distributed`)."""
-    from dataclasses import replace
+def train(agent_name: str, cfg: AgentConfig, run_dir: str | Path, say: Callable[[str], None] = print,
+          vector_env: Any = None, dataset: str | Path | None = None, progress: bool = True) -> RunResult:
+    """Train (or resume) ``agent_name`` with ``cfg`` in ``run_dir`` and write the end-of-run artifacts.
 
-    from reverie.training.distributed import ParallelTrainer, rank_seed
-
+    ``dataset``: train offline on a Minari dataset (id or folder) or a folder written by ``reverie import``;
+    ``run.steps`` then counts updates. ``vector_env``: a gymnasium ``VectorEnv`` of ``run.num_envs``
+    environments to collect with instead of ``run.env`` (which still evaluates; see
+    :mod:`reverie.envs.gym_vector`); the run closes it. ``progress``: show a progress bar (a line every
+    10 % where the output is no terminal). Inside a ``torchrun`` launch this process trains
+    as one rank of a data-parallel run (see :mod:`reverie.training.distributed`)."""
+    parallel = DataParallel.from_env()
+    if parallel is None:
+        return _train(agent_name, cfg, cfg.run, run_dir, say, SOLO, vector_env, dataset, progress)
+    if dataset is not None or vector_env is not None:
+        raise ConfigError("offline training and a vector environment of your own run in one process; drop --nproc")
     device = parallel.init(cfg.run.device)
-    folder = None
     try:
         run = replace(cfg.run, seed=rank_seed(cfg.run.seed, parallel.rank), device=device)   # this rank's seeds
-        _setup_torch(run)
-        make = env_factory(run)
-        resolved, _ = _resolve_precision(replace(cfg, run=replace(cfg.run, device=device)))
-        resolved = _resolve_compile(agent_name, resolved, say if parallel.is_main else lambda _: None)
-        agent = build_agent(agent_name, resolved, make)
-        parallel.check(agent)
-        error = None
-        if parallel.is_main:
-            try:
-                folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)
-            except ValueError as e:
-                error = e
-        message = parallel.broadcast(None if error is None else str(error))
-        if error is not None:
-            raise error
-        if message is not None:
-            raise RunFolderError(message)
-        if not parallel.is_main:
-            folder = RunFolder(run_dir)
-        elif folder.stale_lock:
-            say(f"taking over the lock of {describe(folder.stale_lock)}, which is no longer running")
-        seeds = [rank_seed(cfg.run.seed, r) for r in range(parallel.world)]
-        notes = {"run/precision_bf16": float(resolved.run.precision == "bf16"), "run/compiled": float(resolved.run.compile),
-                 "dist/world_size": parallel.world,
-                 **{f"dist/seed_rank_{r}": s for r, s in enumerate(seeds)}}
-        trainer = ParallelTrainer(parallel, agent, cfg, replace(resolved.run, seed=run.seed), folder, make,
-                                  action_repeat_of(run), console=say if parallel.is_main else (lambda m: None),
-                                  notes=notes)
-        trainer.resume()
-        result = trainer.train()
-        if parallel.is_main:
-            _finish(agent_name, agent, cfg, folder, make, result, {"world_size": parallel.world, "rank_seeds": seeds})
-        parallel.barrier()
-        return result
+        return _train(agent_name, cfg, run, run_dir, say if parallel.is_main else (lambda _: None), parallel,
+                      progress=progress)
     finally:
-        if folder is not None:
-            folder.release()
         parallel.close()
 
 
-def _vector_collector(vector_env: Any, agent: Any, run: RunConfig) -> Any:
-    """``vector_env`` as the loop's collection envs, checked against the run and the agent."""
-    from reverie.config import ConfigError
-    from reverie.envs import EnvError
+def _train(agent_name: str, cfg: AgentConfig, run: RunConfig, run_dir: str | Path, say: Callable[[str], None],
+           topology: Topology, vector_env: Any = None, dataset: str | Path | None = None,
+           progress: bool = True) -> RunResult:
+    _setup_torch(run)
+    data = None
+    if dataset is not None:   # the dataset's spaces (and environment, for evaluation) define the run
+        data = read_dataset(dataset)
+        cfg = replace(cfg, run=dataset_run(data, cfg.run))
+        run = dataset_run(data, run)
+    resolved, why = _resolved(agent_name, cfg, run, say)
+    make = env_factory(resolved.run)
+    if data is None:
+        agent = build_agent(agent_name, resolved, make)   # checks the environment before touching the folder
+    else:
+        agent = agent_entry(agent_name).build(data.obs_spec, data.act_spec, resolved, run.device)
+        check_offline_agent(agent, agent_name)
+    collector = None if vector_env is None else _vector_collector(vector_env, agent, run)
+    if isinstance(topology, DataParallel):
+        topology.check(agent)
+        folder = topology.open_folder(run_dir, agent_name, cfg)
+    else:
+        folder, _ = RunFolder.prepare(run_dir, agent_name, cfg)   # takes the folder's writer lock
+    try:
+        if folder.stale_lock:
+            say(f"taking over the lock of {describe(folder.stale_lock)}, which is no longer running")
+        if run.precision == "auto":
+            say(f"precision: {resolved.run.precision} ({why})")
+        notes = {"run/precision_bf16": float(resolved.run.precision == "bf16"),
+                 "run/compiled": float(resolved.run.compile)}
+        if isinstance(topology, DataParallel):
+            notes.update({"dist/world_size": topology.world,
+                          **{f"dist/seed_rank_{r}": rank_seed(cfg.run.seed, r) for r in range(topology.world)}})
+        repeat = action_repeat_of(run)
+        mode: Mode
+        eval_env: EnvFactory | None = make
+        if data is not None:
+            record, replay = attach_dataset(folder, data, run)
+            eval_env, no_eval = dataset_env(record, agent.obs_spec, agent.act_spec, run.seed)
+            if eval_env is None:
+                say(f"no evaluation: {no_eval}")
+            mode = Offline(run, replay, agent, data.source)
+            notes = {**notes, "offline/replay_steps": len(replay)}
+        else:
+            replay = collection_replay(run, topology.replay_dir(folder))
+            if isinstance(agent.schedule, StagedSchedule):
+                mode = Staged(run, make, repeat, replay, folder.path / "stages")
+            else:
+                mode = Online(run, make, repeat, replay, agent, vector_env=collector)
+        driver = Driver(agent, cfg, run, folder, mode, eval_env, repeat, topology=topology, say=say, notes=notes,
+                        progress=progress)
+        return driver.run_to_end()
+    finally:
+        folder.release()
+
+
+def _vector_collector(vector_env: Any, agent: Agent, run: RunConfig) -> EnvBatch:
+    """``vector_env`` as the collection environments, checked against the run and the agent."""
     from reverie.envs.gym_vector import GymVectorEnv
 
     collector = GymVectorEnv(vector_env, seed=run.seed)
@@ -197,53 +176,24 @@ def _vector_collector(vector_env: Any, agent: Any, run: RunConfig) -> Any:
     return collector
 
 
-def _train_locked(agent_name: str, agent: Any, cfg: Any, folder: RunFolder, make: Callable[[int], Any],
-                  say: Callable[[str], None], notes: dict[str, float], vector_env: Any = None) -> RunResult:
-    run = cfg.run
-    trainer = Trainer(agent, cfg, run, folder, make, action_repeat_of(run), console=say, notes=notes)
-    trainer.vector_env = vector_env
-    trainer.resume()
-    return _finish(agent_name, agent, cfg, folder, make, trainer.train(), {})
-
-
-def _finish(agent_name: str, agent: Any, cfg: Any, folder: RunFolder, make: Callable[[int], Any], result: RunResult,
-            extra: dict[str, Any]) -> RunResult:
-    """Write the end-of-run artifacts (learning curve, dream, summary.json)."""
-    from reverie.training.artifacts import can_dream, write_dream, write_learning_curve
-
-    run = cfg.run
-    result.artifacts["learning_curve"] = write_learning_curve(folder.path)
-    errors = None
-    if can_dream(agent):   # a model without a decoder (MuZero's) has no observations to imagine
-        dream_path, errors = write_dream(agent, functools.partial(make, run.seed + 999), folder.path / "dream")
-        result.artifacts["dream"] = dream_path
-    summary = {
-        "agent": agent_name, "env": run.env, "obs": run.obs, "env_steps": result.counters.env_steps,
-        "updates": result.counters.updates, "episodes": result.counters.episodes,
-        "wall_time_s": round(result.counters.wall_time, 1), "eval/return": result.eval_return,
-        "eval/return_std": result.eval_return_std, "dream/open_loop_mse": errors,
-        "artifacts": {k: str(v) for k, v in result.artifacts.items()}, **extra,
-    }
-    atomic_write_text(folder.path / "summary.json", json.dumps(summary, indent=1) + "\n")
-    return result
-
-
 def load_run(run_dir: str | Path, device: str | None = None,
-             warn: Callable[[str], None] = _warn) -> tuple[Any, Any, Callable[[int], Any], dict]:
+             warn: Callable[[str], None] = _warn) -> tuple[Agent, AgentConfig, EnvFactory, dict]:
     """(agent with the newest intact checkpoint loaded, config, env factory, checkpoint meta) of a run folder.
 
     A damaged checkpoint is named through ``warn`` and the one before it is loaded.
     """
     folder = RunFolder.existing(run_dir)
-    name = folder.read_meta()["agent"]
+    meta = folder.read_meta()
+    if meta is None or "agent" not in meta:
+        raise RunFolderError(f"{folder.path}/run.json names no agent; it is not a usable reverie run folder")
+    name = meta["agent"]
     entry = agent_entry(name)
-    cfg = load_config(entry.config_cls, folder.config, migrate=drop_retired)
+    cfg: AgentConfig = load_config(entry.config_cls, folder.config, migrate=drop_retired)
     if device is not None:
-        from dataclasses import replace
         cfg = replace(cfg, run=replace(cfg.run, device=device))
     _setup_torch(cfg.run)
     make = env_factory(cfg.run)
-    cfg, _ = _resolve_precision(cfg)
+    cfg, _ = _resolved(name, replace(cfg, run=replace(cfg.run, compile=False)), cfg.run, _warn)
     agent = build_agent(name, cfg, make)
     found = load_latest(folder.checkpoints, expected_agent=name, device=agent.device, warn=warn)
     if found is None:
@@ -251,6 +201,3 @@ def load_run(run_dir: str | Path, device: str | None = None,
     tensors, meta, _ = found
     agent.load_tensors(tensors)
     return agent, cfg, make, meta
-
-
-__all__ = ["action_repeat_of", "build_agent", "env_factory", "load_run", "train"]

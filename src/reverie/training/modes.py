@@ -1,0 +1,250 @@
+"""The ways of training, as modes of the one driver (:mod:`reverie.training.driver`).
+
+Each mode says only what differs: where batches come from, which unit of work is next, and the clock
+its budget counts in.
+
+- :class:`Online`: environments collected one agent step at a time, uniformly random actions for
+  the first ``run.prefill`` steps, then the agent's own; the updates the agent's declared schedule
+  owes are made while the environments step (:class:`~reverie.agents.base.ReplayRatio`: so that
+  updates = agent steps x ``num_envs`` x ``run.train_ratio`` / (batch x sequence length);
+  :class:`~reverie.agents.base.Refit`: a refit on everything stored every ``every`` agent steps).
+  Clock: environment steps.
+- :class:`Staged`: random-policy collection until ``run.prefill`` agent steps are stored, then the
+  agent's stages one unit at a time (:class:`~reverie.agents.base.Staged`: ``advance(work)``), each
+  checkpointed, evaluated when the stage says so. Clock: environment steps (stages that act in the
+  real environment count theirs).
+- :class:`Offline`: updates (or refits) on a fixed replay, no environment stepping. Clock: updates.
+
+Data-parallel training is not a mode but a topology of any gradient-update mode
+(:mod:`reverie.training.distributed`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reverie.agents.base import Agent, Refit, ReplayRatio, StageWork
+from reverie.failpoints import failpoint
+from reverie.models.batch import Batch
+from reverie.replay import Replay
+from reverie.run_config import RunConfig
+from reverie.training.collect import Collector, EnvBatch, open_envs, parallel_collection
+from reverie.training.driver import Counters, Driver, Unit
+from reverie.training.env_factory import EnvFactory
+
+__all__ = ["Offline", "Online", "Staged", "collection_replay"]
+
+
+def collection_replay(run: RunConfig, directory: Path) -> Replay:
+    """The replay a collecting mode writes (this process holds the run folder's lock)."""
+    return Replay(directory, capacity=run.replay_capacity, seq_len=run.seq_len, chunk_size=run.replay_chunk,
+                  eviction=run.replay_eviction, seed=run.seed, owner=True)
+
+
+def _no_extras(agent: Agent, n: int) -> dict[str, np.ndarray]:
+    """Zeros for the agent's extras on steps it did not act on (prefill)."""
+    return {k: np.zeros((n, *spec.shape), spec.dtype) for k, spec in agent.extras_spec.items()}
+
+
+def _batch(agent: Agent, replay: Replay, batch_size: int) -> Batch:
+    return Batch.build(replay.sample(batch_size), agent.obs_spec, agent.act_spec, agent.device, agent.extras_spec)
+
+
+class _Collecting:
+    """What :class:`Online` and :class:`Staged` share: collection into a replay, clocked in env steps."""
+
+    name = "online"
+    interval_eval = True
+
+    def __init__(self, run: RunConfig, make_env: EnvFactory, action_repeat: int, replay: Replay,
+                 vector_env: EnvBatch | None = None):
+        self.run, self.make_env, self.action_repeat, self.replay = run, make_env, action_repeat, replay
+        self.vector_env = vector_env
+        self.collector: Collector | None = None
+        self.rng = np.random.default_rng(run.seed)
+        self.state: Any = None   # the agent's recurrent state of the collection environments
+
+    def clock(self, c: Counters) -> int:
+        return c.env_steps
+
+    def catch_up(self, c: Counters) -> int:
+        """Move the counters past the agent steps the replay holds beyond them (a kill came after the
+        checkpoint; those steps were taken and stay in the replay, so they count); return how many."""
+        streams = self.run.num_envs
+        extra = self.replay.clock // streams - c.agent_steps
+        if extra <= 0:
+            return 0
+        c.episodes += self.replay.count_from(c.agent_steps * streams, "is_last")
+        c.agent_steps += extra
+        c.env_steps += extra * streams * self.action_repeat
+        return extra
+
+    def _open(self, c: Counters) -> None:
+        envs = self.vector_env if self.vector_env is not None else open_envs(self.run, self.make_env, c.agent_steps)
+        self.rng = np.random.default_rng(self.run.seed + c.agent_steps)
+        self.collector = Collector(envs, self.replay)
+
+    def _collect(self, driver: Driver, act: bool) -> tuple[list[tuple[int, float, int]], list[dict[str, float]]]:
+        """One agent step of every environment (the agent's action if ``act``, else a random one) and the
+        updates owed meanwhile; returns the episodes that ended and the updates' metrics."""
+        c, run, col, agent = driver.counters, self.run, self.collector, driver.agent
+        assert col is not None, "start() opens the environments"
+        step = col.current(c.env_steps)
+        if act:
+            env_action, _, self.state, extras = agent.act(step, self.state, explore=True)
+        else:
+            env_action, extras = col.act_spec.sample(self.rng, run.num_envs), _no_extras(agent, run.num_envs)
+        # what the agent computed on this step (a search policy, say) is stored beside it
+        ended = [(c.env_steps, ret, length) for ret, length in col.record(step, extras)]
+        col.send(env_action)
+        c.agent_steps += 1
+        c.env_steps += run.num_envs * self.action_repeat
+        metrics = self._updates(driver) if c.agent_steps >= self._prefill() else []
+        col.receive()
+        failpoint("loop.collect")
+        return ended, metrics
+
+    def _prefill(self) -> int:
+        return self.run.prefill
+
+    def _updates(self, driver: Driver) -> list[dict[str, float]]:
+        return []
+
+    def close(self) -> None:
+        if self.collector is not None:
+            self.collector.close()
+            self.collector = None
+
+
+class Online(_Collecting):
+    """Collection with the agent's policy and the updates its schedule owes (see the module docstring)."""
+
+    def __init__(self, run: RunConfig, make_env: EnvFactory, action_repeat: int, replay: Replay, agent: Agent,
+                 vector_env: EnvBatch | None = None):
+        super().__init__(run, make_env, action_repeat, replay, vector_env)
+        self.schedule = agent.schedule
+        if not isinstance(self.schedule, (ReplayRatio, Refit)):
+            raise TypeError(f"agent '{agent.name}' declares an unknown schedule {self.schedule!r}")
+
+    def _prefill(self) -> int:
+        # sequences run along one stream: each needs seq_len steps before the first batch
+        return max(self.run.prefill, self.run.seq_len)
+
+    def start(self, driver: Driver) -> None:
+        self._open(driver.counters)
+        self.state = driver.agent.init_state(self.run.num_envs)
+
+    def done(self, c: Counters) -> bool:
+        return c.env_steps >= self.run.steps
+
+    def advance(self, driver: Driver) -> Unit:
+        ended, metrics = self._collect(driver, act=driver.counters.agent_steps >= self._prefill())
+        return Unit(episodes=ended, train=metrics)
+
+    def _updates(self, driver: Driver) -> list[dict[str, float]]:
+        """The updates the agent's declared schedule owes by now."""
+        c, run, agent = driver.counters, self.run, driver.agent
+        done_since_prefill = c.agent_steps - self._prefill() + 1
+        if isinstance(self.schedule, Refit):
+            if (done_since_prefill - 1) % self.schedule.every:
+                return []
+            c.updates += 1
+            return [agent.refit(self.replay)]
+        owed = int(done_since_prefill * run.num_envs * run.train_ratio / (run.batch_size * run.seq_len)) - c.updates
+        out = []
+        for _ in range(max(owed, 0)):
+            batch = _batch(agent, self.replay, run.batch_size)
+            started = time.perf_counter()
+            out.append(agent.update(batch))
+            driver.updated(time.perf_counter() - started)
+            c.updates += 1
+            failpoint("loop.update")
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
+class Staged(_Collecting):
+    """Random-policy collection, then the agent's stages (see the module docstring)."""
+
+    name = "staged"
+    interval_eval = False
+
+    def __init__(self, run: RunConfig, make_env: EnvFactory, action_repeat: int, replay: Replay, stages: Path):
+        super().__init__(run, make_env, action_repeat, replay)
+        self.stages = stages
+        self.finished = False
+
+    def start(self, driver: Driver) -> None:
+        if driver.counters.agent_steps < self.run.prefill:
+            self._open(driver.counters)
+
+    def done(self, c: Counters) -> bool:
+        return self.finished
+
+    def advance(self, driver: Driver) -> Unit:
+        c, run = driver.counters, self.run
+        if c.agent_steps < run.prefill:   # stage 1: the data set, collected with random actions
+            ended, _ = self._collect(driver, act=False)
+            collected = c.agent_steps >= run.prefill
+            if collected:
+                self.close()
+            return Unit(episodes=ended, checkpoint=collected)
+        self.stages.mkdir(exist_ok=True)
+        work = StageWork(replay=self.replay, directory=self.stages, make_env=self.make_env, num_envs=run.num_envs,
+                         parallel=parallel_collection(run), seed=run.seed)
+        report = driver.agent.advance(work)
+        c.updates += 1
+        c.env_steps += report.env_steps
+        self.finished = report.done
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(report.metrics.items())[:4] if isinstance(v, (int, float)))
+        return Unit(log={**report.metrics, "train/updates": c.updates}, say=f"{report.stage}: {shown}", evaluate=report.evaluate, checkpoint=True, failpoint="loop.stage")
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
+class Offline:
+    """Updates (or refits) on a fixed replay; the clock counts updates (see the module docstring)."""
+
+    name = "offline"
+    interval_eval = True
+
+    def __init__(self, run: RunConfig, replay: Replay, agent: Agent, source: str):
+        self.run, self.replay, self.source = run, replay, source
+        self.refit = isinstance(agent.schedule, Refit)
+
+    def clock(self, c: Counters) -> int:
+        return c.updates
+
+    def catch_up(self, c: Counters) -> int:
+        return 0
+
+    def start(self, driver: Driver) -> None:
+        pass
+
+    def done(self, c: Counters) -> bool:
+        return c.updates >= self.run.steps
+
+    def advance(self, driver: Driver) -> Unit:
+        agent = driver.agent
+        if self.refit:
+            metrics = agent.refit(self.replay)
+        else:
+            batch = _batch(agent, self.replay, self.run.batch_size)
+            started = time.perf_counter()
+            metrics = agent.update(batch)
+            driver.updated(time.perf_counter() - started)
+        driver.counters.updates += 1
+        return Unit(train=[metrics])
+
+    def close(self) -> None:
+        pass
+
+    def summary(self) -> dict[str, Any]:
+        return {"offline": True, "dataset": self.source, "replay_steps": len(self.replay)}
