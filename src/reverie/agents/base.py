@@ -46,7 +46,6 @@ from torch import Tensor, nn
 from reverie.models.base import State, WorldModel
 from reverie.models.batch import Batch
 from reverie.planning import PlannerSettings
-from reverie.run_config import RunConfig
 from reverie.specs import ActionSpec, ArraySpec
 
 if TYPE_CHECKING:
@@ -56,7 +55,7 @@ if TYPE_CHECKING:
 NO_PARTS: Mapping[str, Any] = MappingProxyType({})
 
 __all__ = [
-    "ActOutput", "ActingParts", "Actor", "Agent", "AgentBase", "AgentConfig", "NO_PARTS", "Refit", "ReplayRatio",
+    "ActOutput", "ActingParts", "Actor", "Agent", "AgentBase", "NO_PARTS", "Refit", "ReplayRatio",
     "Schedule", "StageReport", "StageWork", "Staged", "gradient_step", "observe_step", "precision_context",
     "to_env_action", "to_model_action",
 ]
@@ -172,14 +171,6 @@ class Actor(Protocol):
         """A copy that acts with ``compiled`` callables and ``quantised`` modules (by the names
         :meth:`acting_parts` declares) in place of its own, for acting only; ``self`` is not changed.
         ValueError for a name it does not declare."""
-
-
-class AgentConfig(Protocol):
-    """What every agent's config has (a frozen dataclass of its own kind: ``DreamerConfig``, ...)."""
-
-    @property
-    def run(self) -> RunConfig:
-        """Environment, budget and bookkeeping."""
 
 
 class Agent(Actor, Protocol):

@@ -12,7 +12,7 @@ from typing import Generic, Mapping, Protocol, TypeVar
 
 import torch
 
-from reverie.agents.base import Agent, AgentConfig
+from reverie.agents.base import Agent
 from reverie.agents.dreamer import Dreamer, DreamerConfig
 from reverie.agents.muzero import MuZero, MuZeroConfig
 from reverie.agents.pets import Pets, PetsConfig
@@ -22,6 +22,7 @@ from reverie.agents.presets import WORLDMODELS_PRESETS
 from reverie.agents.tdmpc2 import TDMPC2, TDMPC2Config
 from reverie.agents.worldmodels import WorldModels, WorldModelsConfig
 from reverie.config import ConfigError, apply_overrides
+from reverie.run_config import AgentConfig
 from reverie.specs import ActionSpec, ArraySpec
 
 __all__ = ["AGENTS", "AgentBuilder", "AgentClass", "AgentEntry", "agent_entry", "entry", "resolve_config"]
