@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from reverie.agents.dreamer import rssm_update
+from reverie.agents.rssm_update import rssm_update
 from reverie.agents.registry import resolve_config
 from reverie.models import Batch, RSSMWorldModel
 from reverie.specs import ActionSpec, ArraySpec

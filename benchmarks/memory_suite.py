@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 import reverie.envs.memory  # noqa: F401  (registers the suite's ids)
-from reverie.agents.dreamer import Dreamer, rssm_update
+from reverie.agents.dreamer import Dreamer
+from reverie.agents.rssm_update import rssm_update
 from reverie.agents.registry import resolve_config
 from reverie.envs.make import make_env
 from reverie.models import Batch

@@ -135,7 +135,7 @@ def test_the_variance_term_by_hand():
 
 
 def test_the_ema_target_encoder_moves_by_exactly_its_decay_per_update_and_is_the_target():
-    from reverie.agents.dreamer import rssm_update
+    from reverie.agents.rssm_update import rssm_update
 
     torch.manual_seed(0)
     cfg = WorldModelConfig(rssm=SMALL, units=16, layers=1, objective="latent", latent_target="ema",
