@@ -149,7 +149,7 @@ def _softmax(x: Tensor, dim: int) -> Tensor:
     return e.div_(e.sum(dim=dim, keepdim=True))
 
 
-def _completed(stats: Sequence[Tensor], raw_value: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+def _completed(stats: Tensor | Sequence[Tensor], raw_value: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
     """(completed Q, visits, total visits) of M nodes from their ``edge_stats`` channels.
 
     ``stats[c]`` is channel c, [M, K] (``dim`` -1) or [K, M] (``dim`` 0);

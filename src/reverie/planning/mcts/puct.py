@@ -208,7 +208,7 @@ def add_dirichlet_noise(
     again Dirichlet(alpha) over the valid actions (a Dirichlet's renormalised
     sub-vector is Dirichlet), so invalid actions keep probability 0.
     """
-    noise = dirichlet_noise(tuple(prior.shape), alpha, generator, prior.device, prior.dtype)
+    noise = dirichlet_noise((prior.shape[0], prior.shape[1]), alpha, generator, prior.device, prior.dtype)
     noise = noise.masked_fill(invalid, 0.0)
     noise = noise / noise.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(noise.dtype).tiny)
     return (1.0 - fraction) * prior + fraction * noise

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 from torch import Tensor
+
+# embeddings are reverie's one State type: a tensor or a (nested) dict of tensors, each leaf [B, ...]
+from reverie.models.state import State
 
 if TYPE_CHECKING:  # the tree imports these types; the import is only for annotations
     from .tree import Tree
 
-#: A model embedding: a tensor or a (nested) dict/list/tuple pytree of tensors, each leaf [B, ...].
-State = Any
 
 
 @dataclass(frozen=True)
