@@ -8,7 +8,9 @@ value and K policy-logit heads that are linear in the next latent, discount
 numpy seed and handed to every system as one ``.npz``.
 
 Settings: 50 simulations; PUCT (pb_c_init 1.25, pb_c_base 19652, root
-Dirichlet alpha 0.25, fraction 0.25) and Gumbel MuZero (m = min(16, K),
+Dirichlet alpha 0.25, fraction 0.25; reverie normalises Q by MuZero's tree-wide
+min-max unless ``--q-transform parent_and_siblings`` asks for mctx's per-node
+transform, which mctx's muzero_policy uses) and Gumbel MuZero (m = min(16, K),
 c_visit 50, c_scale 0.1, Gumbel scale 1); K = 2 (CartPole) and K = 16 actions;
 B = 1 and B = 256 roots searched together. Every system makes one batched
 network call per simulation. Times are the median over repeats of one whole
@@ -55,7 +57,9 @@ LightZero prepare_no_noise), printing the mean root value and how far each
 system's root visit distribution lies from reverie's. They differ by design in
 details (Q normalisation, tie-breaking, root value bookkeeping, LightZero's
 Gumbel tree draws a fixed Gumbel vector of scale 10 it cannot turn off), so it
-is printed, not asserted.
+is printed, not asserted. With ``--q-transform parent_and_siblings`` reverie's
+PUCT and Gumbel searches are mctx's (tests/test_mcts_mctx.py checks that in
+float64); here, in float32, only rounding separates them.
 """
 
 from __future__ import annotations
@@ -117,12 +121,13 @@ def load_avg() -> str:
 # reverie, in this process
 
 
-def reverie_case(arrays: dict, algorithm: str, k: int, b: int, warmup: int, repeats: int, budget_s: float) -> dict:
+def reverie_case(arrays: dict, algorithm: str, k: int, b: int, warmup: int, repeats: int, budget_s: float,
+                 q_transform: str = "min_max") -> dict:
     from reverie.planning.mcts import MCTSSettings, RecurrentOutput, RootOutput, search
 
     w = net.weights_for(arrays, k)
     tnet = TorchNet(w)
-    s = net.settings(algorithm, k)
+    s = dict(net.settings(algorithm, k), q_transform=q_transform)
     known = {f.name for f in dataclasses.fields(MCTSSettings)}
     settings = MCTSSettings(**{name: v for name, v in s.items() if name in known})
     missing = sorted(set(s) - known - {"discount"})
@@ -263,6 +268,8 @@ def main() -> None:
     parser.add_argument("--ks", default="2,16")
     parser.add_argument("--bs", default="1,256")
     parser.add_argument("--algorithms", default="puct,gumbel")
+    parser.add_argument("--q-transform", default="min_max", choices=["min_max", "parent_and_siblings"],
+                        help="reverie's PUCT Q normalisation (mctx's muzero_policy uses parent_and_siblings)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=30, help="at most this many timed calls per case")
     parser.add_argument("--budget", type=float, default=8.0, help="seconds of timed calls per case (at least 3 calls)")
@@ -289,8 +296,8 @@ def main() -> None:
           f"(CPU capability {torch.backends.cpu.get_cpu_capability()}), numpy {np.__version__}")
     print(f"threads: torch {torch.get_num_threads()} intra-op / {torch.get_num_interop_threads()} inter-op; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; peers get OMP/MKL/OPENBLAS 1, XLA_FLAGS='{XLA_FLAGS}'")
-    print(f"settings: 50 simulations, discount {net.DISCOUNT}, D={net.D}, hidden {net.H}; warm-up {args.warmup}, "
-          f"up to {args.repeats} timed calls or {args.budget:g} s per case")
+    print(f"settings: 50 simulations, discount {net.DISCOUNT}, D={net.D}, hidden {net.H}; reverie's PUCT Q transform "
+          f"{args.q_transform}; warm-up {args.warmup}, up to {args.repeats} timed calls or {args.budget:g} s per case")
     print(f"load average before: {load_avg()}")
 
     rows: list[dict] = []
@@ -305,7 +312,8 @@ def main() -> None:
         if "reverie" in systems:
             try:
                 for c in cases:
-                    row = reverie_case(arrays, c["algorithm"], c["k"], c["b"], args.warmup, args.repeats, args.budget)
+                    row = reverie_case(arrays, c["algorithm"], c["k"], c["b"], args.warmup, args.repeats, args.budget,
+                                       args.q_transform)
                     rows.append(row)
                     print(f"  reverie {c['algorithm']} K={c['k']} B={c['b']}: {net.median(row['ms']):.2f} ms",
                           flush=True)

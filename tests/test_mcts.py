@@ -286,6 +286,40 @@ def test_puct_four_simulations_by_hand():
     assert model.calls == 4
 
 
+def test_puct_parent_and_siblings_four_simulations_by_hand():
+    # The same model with mctx's per-node Qnorm: a node's bounds are the min and max over its value V
+    # and its visited children's Q; an unvisited child scores 0. Weights w(N) as above.
+    # sim 1: nothing visited -> a0 (prior); node 1, Q(root, a0) = 0.3; root N=2, V = 0.25.
+    # sim 2: root bounds [V 0.25, Q 0.3]: Qnorm(a0) = 1; a0 1 + 0.6 * sqrt(2) * w(2) / 2 = 1.5304 >
+    #        a1 0.4 * sqrt(2) * w(2) = 0.7072 -> a0; node 1 ties -> a0: node 2 (r 0.2, v 1.0), Q(1, a0) = 0.7;
+    #        node 1: N=2, V 0.55; Q(root, a0) = 0.375; root N=3, V = (0.5 + 0.45) / 3 = 0.316667.
+    # sim 3: root bounds [0.316667, 0.375]: Qnorm(a0) = 1; a0 1 + 0.6 * sqrt(3) * w(3) / 3 = 1.4331 >
+    #        a1 0.4 * sqrt(3) * w(3) = 0.8662 -> a0 (min-max chose a1 here: its Qnorm(a0) was 0.1875);
+    #        node 1 bounds [0.55, 0.7]: a0 1 + 0.5 * sqrt(2) * w(2) / 2 = 1.4420 > a1 0.8840 -> a0;
+    #        node 2 (state 3, nothing visited, P [0.5, 0.5]) ties -> a0: node 3 (absorbing: r 0, v 0).
+    #        Q(2, a0) = 0, node 2: N=2, V 0.5; Q(1, a0) = 0.2 + 0.5 * 0.5 = 0.45; node 1 return 0.2:
+    #        N=3, V = (0.4 + 0.7 + 0.2) / 3 = 0.433333; Q(root, a0) = 0.316667; root return 0.2, N=4, V 0.2875.
+    # sim 4: root bounds [0.2875, 0.316667]: a0 1 + 0.6 * 2 * w(4) / 4 = 1.3751 > a1 0.4 * 2 * w(4) = 1.0002;
+    #        node 1 bounds [0.433333, 0.45]: a0 1 + 0.5 * sqrt(3) * w(3) / 3 = 1.3609 > a1 1.0827;
+    #        node 2: V 0.5, Q(a0) = 0, bounds [0, 0.5], Qnorm(a0) = 0: a0 0.5 * sqrt(2) * w(2) / 2 = 0.4420 <
+    #        a1 0.8840 -> a1: node 4 (absorbing). Node 2: N=3, V 1/3; Q(1, a0) = 0.2 + 0.5 / 3 = 0.366667;
+    #        node 1: N=4, V = (1.3 + 0.2) / 4 = 0.375; Q(root, a0) = 0.2875; root N=5, V = (1.15 + 0.2) / 5 = 0.27.
+    model = hand_puct_model()
+    settings = MCTSSettings(num_simulations=4, q_transform="parent_and_siblings")
+    result = search(model, model.root(1), settings, explore=False)
+    tree = result.tree
+    assert result.visit_counts.tolist() == [[4, 0]]
+    assert result.action.tolist() == [0]
+    torch.testing.assert_close(result.policy, torch.tensor([[1.0, 0.0]], dtype=F64))
+    torch.testing.assert_close(result.q_values, torch.tensor([[0.2875, 0.0]], dtype=F64))
+    torch.testing.assert_close(result.root_value, torch.tensor([0.27], dtype=F64))
+    torch.testing.assert_close(tree.node_values, torch.tensor([[0.27, 0.375, 1 / 3, 0.0, 0.0]], dtype=F64))
+    assert tree.node_visits.tolist() == [[5, 4, 3, 1, 1]]
+    assert tree.parents.tolist() == [[-1, 0, 1, 2, 2]]
+    assert tree.action_from_parent.tolist() == [[-1, 0, 0, 0, 1]]
+    assert model.calls == 4
+
+
 def hand_gumbel_model() -> TableModel:
     # states: 0 root, 1..4 = root-a0..a3, 5 = (2)-a0 where (2) is root-a1; 6 absorbs
     nxt = torch.full((7, 4), 6, dtype=torch.long)
@@ -356,6 +390,11 @@ def test_halving_schedule():
     assert halving_schedule(4, 8) == [0, 0, 0, 0, 1, 1, 2, 2]
     assert halving_schedule(1, 5) == [0, 1, 2, 3, 4]
     assert halving_schedule(2, 4) == [0, 0, 1, 1]
+    # odd survivors halve down (Karnin et al.'s and mctx's floor(r / 2)): m = 5, n = 12 has 3 phases,
+    # the first gives 5 x 1 visit, then 2 survivors (not 3) get 12 // (3 * 2) = 2 visits per phase
+    assert halving_schedule(5, 12) == [0] * 5 + [1, 1, 2, 2, 3, 3, 4]
+    # m = 7, n = 24: 7 x 1, then 3 survivors x 24 // 9 = 2 rounds, then 2 survivors for the rest
+    assert halving_schedule(7, 24) == [0] * 7 + [1] * 3 + [2] * 3 + [3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8]
     # 16 actions, 64 simulations: 4 phases of 16 visits: 16 x 1, 8 x 2, 4 x 4, 2 x 8
     assert halving_schedule(16, 64) == [0] * 16 + [1] * 8 + [2] * 8 + [3] * 4 + [4] * 4 + [5] * 4 + [6] * 4 \
         + [v for v in range(7, 15) for _ in range(2)]
@@ -397,7 +436,7 @@ def test_batch_equals_rows_searched_alone(algorithm):
         torch.testing.assert_close(alone.tree.node_values, together.tree.node_values[b : b + 1])
 
 
-@pytest.mark.parametrize("algorithm", ["puct", "gumbel"])
+@pytest.mark.parametrize("algorithm", ["puct", "gumbel", "puct-siblings"])
 @pytest.mark.parametrize("max_depth", [None, 3])
 def test_masked_descent_equals_compacted_descent(algorithm, max_depth, monkeypatch):
     # off the CPU the descent keeps every row under a mask instead of dropping stopped rows;
@@ -407,7 +446,9 @@ def test_masked_descent_equals_compacted_descent(algorithm, max_depth, monkeypat
     root = model.root(batch, seed=6)
     invalid = torch.zeros(batch, actions, dtype=torch.bool)
     invalid[0, 1] = invalid[4, 2] = True
-    settings = MCTSSettings(algorithm=algorithm, num_simulations=40, max_depth=max_depth, max_considered_actions=2)
+    transform = "parent_and_siblings" if algorithm == "puct-siblings" else "min_max"
+    settings = MCTSSettings(algorithm=algorithm.removesuffix("-siblings"), num_simulations=40, max_depth=max_depth,
+                            max_considered_actions=2, q_transform=transform)
     compacted = search(model, root, settings, invalid_actions=invalid, generator=torch.Generator().manual_seed(2))
     monkeypatch.setattr(importlib.import_module("reverie.planning.mcts.search"), "_compacts", lambda device: False)
     masked = search(model, root, settings, invalid_actions=invalid, generator=torch.Generator().manual_seed(2))
@@ -514,6 +555,7 @@ def test_max_depth_one_revisits_leaves_with_their_model_value():
     "field, value",
     [
         ("algorithm", "alphazero"),
+        ("q_transform", "tree"),
         ("num_simulations", 0),
         ("num_simulations", 2.5),
         ("max_depth", 0),
@@ -588,7 +630,7 @@ def test_pytree_embeddings_pass_through(algorithm):
 # ----------------------------------------------------------------------------- 8. the selection cache
 
 
-@pytest.mark.parametrize("algorithm", ["puct", "gumbel"])
+@pytest.mark.parametrize("algorithm", ["puct", "gumbel", "puct-siblings"])
 @pytest.mark.parametrize("max_depth", [None, 2])
 @pytest.mark.parametrize("actions", [2, 5])
 def test_cached_selection_equals_selection_from_scratch(algorithm, max_depth, actions, monkeypatch):
@@ -605,12 +647,23 @@ def test_cached_selection_equals_selection_from_scratch(algorithm, max_depth, ac
     model = MLPModel(actions, seed=7)
     invalid = torch.zeros(batch, actions, dtype=torch.bool)
     invalid[1, 0] = invalid[2, actions - 1] = True
-    settings = MCTSSettings(algorithm=algorithm, num_simulations=25, max_depth=max_depth, max_considered_actions=3)
+    siblings = algorithm == "puct-siblings"
+    algorithm = "puct" if siblings else algorithm
+    settings = MCTSSettings(algorithm=algorithm, num_simulations=25, max_depth=max_depth, max_considered_actions=3,
+                            q_transform="parent_and_siblings" if siblings else "min_max")
     tree = search(model, model.root(batch, seed=8), settings, invalid_actions=invalid,
                   generator=torch.Generator().manual_seed(4)).tree
     cache = caches[-1]
     nodes = tree.num_nodes
     offset, scale = min_max_normalizer(tree.q_min, tree.q_max)
+    if siblings:  # every node's own bounds, from the definition: its value and its visited children's Q
+        stats = tree.edge_stats
+        q = stats[:, :, 2] + stats[:, :, 3] * stats[:, :, 4] / stats[:, :, 5].clamp(min=1)
+        visited = stats[:, :, 5] > 0
+        value = tree.node_values
+        low = torch.minimum(q.masked_fill(~visited, float("inf")).amin(-1), value)
+        high = torch.maximum(q.masked_fill(~visited, float("-inf")).amax(-1), value)
+        node_offset, node_scale = low, 1.0 / (high - low).clamp(min=1e-8)
     for b in range(batch):
         for n in range(nodes):
             if tree.node_visits[b, n] == 0 or (algorithm == "gumbel" and n == 0):
@@ -619,7 +672,10 @@ def test_cached_selection_equals_selection_from_scratch(algorithm, max_depth, ac
             stats = tree.edge_stats[b, n]
             if algorithm == "puct":
                 q = stats[2] + stats[3] * stats[4] / stats[5].clamp(min=1)
-                scores = puct_scores(stats[0][None], stats[5][None], q[None], offset[b : b + 1], scale[b : b + 1],
+                normalizer = (offset[b : b + 1], scale[b : b + 1])
+                if siblings:
+                    normalizer = (node_offset[b, n].view(1, 1), node_scale[b, n].view(1, 1))
+                scores = puct_scores(stats[0][None], stats[5][None], q[None], *normalizer,
                                      settings.pb_c_init, settings.pb_c_base)[0]
                 if n == 0:
                     scores = scores.masked_fill(invalid[b], float("-inf"))

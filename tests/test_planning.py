@@ -767,3 +767,68 @@ def test_sampled_policy_candidates_are_distinct_rollouts_and_mode_ones_identical
     again = Recording()
     plan("shooting", again, state, horizon=1, candidates=9, policy_candidates=8, sample_policy=True, seed=3)
     assert torch.equal(first.actions, again.actions)       # the samples come from the planner's generator
+
+
+# ---------------------------------------------------------------------------
+# tree search through the planner contract
+
+
+class SearchableTree(DecisionTree):
+    """A decision tree with the value and policy capabilities tree search needs: value 0 and fixed
+    per-node logits (a categorical prior)."""
+
+    capabilities = frozenset({"reward", "value", "policy"})
+
+    def __init__(self, rewards, choices, logits):
+        super().__init__(rewards, choices)
+        self.logits = logits  # [nodes, K]
+
+    def value(self, state):
+        return torch.zeros(state.shape[0])
+
+    def policy(self, state):
+        nodes = state[:, 1].long().clamp(max=self.logits.shape[0] - 1)
+        return torch.distributions.Categorical(logits=self.logits[nodes])
+
+
+def test_tree_search_planner_hands_its_search_settings_to_the_search():
+    from reverie.planning.mcts import MCTSSettings, search
+    from reverie.planning.tree_search import recurrent_fn, root_output
+
+    choices, depth = 3, 4
+    nodes = sum(choices**d for d in range(depth + 2))  # a search at max_depth still calls the model once more
+    g = torch.Generator().manual_seed(0)
+    model = SearchableTree(torch.rand(4, nodes, generator=g), choices, torch.randn(nodes, choices, generator=g))
+    state = torch.stack([torch.arange(4.0), torch.zeros(4)], dim=1)
+    counts = {}
+    for transform in ("min_max", "parent_and_siblings"):
+        planned = plan("mcts", model, state, num_simulations=30, max_depth=depth, q_transform=transform)
+        settings = MCTSSettings(num_simulations=30, max_depth=depth, q_transform=transform)
+        direct = search(recurrent_fn(model, 0.997, False), root_output(model, state), settings, explore=False)
+        assert torch.equal(planned.extras["visit_counts"], direct.visit_counts)
+        counts[transform] = direct.visit_counts
+    assert not torch.equal(counts["min_max"], counts["parent_and_siblings"])  # the setting is not ignored
+
+
+def test_capability_accessors_refuse_in_one_sentence():
+    from reverie.planning.capabilities import value_head
+
+    class PlainPrior:
+        def mode(self):
+            return torch.zeros(1, 3)
+
+    class NoLogits(SearchableTree):
+        def policy(self, state):
+            return PlainPrior()
+
+    model = NoLogits(torch.zeros(1, 40), 3, torch.zeros(40, 3))
+    with pytest.raises(CapabilityError, match="planner 'mcts' needs the logits of a discrete policy prior, but "
+                                              "NoLogits.policy returns a PlainPrior without `logits`"):
+        plan("mcts", model, torch.zeros(1, 2), num_simulations=2)
+    with pytest.raises(CapabilityError, match="bootstrapping needs a model with value, but DecisionTree has only"):
+        value_head(DecisionTree(torch.zeros(1, 4), 3), "bootstrapping")
+    with pytest.raises(CapabilityError, match=r"imagining returns \(rollout_returns\) needs a model with cont"):
+        rollout_returns(DecisionTree(torch.zeros(1, 4), 3), torch.zeros(2, 2), torch.zeros(1, 2, 1, 3),
+                        CEMSettings(use_cont=True))
+    with pytest.raises(PlanningError, match=r"The warm start has no probs \(discrete\)"):
+        WarmStart(mean=torch.zeros(1, 2, 3)).plan(discrete=True)

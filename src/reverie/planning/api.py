@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from reverie.models.base import Dynamics
 from reverie.specs import ActionSpec
 
 from .base import PlannerSettings, PlannerSpec, PlanningError, PlanResult, State, WarmStart, unsupported
@@ -60,7 +61,7 @@ def planner_settings(name: str, settings: PlannerSettings | None = None, **overr
 
 def plan(
     name: str,
-    model: object,
+    model: Dynamics,
     state: State,
     settings: PlannerSettings | None = None,
     warm: WarmStart | None = None,

@@ -37,9 +37,11 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor
 
-from reverie.models.base import CONT, POLICY, REWARD, VALUE, require
+from reverie.models.base import CONT, POLICY, REWARD, VALUE, Dynamics, require
 from reverie.models.state import State, StateError, state_batch
 from reverie.specs import ActionSpec
+
+from .capabilities import policy_head
 
 __all__ = [
     "PlanResult", "PlannerSettings", "PlannerSpec", "PlanningError", "Policy", "Setup", "State", "WarmStart",
@@ -121,8 +123,21 @@ class WarmStart:
                          probs=cold(self.probs, uniform), init_std=self.init_std)
 
     def detach(self) -> "WarmStart":
-        return WarmStart(*(None if x is None else x.detach() for x in (self.mean, self.std, self.probs)),
+        def detached(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x.detach()
+
+        return WarmStart(mean=detached(self.mean), std=detached(self.std), probs=detached(self.probs),
                          init_std=self.init_std)
+
+    def plan(self, discrete: bool) -> Tensor:
+        """The plan a planner of this action kind starts from: ``probs`` [B, H, K] (discrete) or
+        ``mean`` [B, H, A] (continuous); PlanningError if this warm start has none."""
+        plan = self.probs if discrete else self.mean
+        if plan is None:
+            kind = "probs (discrete)" if discrete else "mean (continuous)"
+            raise PlanningError(f"The warm start has no {kind}; pass the `warm` of a planner run with the same "
+                                "action type.")
+        return plan
 
 
 @dataclass(frozen=True)
@@ -199,7 +214,7 @@ def check_settings(settings: PlannerSettings, candidates: int | None = None) -> 
         )
 
 
-def prepare(spec: PlannerSpec, model: object, state: State, settings: PlannerSettings, warm: WarmStart | None,
+def prepare(spec: PlannerSpec, model: Dynamics, state: State, settings: PlannerSettings, warm: WarmStart | None,
             generator: torch.Generator | None, candidates: int | None = None) -> Setup:
     """The preamble every planner runs: check the settings, the model's capabilities and action kind,
     the start states and the warm start; pick the generator; build the prior policy."""
@@ -213,7 +228,8 @@ def prepare(spec: PlannerSpec, model: object, state: State, settings: PlannerSet
                             "a planner reads the action size and kind from it.")
     if not spec.supports(act_spec):
         raise PlanningError(unsupported(spec, act_spec))
-    require(model, settings.needs(), f"planner '{spec.name}' with these settings")
+    purpose = f"planner '{spec.name}' with these settings"
+    require(model, settings.needs(), purpose)
     try:
         batch, device = state_batch(state)
     except StateError as e:
@@ -223,26 +239,30 @@ def prepare(spec: PlannerSpec, model: object, state: State, settings: PlannerSet
         raise PlanningError(f"action size must be >= 1 (>= 2 choices if discrete); got {size}.")
     _check_warm(warm, batch, size, act_spec.discrete)
     generator = _generator(settings, device, generator)
+    if not (settings.policy_candidates or settings.centre_on_policy):
+        return Setup(batch, device, size, act_spec.discrete, generator, None, None)
+
+    prior = policy_head(model, purpose)
 
     def mode(s: State) -> Tensor:
-        return model.policy(s).mode()  # type: ignore[attr-defined]
+        return prior(s).mode()
 
     def sample(s: State) -> Tensor:
-        return model.policy(s).sample(generator)  # type: ignore[attr-defined]
+        return prior(s).sample(generator)
 
     policy = (sample if settings.sample_policy else mode) if settings.policy_candidates else None
     centre = _policy_plan(model, state, settings.horizon, mode) if settings.centre_on_policy else None
     return Setup(batch, device, size, act_spec.discrete, generator, policy, centre)
 
 
-def _policy_plan(model: object, state: State, horizon: int, policy: Policy) -> Tensor:
+def _policy_plan(model: Dynamics, state: State, horizon: int, policy: Policy) -> Tensor:
     """The actions ``[B, H, A]`` the policy takes along its own imagined trajectory from each start state."""
     actions = []
     with torch.no_grad():
         for _ in range(horizon):
             action = policy(state).float()
             actions.append(action)
-            state = model.step(state, action)  # type: ignore[attr-defined]
+            state = model.step(state, action)
     return torch.stack(actions, 1)
 
 
@@ -278,10 +298,7 @@ def _check_warm(warm: WarmStart | None, batch: int, action_size: int, discrete: 
     """Check that a warm start fits B start states and A actions."""
     if warm is None:
         return
-    plan = warm.probs if discrete else warm.mean
-    if plan is None:
-        kind = "probs (discrete)" if discrete else "mean (continuous)"
-        raise PlanningError(f"The warm start has no {kind}; pass the `warm` of a planner run with the same action type.")
+    plan = warm.plan(discrete)
     if plan.dim() != 3 or plan.shape[0] != batch or plan.shape[2] != action_size:
         raise PlanningError(
             f"The warm start plan has shape {tuple(plan.shape)} but this call needs [B={batch}, H, A={action_size}]; "

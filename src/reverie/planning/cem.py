@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from reverie.models.base import Dynamics
+
 from .base import (PlannerSettings, PlannerSpec, PlanningError, PlanResult, Setup, State, WarmStart, centred_probs,
                    fit_horizon, prepare, shift_plan)
-from .population import check_population, population_search, weighted_moments
+from .population import check_population, gaussian_std, population_search, weighted_moments
 
 
 @dataclass(frozen=True)
@@ -56,20 +58,20 @@ def _initial(settings: CEMSettings, warm: WarmStart | None, setup: Setup):
     if setup.discrete:
         probs = torch.full((batch, horizon, size), 1.0 / size, device=device)
         if warm is not None:
-            probs = fit_horizon(warm.probs.to(device, torch.float32), horizon, 1.0 / size)  # type: ignore[union-attr]
+            probs = fit_horizon(warm.plan(discrete=True).to(device, torch.float32), horizon, 1.0 / size)
             probs = probs / probs.sum(-1, keepdim=True)
         return probs, None
     mean = torch.zeros((batch, horizon, size), device=device)
     std = torch.full((batch, horizon, size), settings.init_std, device=device)
     if warm is not None:
-        mean = fit_horizon(warm.mean.to(device, torch.float32), horizon, 0.0).clamp(-1.0, 1.0)  # type: ignore[union-attr]
+        mean = fit_horizon(warm.plan(discrete=False).to(device, torch.float32), horizon, 0.0).clamp(-1.0, 1.0)
         if settings.warm_std and warm.std is not None:
             std = fit_horizon(warm.std.to(device, torch.float32), horizon, settings.init_std)
     return mean, std
 
 
 def cem(
-    model: object,
+    model: Dynamics,
     state: State,
     settings: CEMSettings | None = None,
     warm: WarmStart | None = None,
@@ -111,6 +113,7 @@ def cem(
             probs = momentum * mean + (1.0 - momentum) * fit_mean
             probs = (1.0 - settings.smoothing) * probs + settings.smoothing / size
             return torch.where(has, probs, mean), None
+        std = gaussian_std(std)
         new_mean = momentum * mean + (1.0 - momentum) * fit_mean
         new_std = (momentum * std + (1.0 - momentum) * fit_std).clamp(min=settings.min_std)
         return torch.where(has, new_mean, mean), torch.where(has, new_std, std)
@@ -139,7 +142,7 @@ def cem(
         warm_next = WarmStart(probs=shift_plan(found.mean, 1.0 / size))
         return PlanResult(action, None, None, found.mean, warm_next, found.best_return, found.mean_return)
     action = (found.best[:, 0] if settings.return_best else found.mean[:, 0]).clamp(-1.0, 1.0)
-    warm_next = WarmStart(mean=shift_plan(found.mean, 0.0), std=shift_plan(found.std, settings.init_std),  # type: ignore[arg-type]
+    warm_next = WarmStart(mean=shift_plan(found.mean, 0.0), std=shift_plan(gaussian_std(found.std), settings.init_std),
                           init_std=settings.init_std)
     return PlanResult(action, found.mean, found.std, None, warm_next, found.best_return, found.mean_return)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from reverie.models.base import Dynamics
 from reverie.models.state import repeat_state
 
 from .base import PlannerSettings, PlannerSpec, PlanningError, PlanResult, State, WarmStart, fit_horizon, prepare, shift_plan
@@ -34,7 +35,7 @@ class GradientSettings(PlannerSettings):
 
 
 def gradient(
-    model: object,
+    model: Dynamics,
     state: State,
     settings: GradientSettings | None = None,
     warm: WarmStart | None = None,
@@ -75,7 +76,7 @@ def gradient(
     if setup.centre is not None:
         centre = setup.centre.clamp(-1.0, 1.0)
     elif warm is not None:
-        centre = fit_horizon(warm.mean.to(device, torch.float32), horizon, 0.0).clamp(-1.0, 1.0)  # type: ignore[union-attr]
+        centre = fit_horizon(warm.plan(discrete=False).to(device, torch.float32), horizon, 0.0).clamp(-1.0, 1.0)
     noise = torch.randn((batch, restarts, horizon, size), generator=generator, device=device)
     init = (centre.unsqueeze(1) + settings.init_std * noise).clamp(-1.0, 1.0)
     init[:, 0] = centre

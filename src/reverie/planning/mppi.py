@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from reverie.models.base import Dynamics
+
 from .base import PlannerSettings, PlannerSpec, PlanningError, PlanResult, State, WarmStart, fit_horizon, prepare, shift_plan
-from .population import check_population, population_search, weighted_moments
+from .population import check_population, gaussian_std, population_search, weighted_moments
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def mppi_weights(scores: Tensor, temperature: float) -> Tensor:
 
 
 def mppi(
-    model: object,
+    model: Dynamics,
     state: State,
     settings: MPPISettings | None = None,
     warm: WarmStart | None = None,
@@ -108,14 +110,14 @@ def mppi(
     if setup.centre is not None:
         mean = setup.centre.clamp(-1.0, 1.0)
     elif warm is not None:
-        mean = fit_horizon(warm.mean.to(device, torch.float32), settings.horizon, 0.0).clamp(-1.0, 1.0)  # type: ignore[union-attr]
+        mean = fit_horizon(warm.plan(discrete=False).to(device, torch.float32), settings.horizon, 0.0).clamp(-1.0, 1.0)
     std = torch.full(shape, settings.init_std, device=device)
 
     def refit(elites: Tensor, scores: Tensor, mean: Tensor, std: Tensor | None):
         fit_mean, fit_std, has = weighted_moments(elites, mppi_weights(scores, settings.temperature))
         new_mean = settings.momentum * mean + (1.0 - settings.momentum) * fit_mean
         new_std = fit_std.clamp(settings.min_std, settings.max_std)
-        return torch.where(has, new_mean, mean), torch.where(has, new_std, std)
+        return torch.where(has, new_mean, mean), torch.where(has, new_std, gaussian_std(std))
 
     with torch.no_grad():
         found = population_search(
@@ -139,11 +141,12 @@ def mppi(
             pick = torch.multinomial(torch.where(valid[:, None], weights, torch.ones_like(weights)), 1, generator=generator)
             chosen = found.elites[torch.arange(batch, device=device), pick[:, 0], 0]  # [B, A]
             if settings.sample_action:
-                chosen = chosen + found.std[:, 0] * torch.randn(chosen.shape, generator=generator, device=device)  # type: ignore[index]
+                noise = torch.randn(chosen.shape, generator=generator, device=device)
+                chosen = chosen + gaussian_std(found.std)[:, 0] * noise
             action = torch.where(valid[:, None], chosen, action)
         action = action.clamp(-1.0, 1.0)
 
-    warm_next = WarmStart(mean=shift_plan(found.mean, 0.0), std=shift_plan(found.std, settings.init_std),  # type: ignore[arg-type]
+    warm_next = WarmStart(mean=shift_plan(found.mean, 0.0), std=shift_plan(gaussian_std(found.std), settings.init_std),
                           init_std=settings.init_std)
     return PlanResult(action, found.mean, found.std, None, warm_next, found.best_return, found.mean_return)
 

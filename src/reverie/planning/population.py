@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from reverie.models.base import Dynamics
 from reverie.models.state import State, repeat_state
 
 from .base import PlannerSettings, PlanningError, Policy
@@ -45,6 +46,13 @@ class SearchOutcome:
     """[iterations, B] mean finite return per iteration."""
 
 
+def gaussian_std(std: Tensor | None) -> Tensor:
+    """``std`` [B, H, A] of a continuous search, which always carries one (initially and from every refit)."""
+    if std is None:
+        raise PlanningError("a continuous population search needs a std [B, H, A], initially and from every refit.")
+    return std
+
+
 def check_population(settings: PlannerSettings, candidates: int, elites: int, iterations: int, kept: int) -> None:
     """Reject population sizes that cannot work, naming the field."""
     if iterations < 1:
@@ -73,7 +81,7 @@ def weighted_moments(elites: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, T
 
 
 def population_search(
-    model: object,
+    model: Dynamics,
     state: State,
     settings: PlannerSettings,
     *,
@@ -117,7 +125,8 @@ def population_search(
     best = mean.clone()
     best_score = torch.full((batch,), float("-inf"), device=mean.device)
     best_history, mean_history = [], []
-    elite_actions = elite_scores = None
+    elite_actions: Tensor | None = None
+    elite_scores: Tensor | None = None
 
     for _ in range(iterations):
         fixed = []
@@ -130,7 +139,7 @@ def population_search(
         if discrete:
             sampled = categorical_candidates(mean, n_sampled, generator=generator)
         else:
-            sampled = gaussian_candidates(mean, std, n_sampled, beta=beta, generator=generator)  # type: ignore[arg-type]
+            sampled = gaussian_candidates(mean, gaussian_std(std), n_sampled, beta=beta, generator=generator)
         actions = torch.cat([*fixed, sampled], dim=1) if fixed else sampled  # [B, C, H, A]
 
         roll_policy = policy if (n_policy and policy_actions is None) else None
@@ -152,11 +161,13 @@ def population_search(
             carried = elite_actions[:, :kept]
         mean, std = refit(elite_actions, elite_scores, mean, std)
 
+    if elite_actions is None or elite_scores is None:
+        raise PlanningError(f"iterations must be >= 1; got {iterations}.")
     return SearchOutcome(
         mean=mean,
         std=std,
-        elites=elite_actions,  # type: ignore[arg-type]
-        elite_scores=elite_scores,  # type: ignore[arg-type]
+        elites=elite_actions,
+        elite_scores=elite_scores,
         best=best,
         best_score=best_score,
         best_return=torch.stack(best_history),

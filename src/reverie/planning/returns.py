@@ -12,9 +12,14 @@ import contextlib
 import torch
 from torch import Tensor
 
+from reverie.models.base import Dynamics
 from reverie.models.state import State, select_rows
 
 from .base import Policy, PlannerSettings, PlanningError
+from .capabilities import cont_head, reward_head, value_head
+
+#: Who asks for the model's capabilities, in the sentence of a CapabilityError.
+PURPOSE = "imagining returns (rollout_returns)"
 
 
 def model_autocast(settings: PlannerSettings, device: torch.device) -> contextlib.AbstractContextManager:
@@ -46,7 +51,7 @@ def _policy_actions(policy: Policy, state: State, rows: int, action_size: int, d
 
 
 def rollout_returns(
-    model: object,
+    model: Dynamics,
     start: State,
     actions: Tensor,
     settings: PlannerSettings,
@@ -56,8 +61,9 @@ def rollout_returns(
     """Imagine every candidate from its start state and sum its predicted return.
 
     Args:
-        model: has ``act_spec``, ``step`` and ``reward`` (and ``cont`` / ``value`` if the settings use
-            them; the planners' :func:`~reverie.planning.base.prepare` has checked that).
+        model: the dynamics with capability ``reward`` (and ``cont`` / ``value`` if the settings use
+            them; CapabilityError otherwise, though the planners' :func:`~reverie.planning.base.prepare`
+            has checked that before).
         start: start states repeated per candidate, leaves [B * C, ...] (see ``repeat_state``).
         actions: candidate action sequences [B, C, H, A] (float32; one-hot if discrete).
         settings: discount, use_cont, use_value and bf16 are read.
@@ -74,8 +80,11 @@ def rollout_returns(
     batch, count, horizon, action_size = actions.shape
     rows = batch * count
     device = actions.device
-    discrete = model.act_spec.discrete  # type: ignore[attr-defined]
-    use_policy = policy is not None and policy_count > 0
+    discrete = model.act_spec.discrete
+    prior = policy if policy_count > 0 else None
+    reward_of = reward_head(model, PURPOSE)
+    cont_of = cont_head(model, PURPOSE) if settings.use_cont else None
+    value_of = value_head(model, PURPOSE) if settings.use_value else None
 
     state = start
     total = torch.zeros(rows, dtype=torch.float32, device=device)
@@ -85,26 +94,25 @@ def rollout_returns(
     with model_autocast(settings, device):
         for t in range(horizon):
             step_action = actions[:, :, t]  # [B, C, A]
-            if use_policy:
+            if prior is not None:
                 sub = select_rows(state, batch, count, policy_count)  # [B * P, ...]
-                prior = _policy_actions(policy, sub, batch * policy_count, action_size, discrete)
-                prior = prior.reshape(batch, policy_count, action_size)
-                step_action = torch.cat([prior, step_action[:, policy_count:]], dim=1)
+                chosen = _policy_actions(prior, sub, batch * policy_count, action_size, discrete)
+                chosen = chosen.reshape(batch, policy_count, action_size)
+                step_action = torch.cat([chosen, step_action[:, policy_count:]], dim=1)
                 taken.append(step_action)
-            state = model.step(state, step_action.reshape(rows, action_size))  # type: ignore[attr-defined]
-            reward = _per_row(model.reward(state), rows, "reward")  # type: ignore[attr-defined]
-            if settings.use_cont:
+            state = model.step(state, step_action.reshape(rows, action_size))
+            reward = _per_row(reward_of(state), rows, "reward")
+            if cont_of is not None:
                 # after the episode has ended a model's rewards are meaningless, even inf or NaN
                 total = total + torch.where(alive > 0, weight * alive * reward, torch.zeros_like(reward))
+                alive = alive * _per_row(cont_of(state), rows, "cont")
             else:
                 total = total + weight * reward
-            if settings.use_cont:
-                alive = alive * _per_row(model.cont(state), rows, "cont")  # type: ignore[attr-defined]
             weight *= settings.discount
-        if settings.use_value:
-            value = _per_row(model.value(state), rows, "value")  # type: ignore[attr-defined]
+        if value_of is not None:
+            value = _per_row(value_of(state), rows, "value")
             total = total + torch.where(alive > 0, weight * alive * value, torch.zeros_like(value))
-    if use_policy:
+    if prior is not None:
         actions = torch.stack(taken, dim=2)  # [B, C, H, A]
     return total.reshape(batch, count), actions
 

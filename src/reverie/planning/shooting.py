@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from reverie.models.base import Dynamics
 from reverie.models.state import repeat_state
 
 from .base import PlannerSettings, PlannerSpec, PlanResult, State, WarmStart, centred_probs, fit_horizon, prepare, shift_plan
@@ -33,7 +34,7 @@ class ShootingSettings(PlannerSettings):
 
 
 def shooting(
-    model: object,
+    model: Dynamics,
     state: State,
     settings: ShootingSettings | None = None,
     warm: WarmStart | None = None,
@@ -69,10 +70,10 @@ def shooting(
         fixed.append(torch.zeros((batch, n_policy, horizon, size), device=device))  # filled by the rollout
     if warm is not None and settings.candidates - n_policy > 1:
         if discrete:
-            plan = fit_horizon(warm.probs.to(device, torch.float32), horizon, 1.0 / size)  # type: ignore[union-attr]
+            plan = fit_horizon(warm.plan(discrete=True).to(device, torch.float32), horizon, 1.0 / size)
             plan = torch.nn.functional.one_hot(plan.argmax(-1), size).float()
         else:
-            plan = fit_horizon(warm.mean.to(device, torch.float32), horizon, 0.0).clamp(-1.0, 1.0)  # type: ignore[union-attr]
+            plan = fit_horizon(warm.plan(discrete=False).to(device, torch.float32), horizon, 0.0).clamp(-1.0, 1.0)
         fixed.append(plan.unsqueeze(1))
         fallback = plan
     n_random = settings.candidates - sum(x.shape[1] for x in fixed)

@@ -20,10 +20,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from reverie.models.base import CONT, POLICY, REWARD, VALUE, State
+from reverie.models.base import CONT, POLICY, REWARD, VALUE, Dynamics, State
 
 from .base import PlannerSettings, PlannerSpec, PlanningError, PlanResult, WarmStart, prepare
-from .mcts import MCTSSettings, RecurrentOutput, RootOutput, search
+from .capabilities import cont_head, policy_logits_head, reward_head, value_head
+from .mcts import MCTSSettings, RecurrentFn, RecurrentOutput, RootOutput, search
+
+#: Who asks for the model's capabilities, in the sentence of a CapabilityError.
+PURPOSE = "planner 'mcts'"
 
 __all__ = ["MCTSPlannerSettings", "mcts_plan", "recurrent_fn", "root_output"]
 
@@ -48,29 +52,32 @@ class MCTSPlannerSettings(MCTSSettings, PlannerSettings):
         return frozenset({REWARD, VALUE, POLICY} | ({CONT} if self.use_cont else set()))
 
 
-def root_output(model: object, state: State) -> RootOutput:
-    """The model's prediction at B start states."""
-    return RootOutput(model.policy(state).logits.float(), model.value(state).float(), state)  # type: ignore[attr-defined]
+def root_output(model: Dynamics, state: State) -> RootOutput:
+    """The model's prediction at B start states (capabilities policy, with logits, and value)."""
+    logits = policy_logits_head(model, PURPOSE)
+    value = value_head(model, PURPOSE)
+    return RootOutput(logits(state).float(), value(state).float(), state)
 
 
-def recurrent_fn(model: object, discount: float, use_cont: bool):
-    """``(state [B], action [B] int64) -> (RecurrentOutput, next state)`` from the model's contract."""
-    size = model.act_spec.size  # type: ignore[attr-defined]
+def recurrent_fn(model: Dynamics, discount: float, use_cont: bool) -> RecurrentFn:
+    """``(state [B], action [B] int64) -> (RecurrentOutput, next state)`` from the model's contract
+    (capabilities reward, policy with logits and value, and cont with ``use_cont``)."""
+    size = model.act_spec.size
+    reward, logits, value = reward_head(model, PURPOSE), policy_logits_head(model, PURPOSE), value_head(model, PURPOSE)
+    cont = cont_head(model, PURPOSE) if use_cont else None
 
     def step(state: State, action: Tensor) -> tuple[RecurrentOutput, State]:
-        nxt = model.step(state, torch.nn.functional.one_hot(action, size).float())  # type: ignore[attr-defined]
-        reward = model.reward(nxt).float()  # type: ignore[attr-defined]
-        gamma = torch.full_like(reward, discount)
-        if use_cont:
-            gamma = gamma * model.cont(nxt).float()  # type: ignore[attr-defined]
-        out = RecurrentOutput(reward, gamma, model.policy(nxt).logits.float(),  # type: ignore[attr-defined]
-                              model.value(nxt).float())  # type: ignore[attr-defined]
-        return out, nxt
+        nxt = model.step(state, torch.nn.functional.one_hot(action, size).float())
+        r = reward(nxt).float()
+        gamma = torch.full_like(r, discount)
+        if cont is not None:
+            gamma = gamma * cont(nxt).float()
+        return RecurrentOutput(r, gamma, logits(nxt).float(), value(nxt).float()), nxt
 
     return step
 
 
-def mcts_plan(model: object, state: State, settings: MCTSPlannerSettings | None = None,
+def mcts_plan(model: Dynamics, state: State, settings: MCTSPlannerSettings | None = None,
               warm: WarmStart | None = None, *, generator: torch.Generator | None = None) -> PlanResult:
     """Plan one action per start state by tree search.
 

@@ -33,6 +33,7 @@ from .puct import (
     puct_root_select,
     puct_scores,
     puct_select,
+    sibling_normalizer,
     visit_policy,
 )
 from .search import search
@@ -95,6 +96,7 @@ __all__ = [
     "schedule_table",
     "search",
     "select_considered",
+    "sibling_normalizer",
     "sigma",
     "visit_policy",
 ]

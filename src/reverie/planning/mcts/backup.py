@@ -42,11 +42,11 @@ def backup(
     rewards = reward * on_edge
     discounts = torch.addcmul(1.0 - on_edge, discount, on_edge)  # the discount on the path, 1 off it
 
-    returns = [value]
+    backwards = [value]  # G_L, G_{L-1}, ..., G_0
     for reward_l, discount_l in zip(reversed(rewards.unbind(0)), reversed(discounts.unbind(0))):
         # off the path r = 0, discount = 1: 0 + 1 * G is G exactly, so the leaf value passes through
-        returns.append(torch.addcmul(reward_l, discount_l, returns[-1]))
-    returns = torch.stack(returns[::-1]) * counted
+        backwards.append(torch.addcmul(reward_l, discount_l, backwards[-1]))
+    returns = torch.stack(backwards[::-1]) * counted
 
     nodes, sums, visits = path.view(-1), tree.value_sums.view(-1), tree.node_visits.view(-1)
     visits.scatter_add_(0, nodes, on_path.view(-1).long())

@@ -43,18 +43,23 @@ def halving_schedule(num_considered: int, num_simulations: int) -> list[int]:
 
     With m considered actions the budget n is split into ceil(log2 m) phases;
     a phase with r surviving actions visits each of them max(1, floor(n / (ceil(log2 m) * r)))
-    times, one round (r simulations, one per survivor) at a time; then
-    ceil(r / 2) survivors go on, but never fewer than 2 (left-over budget keeps
-    refining the best two). A round of survivors that all have v visits is the
-    entry v repeated r times: visiting, at each step, the best survivor still at
-    v visits gives every survivor one more visit. Actions dropped earlier have
-    fewer visits than the current round's v, so matching visit counts is what
-    removes them. m = 1 gives 0, 1, 2, ...: the only action is visited every time.
+    times, one round (r simulations, one per survivor) at a time; then the best
+    floor(r / 2) survivors go on, but never fewer than 2 (left-over budget keeps
+    refining the best two). That is the halving of Karnin et al. (2013) that
+    Gumbel MuZero uses, and mctx's ``get_sequence_of_considered_visits``: m = 5
+    keeps 2 actions after the first phase, not 3. A round of survivors that all
+    have v visits is the entry v repeated r times: visiting, at each step, the
+    best survivor still at v visits gives every survivor one more visit. Actions
+    dropped earlier have fewer visits than the current round's v, so matching
+    visit counts is what removes them. m <= 1 gives 0, 1, 2, ...: the only action
+    is visited every time.
 
     >>> halving_schedule(4, 8)
     [0, 0, 0, 0, 1, 1, 2, 2]
+    >>> halving_schedule(5, 12)
+    [0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4]
     """
-    if num_considered == 1:
+    if num_considered <= 1:
         return list(range(num_simulations))
     phases = (num_considered - 1).bit_length()  # ceil(log2 m), exact in integers
     schedule: list[int] = []
@@ -64,17 +69,17 @@ def halving_schedule(num_considered: int, num_simulations: int) -> list[int]:
         for _ in range(rounds):
             schedule.extend([visits] * survivors)
             visits += 1
-        survivors = max(2, (survivors + 1) // 2)
+        survivors = max(2, survivors // 2)
     return schedule[:num_simulations]
 
 
 def schedule_table(max_considered: int, num_simulations: int, device: torch.device) -> Tensor:
-    """Schedules for every m up to ``max_considered``: [max_considered + 1, num_simulations] int64 (row 0 unused).
+    """Schedules for every m up to ``max_considered``: [max_considered + 1, num_simulations] int64.
 
     Rows may have fewer valid actions than ``max_considered``, so each row of the
-    batch reads the schedule of its own m.
+    batch reads the schedule of its own m (row 0, never read, is that of m = 1).
     """
-    table = [[0] * num_simulations] + [halving_schedule(m, num_simulations) for m in range(1, max_considered + 1)]
+    table = [halving_schedule(m, num_simulations) for m in range(max_considered + 1)]
     return torch.tensor(table, dtype=torch.int64, device=device)
 
 
@@ -144,7 +149,7 @@ def _softmax(x: Tensor, dim: int) -> Tensor:
     return e.div_(e.sum(dim=dim, keepdim=True))
 
 
-def _completed(stats: Sequence[Tensor], raw_value: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+def _completed(stats: Tensor | Sequence[Tensor], raw_value: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
     """(completed Q, visits, total visits) of M nodes from their ``edge_stats`` channels.
 
     ``stats[c]`` is channel c, [M, K] (``dim`` -1) or [K, M] (``dim`` 0);

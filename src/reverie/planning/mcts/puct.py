@@ -10,6 +10,12 @@ so far (MuZero's MinMaxStats), which makes the exploration constants
 independent of the reward scale; unvisited children score Qnorm = 0. Ties go to
 the lowest action index (``argmax`` returns the first maximum), so the search
 is deterministic without exploration.
+
+With ``q_transform="parent_and_siblings"`` (mctx's default for MuZero) Qnorm
+is per node instead: the bounds are the min and max over the node's own search
+value and its visited children's Q, and a span below ``SIBLING_EPSILON`` is
+widened to it (``sibling_normalizer``). A node's scores then depend on its own
+statistics alone.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from torch import Tensor
 
 from .tree import DISCOUNT, PRIOR, REWARD, VALUE_SUM, VISITS, Tree, qvalues
 from .types import MCTSSettings
+
+#: The smallest span of the parent-and-siblings rescaling (mctx's ``epsilon``).
+SIBLING_EPSILON = 1e-8
 
 
 def min_max_normalizer(q_min: Tensor, q_max: Tensor) -> tuple[Tensor, Tensor]:
@@ -34,6 +43,26 @@ def min_max_normalizer(q_min: Tensor, q_max: Tensor) -> tuple[Tensor, Tensor]:
     offset = torch.where(proper, q_min, 0.0)
     scale = 1.0 / torch.where(proper, span, 1.0)
     return offset[:, None], scale[:, None]
+
+
+def sibling_normalizer(stats: Tensor, node_value: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
+    """The parent-and-siblings Qnorm of M nodes as an affine map: (offset, scale) [M] each, with
+    Qnorm = (Q - offset) * scale for visited children (unvisited ones score 0 as always).
+
+    ``stats`` are the nodes' channel-first ``edge_stats`` (``gather_stats``: [C, M, K] with ``dim``
+    -1, [C, K, M] with ``dim`` 0), ``node_value`` [M] their search values (the mean of the values
+    backed up through them). With V the node value, low = min(V, min of visited Q) and
+    high = max(V, max of visited Q); offset = low and scale = 1 / max(high - low, SIBLING_EPSILON),
+    which maps visited Q into [0, 1] as mctx's ``qtransform_by_parent_and_siblings`` does.
+    """
+    visits = stats[VISITS]
+    q = torch.addcmul(stats[REWARD], stats[DISCOUNT], stats[VALUE_SUM] / visits.clamp(min=1))
+    # an unvisited child is an unexpanded one, whose reward, discount and value sum are 0: q = 0 there
+    # exactly, so q + V * (1 - min(N, 1)) is q where visited and V elsewhere, and V joins the min and max
+    completed = torch.addcmul(q, node_value.unsqueeze(dim), 1.0 - visits.clamp(max=1))
+    low = torch.minimum(completed.amin(dim=dim), node_value)
+    high = torch.maximum(completed.amax(dim=dim), node_value)
+    return low, 1.0 / (high - low).clamp(min=SIBLING_EPSILON)
 
 
 def normalize_q(q: Tensor, q_min: Tensor, q_max: Tensor) -> Tensor:
@@ -84,7 +113,8 @@ def puct_actions(
     """The PUCT action at M nodes from their channel-first ``edge_stats`` (``gather_stats``): [M] int64.
 
     ``stats`` [C, M, K] (``dim`` -1) or [C, K, M] (``dim`` 0, action-major);
-    ``offset``, ``scale`` [M] are each node's row normaliser (``min_max_normalizer``),
+    ``offset``, ``scale`` [M] are each node's normaliser (its row's ``min_max_normalizer``, or
+    its own ``sibling_normalizer``),
     ``table`` the search's ``exploration_table``, ``blocked`` (shaped like a
     channel) the actions that score -inf (invalid root actions). The same scores
     as ``puct_scores``, with the node factor looked up.
@@ -178,7 +208,7 @@ def add_dirichlet_noise(
     again Dirichlet(alpha) over the valid actions (a Dirichlet's renormalised
     sub-vector is Dirichlet), so invalid actions keep probability 0.
     """
-    noise = dirichlet_noise(tuple(prior.shape), alpha, generator, prior.device, prior.dtype)
+    noise = dirichlet_noise((prior.shape[0], prior.shape[1]), alpha, generator, prior.device, prior.dtype)
     noise = noise.masked_fill(invalid, 0.0)
     noise = noise / noise.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(noise.dtype).tiny)
     return (1.0 - fraction) * prior + fraction * noise

@@ -128,10 +128,11 @@ def search(
         selector = GumbelSelector(tree, settings, cache, compact, noise, invalid=invalid_actions is not None)
 
     check = _output_checker(root)
-    single = isinstance(tree.embeddings, Tensor)
-    flat_embeddings = tree.embeddings.view(batch * tree.num_nodes, *tree.embeddings.shape[2:]) if single else None
-    # without max_depth every row expands every simulation, so the expansion needs no masks
-    limited = settings.max_depth is not None
+    flat_embeddings = None  # [B * N, ...] for a single tensor embedding
+    if isinstance(tree.embeddings, Tensor):
+        flat_embeddings = tree.embeddings.view(batch * tree.num_nodes, *tree.embeddings.shape[2:])
+    max_depth = settings.max_depth
+    cap = settings.num_simulations if max_depth is None else max_depth  # no node is deeper
     deepest = 0  # host copy of the deepest node's depth: bounds the descent and backup loops
     for sim in range(settings.num_simulations):
         slot = sim + 1
@@ -139,13 +140,14 @@ def search(
         path = cache.descend(deepest, compact)  # [L + 2, B]; the last row is for the new node
         leaf = path[-2]
         action = cache.best.index_select(0, leaf)
-        embedding = flat_embeddings.index_select(0, leaf) if single else pytree.tree_map(
+        embedding = flat_embeddings.index_select(0, leaf) if flat_embeddings is not None else pytree.tree_map(
             lambda field: field.view(-1, *field.shape[2:]).index_select(0, leaf), tree.embeddings
         )
         output, embedding = recurrent_fn(embedding, action)
         check(output, embedding)
         # a row stopped at a max_depth node creates nothing: it backs up that node's model value again
-        expanding = tree.depth.view(-1).index_select(0, leaf) < settings.max_depth if limited else None
+        # (without max_depth every row expands every simulation, so the expansion needs no masks)
+        expanding = None if max_depth is None else tree.depth.view(-1).index_select(0, leaf) < max_depth
         links = expand(tree, slot, leaf - cache.roots, action, output, embedding, expanding)
         on_path = cache.extend(path, slot, links, torch.stack((output.reward, output.discount)), expanding)
         value = output.value.to(dtype)
@@ -153,7 +155,6 @@ def search(
             value = torch.where(expanding, value, tree.raw_values.view(-1).index_select(0, leaf))
         changed = backup(tree, path, on_path, value, *cache.edges(path))
         selector.after_backup(path, on_path, changed, slot)
-        cap = settings.max_depth if limited else settings.num_simulations
         if deepest < cap and compact:
             # the walk ended at the deepest stopping node, so the path length gives the new depth:
             # a row stopping there expands one level deeper, unless that node is at max_depth

@@ -2,8 +2,10 @@
 
 Each selector knows which nodes' cached actions a backup can have changed
 and recomputes exactly those (``after_backup``), in one batch for all rows:
-the nodes on the backed-up paths, plus for PUCT every node of a row whose
-min-max bounds moved (they rescale all its Q-values). The formulas are
+the nodes on the backed-up paths, plus for PUCT with the tree-wide min-max
+normalisation every node of a row whose bounds moved (they rescale all its
+Q-values); the per-node parent-and-siblings normalisation needs no more than
+the path, since it reads only the node's own value and children. The formulas are
 ``puct.puct_actions`` and ``gumbel.gumbel_interior``, on statistics gathered
 with ``tree.gather_stats`` in the layout that is fastest for K.
 
@@ -33,12 +35,14 @@ class PuctSelector:
     """PUCT selection for one search, through the selection cache.
 
     A node's PUCT action changes when its statistics change (it lies on the
-    backed-up path) or when its row's min-max bounds change; the bounds move
-    in only a few rows per simulation once the first values are in.
+    backed-up path) or, with ``q_transform="min_max"``, when its row's bounds
+    change; the bounds move in only a few rows per simulation once the first
+    values are in.
     """
 
     def __init__(self, tree: Tree, settings: MCTSSettings, cache: SelectionCache, compact: bool, blocked: bool):
         self.tree, self.cache, self.compact = tree, cache, compact
+        self.per_node = settings.q_transform == "parent_and_siblings"
         batch, nodes, actions = tree.batch_size, tree.num_nodes, tree.num_actions
         self.action_major, self.dim = stats_layout(actions, tree.edge_stats.device)
         dtype, device = tree.edge_stats.dtype, tree.edge_stats.device
@@ -55,17 +59,25 @@ class PuctSelector:
 
     def refresh(self, flat: Tensor) -> None:
         """Recompute the cached action of the nodes ``flat`` [M]."""
-        offset, scale = puct.min_max_normalizer(self.tree.q_min, self.tree.q_max)
-        rows = torch.div(flat, self.tree.num_nodes, rounding_mode="floor")
         blocked = None
         if self.blocked is not None:
             blocked = self.blocked.index_select(0, flat)
             blocked = blocked.t() if self.dim == 0 else blocked
         stats = gather_stats(self.tree, flat, self.action_major)
-        offset, scale = offset.view(-1).index_select(0, rows), scale.view(-1).index_select(0, rows)
+        if self.per_node:
+            visits = self.tree.node_visits.view(-1).take(flat)
+            value = self.tree.value_sums.view(-1).take(flat) / visits.to(stats.dtype)
+            offset, scale = puct.sibling_normalizer(stats, value, self.dim)
+        else:
+            offset, scale = puct.min_max_normalizer(self.tree.q_min, self.tree.q_max)
+            rows = torch.div(flat, self.tree.num_nodes, rounding_mode="floor")
+            offset, scale = offset.view(-1).index_select(0, rows), scale.view(-1).index_select(0, rows)
         self.cache.store(flat, puct.puct_actions(stats, offset, scale, self.table, blocked, self.dim))
 
     def after_backup(self, path: Tensor, on_path: Tensor, changed: Tensor, slot: int) -> None:
+        if self.per_node:  # only the path's nodes changed; off the CPU the repeats recompute the same action
+            self.refresh(path.view(-1).masked_select(on_path.view(-1)) if self.compact else path.view(-1))
+            return
         if not self.compact:  # no host reads: every used slot of every row
             self.refresh(_slots(self.tree, torch.arange(self.tree.batch_size, device=path.device), slot + 1))
             return

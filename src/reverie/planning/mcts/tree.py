@@ -275,7 +275,7 @@ def expand(
     logits = output.prior_logits.to(dtype)
     # PRIOR and LOGITS are adjacent channels: one write for both
     put(tree.edge_stats[:, :, PRIOR : LOGITS + 1], torch.stack([torch.softmax(logits, dim=-1), logits], dim=1))
-    if isinstance(embedding, Tensor):  # the common case, without the pytree walk
+    if isinstance(embedding, Tensor) and isinstance(tree.embeddings, Tensor):  # the common case, no pytree walk
         put(tree.embeddings, embedding)
     else:
         for storage, leaf in zip(pytree.tree_leaves(tree.embeddings), pytree.tree_leaves(embedding)):

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 from torch import Tensor
+
+# embeddings are reverie's one State type: a tensor or a (nested) dict of tensors, each leaf [B, ...]
+from reverie.models.state import State
 
 if TYPE_CHECKING:  # the tree imports these types; the import is only for annotations
     from .tree import Tree
 
-#: A model embedding: a tensor or a (nested) dict/list/tuple pytree of tensors, each leaf [B, ...].
-State = Any
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,11 @@ class MCTSSettings:
     """MuZero's c1: the base weight of the prior term in the PUCT score."""
     pb_c_base: float = 19652.0
     """MuZero's c2: the visit count at which the prior weight starts to grow logarithmically."""
+    q_transform: Literal["min_max", "parent_and_siblings"] = "min_max"
+    """How PUCT scales Q to [0, 1]: "min_max" by the smallest and largest Q backed up anywhere in the
+    row's tree (MuZero's MinMaxStats); "parent_and_siblings" per node, by the min and max over the
+    node's value and its visited children's Q (mctx's ``qtransform_by_parent_and_siblings``).
+    Gumbel always rescales its completed Q per node (see ``gumbel``)."""
     dirichlet_alpha: float = 0.25
     """Concentration of the Dirichlet noise added to the root prior (PUCT, explore only)."""
     dirichlet_fraction: float = 0.25
@@ -98,6 +104,10 @@ class MCTSSettings:
         if self.algorithm not in ("puct", "gumbel"):
             raise ValueError(f"MCTSSettings.algorithm must be 'puct' or 'gumbel', got {self.algorithm!r}.")
         _integer("num_simulations", self.num_simulations, 1)
+        if self.q_transform not in ("min_max", "parent_and_siblings"):
+            raise ValueError(
+                f"MCTSSettings.q_transform must be 'min_max' or 'parent_and_siblings', got {self.q_transform!r}."
+            )
         if self.max_depth is not None:
             _integer("max_depth", self.max_depth, 1)
         if _number("pb_c_init", self.pb_c_init) < 0:
