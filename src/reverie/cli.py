@@ -56,6 +56,7 @@ def _train(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     result = api.train(args.agent, preset=args.preset, run_dir=run_dir, dataset=args.dataset,
                        overrides=overrides).result
+    assert result is not None, "a run that api.train trained carries its result"
     if os.environ.get("RANK", "0") != "0":   # ranks of a data-parallel run other than 0 report nothing
         return 0
     c = result.counters
@@ -158,7 +159,7 @@ def _analyze(args: argparse.Namespace) -> int:
             results.append(analyze_run(run, checkpoint=args.checkpoint, episodes=args.episodes, only=only,
                                        device=args.device, stage=progress.stage))
     out = Path(args.out) if args.out else Path(args.run_dir) / "analysis"
-    paths = write_report(results[0], out) if len(results) == 1 else write_compare(*results, out)
+    paths = write_report(results[0], out) if len(results) == 1 else write_compare(results[0], results[1], out)
     print(json.dumps({"report": str(paths["html"]), "json": str(paths["json"]),
                       "checkpoint_step": [r.step for r in results],
                       "seconds": [round(sum(r.seconds.values()), 1) for r in results]}))
@@ -185,6 +186,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"{claim.id} seed {seed}: {run_dir}")
         result = api.train(claim.agent, preset=claim.preset, run_dir=run_dir,
                            overrides=claim_overrides(claim, seed)).result
+        assert result is not None, "a run that api.train trained carries its result"
         print(json.dumps({"claim": claim.id, "seed": seed, "run_dir": str(run_dir), "eval/return": result.eval_return,
                           "eval/return_std": result.eval_return_std, "env_steps": result.counters.env_steps,
                           "wall_time_s": round(result.counters.wall_time, 1)}))

@@ -6,11 +6,11 @@ from typing import Callable
 
 import numpy as np
 
-from reverie.agents.base import Agent
+from reverie.agents.base import Actor
 from reverie.envs import BatchEnv, Env
 
 
-def run_episodes(agent: Agent, env_fns: list[Callable[[], Env]], explore: bool = False,
+def run_episodes(agent: Actor, env_fns: list[Callable[[], Env]], explore: bool = False,
                  record: bool = False, max_steps: int = 100_000
                  ) -> tuple[np.ndarray, list[dict[str, np.ndarray]] | None]:
     """Run one episode in each environment of ``env_fns`` until all have ended.
