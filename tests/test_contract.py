@@ -14,6 +14,7 @@ from reverie.behavior import ActorCritic, ActorCriticConfig
 from reverie.models import (CAPABILITIES, CapabilityError, EnsembleConfig, EnsembleWorldModel, RSSMConfig,
                             RSSMWorldModel, WorldModel, WorldModelConfig, capabilities_of, with_heads)
 from reverie.models.muzero import MuZeroModel, MuZeroModelConfig
+from reverie.models.state import StateError, state_entries
 from reverie.models.tdmpc2 import TDMPC2Model, TDMPC2ModelConfig
 from reverie.planning import PLANNERS, PlanningError, plan, planner_spec
 from reverie.specs import ActionSpec, ArraySpec
@@ -121,6 +122,21 @@ def test_every_planner_runs_on_every_model_that_has_what_it_needs(family, kind, 
     assert result.action.shape == (2, model.act_spec.size) and torch.isfinite(result.action).all()
     if model.act_spec.discrete:
         assert torch.equal(result.action.sum(-1), torch.ones(2))           # one-hot choices
+
+
+@pytest.mark.parametrize("family, kind", CASES)
+def test_a_state_of_another_layout_is_named_in_one_sentence(family, kind):
+    model = build(family, kind)
+    _, last = observed(model)
+    assert state_entries(last) is last                                       # every family keeps a flat dict
+    action = torch.zeros(2, model.act_spec.size)
+    wrong = {"a bare tensor": (torch.zeros(2, model.feat_size), "got a Tensor"),
+             "a nested dict": ({**last, "inner": dict(last)}, "got entries ['inner'] that are not tensors")}
+    for state, said in wrong.values():
+        for read in (lambda s: model.step(s, action), model.features):
+            with pytest.raises(StateError) as info:
+                read(state)
+            assert str(info.value) == f"this model's state is a flat dict of tensors {{key: [B, ...]}}; {said}"
 
 
 def test_a_missing_capability_is_named_in_one_sentence():

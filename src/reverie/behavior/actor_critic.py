@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Mapping, cast
 
 import torch
 from torch import Tensor, nn
 
 from reverie.specs import ActionSpec
-from reverie.models.base import CONT, REWARD, State, WorldModel, has, require, stack_states, without_memory
+from reverie.models.base import (CONT, REWARD, HasCont, HasReward, State, WorldModel, has, require, stack_states,
+                                 without_memory)
 from reverie.nn import MLP, BoundedNormal, OneHotDist, TwoHotDist, lambda_returns, polyak_update, symlog_bins
 
 
@@ -67,6 +68,12 @@ class ActorCriticConfig:
 
 class ActorCritic(nn.Module):
     """Policy and value heads on world-model features ``[..., F]``."""
+
+    # buffers: the critic's two-hot support, and the EMA of the return percentiles (set once ret_init is True)
+    bins: Tensor
+    ret_low: Tensor
+    ret_high: Tensor
+    ret_init: Tensor
 
     def __init__(self, feat_dim: int, act_spec: ActionSpec, cfg: ActorCriticConfig):
         super().__init__()
@@ -152,9 +159,9 @@ class ActorCritic(nn.Module):
         with torch.set_grad_enabled(backprop):
             traj, actions, raw = self.imagine(wm, start, cfg.horizon)
             feat = wm.features(traj)                                   # [H + 1, N, F]
-            after = {k: v[1:] for k, v in traj.items()}
-            reward = wm.reward(after)                                  # [H, N]
-            cont = wm.cont(after) if has(wm, CONT) else torch.ones_like(reward)
+            after = {k: v[1:] for k, v in cast("Mapping[str, Tensor]", traj).items()}   # a flat dict state
+            reward = cast(HasReward, wm).reward(after)                 # [H, N]
+            cont = cast(HasCont, wm).cont(after) if has(wm, CONT) else torch.ones_like(reward)
         critic_logits = self.critic(feat.detach())                     # [H + 1, N, bins], one pass for both uses
         if backprop:
             # The bootstrap values pass gradient to the imagined features (and so to the actions),

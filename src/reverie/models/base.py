@@ -38,7 +38,11 @@ absent): ``features`` and every head must not read them, so a rollout keeps them
 it is on (:func:`without_memory`) instead of stacking one copy per step.
 
 Whoever needs a capability asks :func:`require`, which answers a missing one
-with one sentence. Nothing in reverie probes a model with ``hasattr``.
+with one sentence. Nothing in reverie probes a model with ``hasattr``. Each
+capability's method has a protocol (:class:`HasReward`, :class:`HasCont`,
+:class:`HasDecoder`, :class:`HasValue`, :class:`HasPolicy`,
+:class:`HasTransition`): typed code that has asked :func:`require` views the
+model through it.
 
 Planners need only the dynamics part (:class:`Dynamics`: ``act_spec``,
 ``capabilities``, ``step``), so a hand-written model of a known system can
@@ -47,11 +51,12 @@ be planned on without filtering or features.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Protocol, runtime_checkable
+from typing import Callable, Iterable, Mapping, Protocol, cast, runtime_checkable
 
+import torch
 from torch import Tensor
 
-from reverie.models.state import State, stack_states, state_batch
+from reverie.models.state import State, stack_states, state_batch, state_entries
 from reverie.specs import ActionSpec, ArraySpec
 
 REWARD = "reward"
@@ -66,7 +71,8 @@ CAPABILITIES: dict[str, str] = {REWARD: "reward", CONT: "cont", DECODER: "decode
 
 __all__ = [
     "CAPABILITIES", "CONT", "DECODER", "POLICY", "REWARD", "TRANSITION", "VALUE", "ActionDistribution", "CapabilityError",
-    "Dynamics", "ModelWithHeads", "State", "WorldModel", "capabilities_of", "has", "imagine", "memory_keys_of", "require",
+    "Dynamics", "HasCont", "HasDecoder", "HasPolicy", "HasReward", "HasTransition", "HasValue", "ModelWithHeads",
+    "State", "TransitionMap", "WorldModel", "capabilities_of", "has", "imagine", "memory_keys_of", "require",
     "stack_states", "transition_map", "with_heads", "without_memory",
 ]
 
@@ -80,7 +86,7 @@ class ActionDistribution(Protocol):
 
     def mode(self) -> Tensor: ...
 
-    def sample(self, generator=None) -> Tensor: ...
+    def sample(self, generator: torch.Generator | None = None) -> Tensor: ...
 
     def log_prob(self, action: Tensor) -> Tensor: ...
 
@@ -89,10 +95,16 @@ class ActionDistribution(Protocol):
 
 @runtime_checkable
 class Dynamics(Protocol):
-    """The part of a world model a planner drives: the prior step and the declared capabilities."""
+    """The part of a world model a planner drives: the prior step and the declared capabilities.
 
-    act_spec: ActionSpec
-    capabilities: frozenset[str]
+    Its attributes (and :class:`WorldModel`'s) are declared as read-only properties, so that a model's plain
+    attribute of a narrower type fits them (a ``dict`` where a ``Mapping`` is asked for)."""
+
+    @property
+    def act_spec(self) -> ActionSpec: ...
+
+    @property
+    def capabilities(self) -> frozenset[str]: ...
 
     def step(self, state: State, action: Tensor) -> State:
         """One imagined step: state ``[N]``, action ``[N, A]`` -> state ``[N]``."""
@@ -103,8 +115,11 @@ class Dynamics(Protocol):
 class WorldModel(Dynamics, Protocol):
     """The core protocol every world-model family implements (see the module docstring)."""
 
-    obs_spec: Mapping[str, ArraySpec]
-    feat_size: int
+    @property
+    def obs_spec(self) -> Mapping[str, ArraySpec]: ...
+
+    @property
+    def feat_size(self) -> int: ...
 
     def initial(self, batch: int) -> State:
         """The state before the first observation, ``[B]``."""
@@ -121,7 +136,60 @@ class WorldModel(Dynamics, Protocol):
         ...
 
 
-def capabilities_of(model: object) -> frozenset[str]:
+#: The ``f`` of a ``transition`` capability: ``f(z [M, D]) -> [M, D]``, rows independent.
+TransitionMap = Callable[[Tensor], Tensor]
+
+
+class HasReward(Protocol):
+    """A model with the ``reward`` capability."""
+
+    def reward(self, state: State) -> Tensor:
+        """Reward for arriving in ``state``: ``[...]``."""
+        ...
+
+
+class HasCont(Protocol):
+    """A model with the ``cont`` capability."""
+
+    def cont(self, state: State) -> Tensor:
+        """Probability ``[...]`` that the episode goes on after ``state``."""
+        ...
+
+
+class HasDecoder(Protocol):
+    """A model with the ``decoder`` capability."""
+
+    def decode(self, state: State) -> dict[str, Tensor]:
+        """Predicted observations ``{key: [..., *shape]}`` (images in [0, 255])."""
+        ...
+
+
+class HasValue(Protocol):
+    """A model with the ``value`` capability."""
+
+    def value(self, state: State) -> Tensor:
+        """Expected discounted return ``[...]`` from ``state``."""
+        ...
+
+
+class HasPolicy(Protocol):
+    """A model with the ``policy`` capability."""
+
+    def policy(self, state: State) -> ActionDistribution:
+        """An action prior at ``state``."""
+        ...
+
+
+class HasTransition(Protocol):
+    """A model with the ``transition`` capability."""
+
+    def transition(self, state: State, action: Tensor) -> tuple[Tensor, TransitionMap]:
+        """``(z [N, D], f)``: the deterministic latent of ``state`` and the prior step's deterministic part at
+        ``action`` as a map of it."""
+        ...
+
+
+def capabilities_of(model: Dynamics) -> frozenset[str]:
     """The capabilities ``model`` declares, checked against the methods it has."""
     declared = getattr(model, "capabilities", None)
     name = type(model).__name__
@@ -135,12 +203,12 @@ def capabilities_of(model: object) -> frozenset[str]:
     return frozenset(declared)
 
 
-def has(model: object, capability: str) -> bool:
+def has(model: Dynamics, capability: str) -> bool:
     """Whether ``model`` declares ``capability``."""
     return capability in capabilities_of(model)
 
 
-def require(model: object, needed: Iterable[str], purpose: str) -> None:
+def require(model: Dynamics, needed: Iterable[str], purpose: str) -> None:
     """Raise :class:`CapabilityError` unless ``model`` declares (and implements) every capability in ``needed``.
 
     ``purpose`` names who asks, e.g. "planner 'cem' with use_value=True".
@@ -157,20 +225,20 @@ def require(model: object, needed: Iterable[str], purpose: str) -> None:
             raise CapabilityError(f"{name} declares '{cap}' but has no `{CAPABILITIES[cap]}(state)` method")
 
 
-def memory_keys_of(model: object) -> frozenset[str]:
+def memory_keys_of(model: Dynamics) -> frozenset[str]:
     """The state keys ``model`` declares as sequence memory (``memory_keys``; none if it declares nothing)."""
-    declared = getattr(model, "memory_keys", frozenset())
+    declared: object = getattr(model, "memory_keys", frozenset())
     if not (isinstance(declared, (set, frozenset)) and all(isinstance(k, str) for k in declared)):
         raise CapabilityError(f"{type(model).__name__}.memory_keys must be a frozenset of state keys, "
                               f"got {declared!r}")
     return frozenset(declared)
 
 
-def without_memory(model: object, state: State) -> State:
+def without_memory(model: Dynamics, state: State) -> State:
     """``state`` without the entries ``model`` declares in ``memory_keys`` (see the module docstring): what
     a trajectory needs to keep of each step for features and heads."""
     memory = memory_keys_of(model)
-    return {k: v for k, v in state.items() if k not in memory} if memory else state
+    return {k: v for k, v in state_entries(state).items() if k not in memory} if memory else state
 
 
 def imagine(model: Dynamics, start: State, actions: Tensor) -> State:
@@ -197,7 +265,7 @@ def imagine(model: Dynamics, start: State, actions: Tensor) -> State:
     return stacked
 
 
-def transition_map(step: Callable[[Tensor, Tensor], Tensor], action: Tensor) -> Callable[[Tensor], Tensor]:
+def transition_map(step: Callable[[Tensor, Tensor], Tensor], action: Tensor) -> TransitionMap:
     """The ``f`` of a ``transition`` capability: ``f(z) = step(z, action)`` with ``action [N, A]``, or
     ``[1, A]`` / ``[A]`` repeated for any number of rows (so ``f`` may be called on a subset of states)."""
     action = action.reshape(1, -1) if action.dim() == 1 else action
@@ -232,7 +300,8 @@ class ModelWithHeads:
     def initial(self, batch: int) -> State:
         return self.model.initial(batch)
 
-    def observe(self, obs, action, is_first, state=None):
+    def observe(self, obs: Mapping[str, Tensor], action: Tensor, is_first: Tensor,
+                state: State | None = None) -> tuple[State, State]:
         return self.model.observe(obs, action, is_first, state)
 
     def step(self, state: State, action: Tensor) -> State:
@@ -243,30 +312,30 @@ class ModelWithHeads:
 
     def reward(self, state: State) -> Tensor:
         require(self.model, [REWARD], "reward()")
-        return self.model.reward(state)  # type: ignore[attr-defined]
+        return cast(HasReward, self.model).reward(state)
 
     def cont(self, state: State) -> Tensor:
         require(self.model, [CONT], "cont()")
-        return self.model.cont(state)  # type: ignore[attr-defined]
+        return cast(HasCont, self.model).cont(state)
 
     def decode(self, state: State) -> dict[str, Tensor]:
         require(self.model, [DECODER], "decode()")
-        return self.model.decode(state)  # type: ignore[attr-defined]
+        return cast(HasDecoder, self.model).decode(state)
 
-    def transition(self, state: State, action: Tensor):
+    def transition(self, state: State, action: Tensor) -> tuple[Tensor, TransitionMap]:
         require(self.model, [TRANSITION], "transition()")
-        return self.model.transition(state, action)  # type: ignore[attr-defined]
+        return cast(HasTransition, self.model).transition(state, action)
 
     def value(self, state: State) -> Tensor:
         if self._value is None:
             require(self.model, [VALUE], "value()")
-            return self.model.value(state)  # type: ignore[attr-defined]
+            return cast(HasValue, self.model).value(state)
         return self._value(self.model.features(state))
 
     def policy(self, state: State) -> ActionDistribution:
         if self._policy is None:
             require(self.model, [POLICY], "policy()")
-            return self.model.policy(state)  # type: ignore[attr-defined]
+            return cast(HasPolicy, self.model).policy(state)
         return self._policy(self.model.features(state))
 
 

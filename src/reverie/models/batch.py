@@ -49,7 +49,8 @@ class Batch:
     @property
     def shape(self) -> tuple[int, int]:
         """(B, T)."""
-        return tuple(self.reward.shape)  # type: ignore[return-value]
+        b, t = self.reward.shape
+        return b, t
 
     @classmethod
     def build(cls, data: Mapping[str, np.ndarray], obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec,

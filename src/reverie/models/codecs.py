@@ -8,6 +8,7 @@ on the channel axis and fed to one CNN. The embedding is their concatenation.
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +17,7 @@ from reverie.specs import ArraySpec
 from reverie.nn import MLP, ConvDecoder, ConvEncoder, ImageMSE, SymlogMSE, symlog
 
 
-def split_keys(obs_spec: dict[str, ArraySpec]) -> tuple[list[str], list[str]]:
+def split_keys(obs_spec: Mapping[str, ArraySpec]) -> tuple[list[str], list[str]]:
     """(vector keys, image keys) of an observation spec, sorted for a stable layout."""
     images = sorted(k for k, s in obs_spec.items() if s.is_image)
     vectors = sorted(k for k in obs_spec if k not in images)
@@ -31,7 +32,7 @@ def split_keys(obs_spec: dict[str, ArraySpec]) -> tuple[list[str], list[str]]:
 class MultiEncoder(nn.Module):
     """obs ``{key: [N, *shape]}`` -> embedding ``[N, E]``."""
 
-    def __init__(self, obs_spec: dict[str, ArraySpec], units: int, layers: int, cnn_depth: int):
+    def __init__(self, obs_spec: Mapping[str, ArraySpec], units: int, layers: int, cnn_depth: int):
         super().__init__()
         self.vector_keys, self.image_keys = split_keys(obs_spec)
         self.shapes = {k: tuple(obs_spec[k].shape) for k in obs_spec}
@@ -47,7 +48,7 @@ class MultiEncoder(nn.Module):
             self.cnn = ConvEncoder((h, w, channels), cnn_depth)
             self.out_dim += self.cnn.out_dim
 
-    def forward(self, obs: dict[str, Tensor]) -> Tensor:
+    def forward(self, obs: Mapping[str, Tensor]) -> Tensor:
         parts = []
         if self.mlp is not None:
             first = self.vector_keys[0]
@@ -64,7 +65,7 @@ class MultiEncoder(nn.Module):
 class MultiDecoder(nn.Module):
     """features ``[N, F]`` -> ``{key: distribution}`` with a ``loss(target)`` per key."""
 
-    def __init__(self, obs_spec: dict[str, ArraySpec], feat_dim: int, units: int, layers: int, cnn_depth: int):
+    def __init__(self, obs_spec: Mapping[str, ArraySpec], feat_dim: int, units: int, layers: int, cnn_depth: int):
         super().__init__()
         self.vector_keys, self.image_keys = split_keys(obs_spec)
         self.shapes = {k: tuple(obs_spec[k].shape) for k in obs_spec}

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,7 @@ class EnsembleConfig:
     bound_weight: float = 0.01
     """Weight of the penalty that pulls the log-variance bounds together."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.members < 1 or self.units < 1 or self.layers < 1:
             raise ValueError(f"members, units and layers must be >= 1; got {self.members}, {self.units}, {self.layers}")
         if self.min_logvar >= self.max_logvar:
@@ -67,6 +67,12 @@ class EnsembleConfig:
 
 class ProbabilisticEnsemble(nn.Module):
     """E probabilistic MLPs predicting (observation change ``[D]``, reward) from (obs ``[D]``, action ``[A]``)."""
+
+    # buffers: the data's statistics, set by :meth:`fit_normaliser`
+    in_mean: Tensor
+    in_std: Tensor
+    out_mean: Tensor
+    out_std: Tensor
 
     def __init__(self, obs_dim: int, action_dim: int, cfg: EnsembleConfig):
         super().__init__()
@@ -176,7 +182,7 @@ class ProbabilisticEnsemble(nn.Module):
                 "member": member[None].expand(m, particles).contiguous(),
                 "reward": obs.new_zeros(m, particles)}
 
-    def step(self, state: dict[str, Tensor], action: Tensor) -> dict[str, Tensor]:
+    def step(self, state: Mapping[str, Tensor], action: Tensor) -> dict[str, Tensor]:
         """Planning step: state with ``obs [M, P, D]``, ``member [M, P]``; action ``[M, A]``."""
         obs, member = state["obs"], state["member"]
         m, p, d = obs.shape
@@ -189,7 +195,7 @@ class ProbabilisticEnsemble(nn.Module):
         reward = mean[:, d] * self.out_std[d] + self.out_mean[d]                     # the member's expected reward
         return {"obs": obs + sample[:, :d].reshape(m, p, d), "member": member, "reward": reward.reshape(m, p)}
 
-    def reward(self, state: dict[str, Tensor]) -> Tensor:
+    def reward(self, state: Mapping[str, Tensor]) -> Tensor:
         """Mean predicted reward over the particles ``[M]``."""
         return state["reward"].mean(-1)
 

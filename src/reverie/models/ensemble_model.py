@@ -22,8 +22,9 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from reverie.models.base import DECODER, REWARD, TRANSITION, State, transition_map
+from reverie.models.base import DECODER, REWARD, TRANSITION, State, TransitionMap, transition_map
 from reverie.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from reverie.models.state import state_entries
 from reverie.specs import ActionSpec, ArraySpec
 
 __all__ = ["EnsembleWorldModel", "flat_obs_tensor"]
@@ -58,7 +59,7 @@ class EnsembleWorldModel(nn.Module):
         self.feat_size = obs_dim
 
     # -- the core ------------------------------------------------------------------------------
-    def initial(self, batch: int) -> State:
+    def initial(self, batch: int) -> dict[str, Tensor]:
         """Particles at the zero vector, members in a fixed order: stand-ins until the first observation
         (drawing nothing from the random generator, so creating it leaves the random stream alone)."""
         device = self.ensemble.in_mean.device
@@ -68,7 +69,7 @@ class EnsembleWorldModel(nn.Module):
                 "reward": torch.zeros(batch, self.particles, device=device)}
 
     def observe(self, obs: Mapping[str, Tensor], action: Tensor, is_first: Tensor,
-                state: State | None = None) -> tuple[State, State]:
+                state: State | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """obs ``{key: [B, T, ...]}`` -> (states ``[B, T]``, last state ``[B]``): P particles at each observation,
         spread over the members in one random order shared by the whole call."""
         b, t = action.shape[:2]
@@ -77,16 +78,16 @@ class EnsembleWorldModel(nn.Module):
         states = {k: v.reshape(b, t, *v.shape[1:]) for k, v in start.items()}
         return states, {k: v[:, -1] for k, v in states.items()}
 
-    def step(self, state: State, action: Tensor) -> State:
-        return self.ensemble.step(state, action)
+    def step(self, state: State, action: Tensor) -> dict[str, Tensor]:
+        return self.ensemble.step(state_entries(state), action)
 
     def features(self, state: State) -> Tensor:
         """The particles' mean observation vector ``[..., D]``."""
-        return state["obs"].mean(-2)
+        return state_entries(state)["obs"].mean(-2)
 
     # -- capabilities --------------------------------------------------------------------------
     def reward(self, state: State) -> Tensor:
-        return state["reward"].mean(-1)
+        return state_entries(state)["reward"].mean(-1)
 
     def decode(self, state: State) -> dict[str, Tensor]:
         """``{key: [..., *shape]}`` from the particles' mean observation."""
@@ -95,7 +96,7 @@ class EnsembleWorldModel(nn.Module):
         sizes = [math.prod(self.obs_spec[k].shape) for k in self.keys]
         return {k: part.reshape(*lead, *self.obs_spec[k].shape) for k, part in zip(self.keys, mean.split(sizes, -1))}
 
-    def transition(self, state: State, action: Tensor):
+    def transition(self, state: State, action: Tensor) -> tuple[Tensor, TransitionMap]:
         """``(z [N, D], f)``: the particles' mean observation and the members' average predicted mean next
         observation at ``action`` (:meth:`ProbabilisticEnsemble.mean_next`)."""
         return self.features(state), transition_map(self.ensemble.mean_next, action)

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reverie.config import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt, check_ranges
-from reverie.models.base import CONT, DECODER, REWARD, TRANSITION, State, transition_map
+from reverie.models.base import CONT, DECODER, REWARD, TRANSITION, State, TransitionMap, transition_map
+from reverie.models.state import state_entries
 from reverie.models.vae import ConvVAE, VAEConfig
 from reverie.specs import ActionSpec, ArraySpec
 
@@ -168,7 +169,8 @@ class WorldModelsModel(nn.Module):
         self.key = images[0]
         self.obs_spec = {self.key: obs_spec[self.key]}
         self.act_spec = act_spec
-        self.vae = ConvVAE(obs_spec[self.key].shape, vae)
+        height, width, channels = obs_spec[self.key].shape
+        self.vae = ConvVAE((height, width, channels), vae)
         self.rnn = MDNRNN(vae.z_size, act_spec.size, rnn)
         self.z_size, self.hidden = vae.z_size, rnn.hidden
         self.feat_size = vae.z_size + rnn.hidden
@@ -178,29 +180,31 @@ class WorldModelsModel(nn.Module):
     def _device(self) -> torch.device:
         return self.rnn.mdn.weight.device
 
-    def initial(self, batch: int) -> State:
+    def initial(self, batch: int) -> dict[str, Tensor]:
         d = self._device()
         return {"z": torch.zeros(batch, self.z_size, device=d), "h": torch.zeros(batch, self.hidden, device=d),
                 "c": torch.zeros(batch, self.hidden, device=d)}
 
     def observe(self, obs: Mapping[str, Tensor], action: Tensor, is_first: Tensor,
-                state: State | None = None) -> tuple[State, State]:
+                state: State | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         image = obs[self.key]
         B, T = image.shape[:2]
         z, _ = self.vae.encode(image.reshape(B * T, *image.shape[2:]))
         z = z.reshape(B, T, -1)
-        state = self.initial(B) if state is None else state
-        hs, cs = self.rnn.filter(z, action, is_first, state["h"], state["c"], prev=state["z"])
+        start = self.initial(B) if state is None else state_entries(state)
+        hs, cs = self.rnn.filter(z, action, is_first, start["h"], start["c"], prev=start["z"])
         states = {"z": z, "h": hs, "c": cs}
         return states, {"z": z[:, -1], "h": hs[:, -1], "c": cs[:, -1]}
 
-    def step(self, state: State, action: Tensor) -> State:
-        h, c = self.rnn.recur(state["z"], action, state["h"], state["c"])
+    def step(self, state: State, action: Tensor) -> dict[str, Tensor]:
+        entries = state_entries(state)
+        h, c = self.rnn.recur(entries["z"], action, entries["h"], entries["c"])
         z = mdn_sample(self.rnn.mixture(h), self.temperature)
         return {"z": z, "h": h, "c": c}
 
     def features(self, state: State) -> Tensor:
-        return torch.cat([state["z"], state["h"]], -1)
+        entries = state_entries(state)
+        return torch.cat([entries["z"], entries["h"]], -1)
 
     def _mean_step(self, hc: Tensor, action: Tensor) -> Tensor:
         h, c = hc.split(self.hidden, -1)
@@ -208,15 +212,18 @@ class WorldModelsModel(nn.Module):
         z = (torch.softmax(mix.logits, -1) * mix.mean).sum(-1)
         return torch.cat(self.rnn.recur(z, action, h, c), -1)
 
-    def transition(self, state: State, action: Tensor):
+    def transition(self, state: State, action: Tensor) -> tuple[Tensor, TransitionMap]:
         """``([h, c] [N, 2H], f)``: the LSTM state, and one step of it with the code at its mixture mean."""
-        return torch.cat([state["h"], state["c"]], -1), transition_map(self._mean_step, action)
+        entries = state_entries(state)
+        return torch.cat([entries["h"], entries["c"]], -1), transition_map(self._mean_step, action)
 
     def reward(self, state: State) -> Tensor:
-        return self.rnn.reward(state["z"], state["h"])
+        entries = state_entries(state)
+        return self.rnn.reward(entries["z"], entries["h"])
 
     def cont(self, state: State) -> Tensor:
-        return torch.sigmoid(-self.rnn.done_logit(state["z"], state["h"]))
+        entries = state_entries(state)
+        return torch.sigmoid(-self.rnn.done_logit(entries["z"], entries["h"]))
 
     def decode(self, state: State) -> dict[str, Tensor]:
-        return {self.key: self.vae.decode(state["z"])}
+        return {self.key: self.vae.decode(state_entries(state)["z"])}

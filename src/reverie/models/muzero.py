@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reverie.models.base import POLICY, REWARD, TRANSITION, VALUE, State, transition_map
+from reverie.models.base import POLICY, REWARD, TRANSITION, VALUE, State, TransitionMap, transition_map
 from reverie.models.codecs import split_keys
+from reverie.models.state import state_entries
 from reverie.nn import MLP, OneHotDist, ResidualTower, TwoHotDist, symlog, symlog_bins
 from reverie.specs import ActionSpec, ArraySpec
 
@@ -75,6 +76,8 @@ class MuZeroModel(nn.Module):
     """Implements :class:`reverie.models.base.WorldModel` (capabilities: reward, value, policy, transition)."""
 
     capabilities = frozenset({REWARD, VALUE, POLICY, TRANSITION})
+    bins: Tensor
+    """The two-hot support ``[bins]`` in symlog space (a buffer)."""
 
     def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: MuZeroModelConfig):
         super().__init__()
@@ -84,7 +87,8 @@ class MuZeroModel(nn.Module):
         self.feat_size = cfg.latent
         self.vector_keys, self.image_keys = split_keys(self.obs_spec)
         embed = 0
-        self.vectors = self.tower = None
+        self.vectors: MLP | None = None
+        self.tower: ResidualTower | None = None
         if self.vector_keys:
             size = sum(math.prod(self.obs_spec[k].shape) for k in self.vector_keys)
             self.vectors = MLP(size, None, cfg.units, cfg.layers)
@@ -135,42 +139,42 @@ class MuZeroModel(nn.Module):
         """The mean of a two-hot reward or value distribution: logits ``[..., bins]`` -> ``[...]``."""
         return TwoHotDist(logits, self.bins).mean()
 
-    def _state(self, latent: Tensor, reward: Tensor) -> State:
+    def _state(self, latent: Tensor, reward: Tensor) -> dict[str, Tensor]:
         logits, value_logits = self.predict(latent)
         return {"latent": latent, "reward": reward, "value": self.expectation(value_logits), "logits": logits}
 
     # -- the world-model contract --------------------------------------------------------------
-    def initial(self, batch: int) -> State:
+    def initial(self, batch: int) -> dict[str, Tensor]:
         latent = torch.zeros(batch, self.cfg.latent, device=self.bins.device)
         return self._state(latent, torch.zeros(batch, device=latent.device))
 
     def observe(self, obs: Mapping[str, Tensor], action: Tensor, is_first: Tensor,
-                state: State | None = None) -> tuple[State, State]:
+                state: State | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Each step's state is the representation of its own observation: ``[B, T]`` and the last ``[B]``."""
         latent = self.represent(obs)                                           # [B, T, D]
         states = self._state(latent, torch.zeros(latent.shape[:-1], device=latent.device))
         return states, {k: v[:, -1] for k, v in states.items()}
 
-    def step(self, state: State, action: Tensor) -> State:
-        latent, reward_logits = self.recurrent(state["latent"], action)
+    def step(self, state: State, action: Tensor) -> dict[str, Tensor]:
+        latent, reward_logits = self.recurrent(state_entries(state)["latent"], action)
         return self._state(latent, self.expectation(reward_logits))
 
     def features(self, state: State) -> Tensor:
-        return state["latent"]
+        return state_entries(state)["latent"]
 
-    def transition(self, state: State, action: Tensor):
+    def transition(self, state: State, action: Tensor) -> tuple[Tensor, TransitionMap]:
         """``(latent [N, L], f)``: the hidden state and the dynamics network's next hidden state at ``action``
         (deterministic already)."""
-        return state["latent"], transition_map(lambda z, a: self.recurrent(z, a)[0], action)
+        return state_entries(state)["latent"], transition_map(lambda z, a: self.recurrent(z, a)[0], action)
 
     def reward(self, state: State) -> Tensor:
-        return state["reward"]
+        return state_entries(state)["reward"]
 
     def value(self, state: State) -> Tensor:
-        return state["value"]
+        return state_entries(state)["value"]
 
     def policy(self, state: State) -> OneHotDist:
-        return OneHotDist(state["logits"])
+        return OneHotDist(state_entries(state)["logits"])
 
     # -- training ------------------------------------------------------------------------------
     def unroll_loss(self, obs: Mapping[str, Tensor], actions: Tensor, value: Tensor, reward: Tensor,
@@ -188,8 +192,9 @@ class MuZeroModel(nn.Module):
         """
         b, k = actions.shape[:2]
         latent = self.represent(obs)
-        terms = {"value": 0.0, "reward": 0.0, "policy": 0.0}
-        value_error = 0.0
+        # per-row sums [B] over the unroll steps
+        terms = {name: torch.zeros(b, device=latent.device) for name in ("value", "reward", "policy")}
+        metrics: dict[str, float] = {}
         for step in range(k + 1):
             if step:
                 latent, reward_logits = self.recurrent(latent, actions[:, step - 1])
@@ -204,5 +209,5 @@ class MuZeroModel(nn.Module):
             terms["policy"] = terms["policy"] + weight * policy_mask[:, step] * cross_entropy
             if step == 0:
                 value_error = (value_dist.mean().detach() - value[:, 0]).abs()[value_mask[:, 0] > 0]
-        metrics = {"model/value_error": float(value_error.mean()) if value_error.numel() else float("nan")}
-        return terms, metrics  # type: ignore[return-value]
+                metrics["model/value_error"] = float(value_error.mean()) if value_error.numel() else float("nan")
+        return terms, metrics

@@ -19,7 +19,7 @@ or ``mean``/``std [.., S]``, plus the core's ``memory_keys``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from reverie.models.cores import build_core
 from reverie.models.sequence_core import CoreSettings
-from reverie.models.state import State, stack_states
+from reverie.models.state import State, stack_states, state_entries
 from reverie.nn import MLP, OneHotDist, categorical_kl
 
 
@@ -73,8 +73,9 @@ class RSSM(nn.Module):
         self.post_head = MLP(post_in, dist_out, cfg.hidden, 1)
         self.feat_dim = cfg.deter + stoch_flat
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, local_metadata: dict[str, object],
+                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
         # Checkpoints from before the GRU became a sequence core hold it as ``gru.*``; it is ``core.cell.*`` now
         # (the same parameters in the same order, so optimiser states still line up).
         for key in [k for k in state_dict if k.startswith(prefix + "gru.")]:
@@ -83,7 +84,7 @@ class RSSM(nn.Module):
                                       error_msgs)
 
     # -- state helpers -------------------------------------------------------------------------
-    def initial(self, batch: int, device: torch.device | str | None = None) -> State:
+    def initial(self, batch: int, device: torch.device | str | None = None) -> dict[str, Tensor]:
         device = device or next(self.parameters()).device
         cfg = self.cfg
         memory = self.core.initial(batch, device)
@@ -94,22 +95,23 @@ class RSSM(nn.Module):
         z = torch.zeros(batch, cfg.stoch, device=device)
         return {"deter": deter, "stoch": z, "mean": z, "std": torch.ones_like(z), **memory}
 
-    def _memory(self, state: State) -> dict[str, Tensor]:
+    def _memory(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The sequence core's memory in ``state``: ``deter`` and the core's ``memory_keys``."""
         return {"deter": state["deter"], **{k: state[k] for k in self.core.memory_keys}}
 
-    def _reset(self, state: State, keep: Tensor) -> State:
+    def _reset(self, state: Mapping[str, Tensor], keep: Tensor) -> dict[str, Tensor]:
         """Replace the states where ``keep [N]`` is 0 by the initial state."""
         init = self.initial(keep.shape[0], keep.device)
         return {k: torch.where(keep.view(-1, *[1] * (v.dim() - 1)) > 0, v, init[k]) for k, v in state.items()}
 
     def features(self, state: State) -> Tensor:
-        stoch = state["stoch"]
+        entries = state_entries(state)
+        stoch = entries["stoch"]
         if self.cfg.latent == "categorical":
             stoch = stoch.flatten(-2)
-        return torch.cat([state["deter"], stoch], -1)
+        return torch.cat([entries["deter"], stoch], -1)
 
-    def _dist_state(self, raw: Tensor, sample: bool, generator: torch.Generator | None = None) -> State:
+    def _dist_state(self, raw: Tensor, sample: bool, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Turn a head's raw output ``[N, dist_out]`` into latent entries of a state."""
         cfg = self.cfg
         if cfg.latent == "categorical":
@@ -127,16 +129,16 @@ class RSSM(nn.Module):
         return {"stoch": stoch, "mean": mean, "std": std}
 
     # -- transitions ---------------------------------------------------------------------------
-    def _advance(self, state: State, action: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def _advance(self, state: Mapping[str, Tensor], action: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The deterministic part of one step: (new ``deter [N, D]``, the core's new ``memory_keys`` entries)."""
         stoch = state["stoch"].flatten(-2) if self.cfg.latent == "categorical" else state["stoch"]
         x = self.img_in(torch.cat([stoch, action], -1))
         return self.core.step(x, self._memory(state))
 
     def img_step(self, state: State, action: Tensor, sample: bool = True,
-                 generator: torch.Generator | None = None) -> State:
+                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Prior step: state ``[N]``, action ``[N, A]`` -> next state ``[N]``."""
-        deter, memory = self._advance(state, action)
+        deter, memory = self._advance(state_entries(state), action)
         return {"deter": deter, **self._dist_state(self.prior_head(deter), sample, generator), **memory}
 
     def mean_step(self, deter: Tensor, action: Tensor) -> Tensor:
@@ -157,12 +159,12 @@ class RSSM(nn.Module):
             stoch = raw.chunk(2, -1)[0]
         return self._advance({"deter": deter, "stoch": stoch}, action)[0]
 
-    def prior(self, deter: Tensor, sample: bool = True) -> State:
+    def prior(self, deter: Tensor, sample: bool = True) -> dict[str, Tensor]:
         """Prior latent for given deterministic states ``[..., D]`` (any leading axes)."""
         return {"deter": deter, **self._dist_state(self.prior_head(deter), sample)}
 
     def observe(self, embed: Tensor, action: Tensor, is_first: Tensor, state: State | None = None,
-                sample: bool = True) -> tuple[State, State]:
+                sample: bool = True) -> tuple[dict[str, Tensor], Mapping[str, Tensor]]:
         """Posterior filtering over a sequence.
 
         embed ``[B, T, E]``, action ``[B, T, A]`` (leading into step t), is_first ``[B, T]``.
@@ -173,10 +175,9 @@ class RSSM(nn.Module):
         feeds the core's input at t + 1, and filtering steps through time.
         """
         b, t = embed.shape[:2]
-        if state is None:
-            state = self.initial(b, embed.device)
+        current = self.initial(b, embed.device) if state is None else state_entries(state)
         if self.core.parallel_posterior:
-            return self._observe_parallel(embed, action, is_first, state, sample)
+            return self._observe_parallel(embed, action, is_first, current, sample)
         keep = (~is_first.bool()).float()  # [B, T]
         # One host sync per sequence to learn where episodes start, instead of masking every step. Compiled
         # code cannot branch on data (each reset pattern would be a new graph): it masks every step, which
@@ -188,16 +189,16 @@ class RSSM(nn.Module):
             if resets[i]:
                 # An episode starts here: its memory and incoming action start from zero (the initial state).
                 m = keep[:, i]
-                state = self._reset(state, m)
+                current = self._reset(current, m)
                 act = act * m[:, None]
-            deter, memory = self._advance(state, act)
+            deter, memory = self._advance(current, act)
             raw = self.post_head(torch.cat([deter, embed[:, i]], -1))
-            state = {"deter": deter, **self._dist_state(raw, sample), **memory}
-            posts.append(state)
-        return stack_states(posts, 1), state
+            current = {"deter": deter, **self._dist_state(raw, sample), **memory}
+            posts.append(current)
+        return stack_states(posts, 1), current
 
-    def _observe_parallel(self, embed: Tensor, action: Tensor, is_first: Tensor, state: State,
-                          sample: bool) -> tuple[State, State]:
+    def _observe_parallel(self, embed: Tensor, action: Tensor, is_first: Tensor, state: Mapping[str, Tensor],
+                          sample: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """:meth:`observe` for a core with ``parallel_posterior`` (the SSM, the transformer): posteriors from the
         embeddings, then the core over all inputs ``[z_{t-1}, a_{t-1}]`` at once (zeroed at episode starts,
         like the stepped filter's)."""
@@ -217,12 +218,13 @@ class RSSM(nn.Module):
         Both equal KL(post || prior) in value; the dynamics term only trains the prior
         and the representation term only trains the posterior (stop-gradients differ).
         """
+        post, prior = state_entries(post), state_entries(prior)
         if self.cfg.latent == "categorical":
             dyn = categorical_kl(post["logit"].detach(), prior["logit"]).sum(-1)
             rep = categorical_kl(post["logit"], prior["logit"].detach()).sum(-1)
             return dyn, rep
 
-        def gauss_kl(m1, s1, m2, s2):
+        def gauss_kl(m1: Tensor, s1: Tensor, m2: Tensor, s2: Tensor) -> Tensor:
             return (torch.log(s2 / s1) + (s1 ** 2 + (m1 - m2) ** 2) / (2 * s2 ** 2) - 0.5).sum(-1)
 
         dyn = gauss_kl(post["mean"].detach(), post["std"].detach(), prior["mean"], prior["std"])

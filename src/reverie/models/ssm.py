@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable, cast
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +58,7 @@ class SSMConfig:
     chunk: NonNegativeInt = 0
     """Scan chunk length; 0 scans the whole sequence in parallel at once (1 is the step-by-step loop)."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_ranges(self)
         if self.dt_min > self.dt_max:
             raise ConfigError(f"model.ssm.dt_min ({self.dt_min}) must not exceed model.ssm.dt_max ({self.dt_max})")
@@ -130,7 +131,7 @@ class SSMLayer(nn.Module):
         pre = self.dt_bias if self.dt_proj is None else self.dt_bias + self.dt_proj(u)
         dt = F.softplus(pre.float())
         b = self.inp(u).float()
-        if self.complex:
+        if self.freq is not None:                               # a complex diagonal (cfg.complex)
             a = torch.exp(torch.complex(-torch.exp(self.log_rate) * dt, self.freq * dt))
             b = dt * torch.complex(*b.chunk(2, -1))
         else:
@@ -197,7 +198,7 @@ class SSMDynamics(SequenceCore):
         keep = (~is_first.bool()).float()[..., None]             # [B, T, 1]
         x = self.inp(x)
         hs = []
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(cast("Iterable[SSMLayer]", self.layers)):   # torch's ModuleList is untyped
             u, a, b = layer.coefficients(x)
             h = self._scan(a * keep, b, to_complex(memory["ssm"][:, i], self.cfg.complex))
             hs.append(to_real(h))
@@ -208,7 +209,7 @@ class SSMDynamics(SequenceCore):
         """One step: ``x [N, hidden]``, memory ``[N]`` -> (deter ``[N, D]``, memory ``[N]``)."""
         x = self.inp(x)
         hs = []
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(cast("Iterable[SSMLayer]", self.layers)):   # torch's ModuleList is untyped
             u, a, b = layer.coefficients(x)
             h = a * to_complex(memory["ssm"][:, i], self.cfg.complex) + b
             hs.append(to_real(h))

@@ -11,7 +11,8 @@ rest of reverie performs on a state.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeGuard, TypeVar, Union
 
 import torch
 from torch import Tensor
@@ -19,6 +20,9 @@ from torch.utils import _pytree as pytree
 
 #: A model state: one tensor ``[B, ...]`` or a (nested) dict of tensors, each ``[B, ...]``.
 State = Union[Tensor, Mapping[str, "State"]]
+#: A state of one particular layout: the operations below that keep the structure return the type they are given
+#: (a flat ``dict[str, Tensor]`` stays one).
+StateT = TypeVar("StateT", bound=State)
 
 __all__ = [
     "State",
@@ -30,6 +34,7 @@ __all__ = [
     "select_rows",
     "stack_states",
     "state_batch",
+    "state_entries",
     "state_leaves",
     "take_rows",
     "where_rows",
@@ -49,6 +54,26 @@ def state_leaves(state: State) -> list[Tensor]:
     return leaves
 
 
+def _is_flat(state: State) -> TypeGuard[Mapping[str, Tensor]]:
+    # models read their state on every step: a dict skips the slower ABC check, a loop is cheaper than all(...)
+    if not (isinstance(state, dict) or isinstance(state, Mapping)):
+        return False
+    for value in state.values():
+        if not isinstance(value, Tensor):
+            return False
+    return True
+
+
+def state_entries(state: State) -> Mapping[str, Tensor]:
+    """``state`` itself, as the flat dict of tensors ``{key: [B, ...]}`` that a model family keeps (every family in
+    reverie does): how a model reads its own entries by key. A bare tensor or a nested dict is a :class:`StateError`."""
+    if not _is_flat(state):
+        got = (f"entries {sorted(str(k) for k, v in state.items() if not isinstance(v, Tensor))} that are not tensors"
+               if isinstance(state, Mapping) else f"a {type(state).__name__}")
+        raise StateError(f"this model's state is a flat dict of tensors {{key: [B, ...]}}; got {got}")
+    return state
+
+
 def state_batch(state: State) -> tuple[int, torch.device]:
     """Batch size B (the first axis) and device shared by every tensor of ``state``."""
     leaves = state_leaves(state)
@@ -59,38 +84,38 @@ def state_batch(state: State) -> tuple[int, torch.device]:
     return leaves[0].shape[0], leaves[0].device
 
 
-def map_state(fn: Callable[[Tensor], Tensor], state: State) -> State:
+def map_state(fn: Callable[[Tensor], Tensor], state: StateT) -> StateT:
     """Apply ``fn`` to every tensor of ``state``."""
     return pytree.tree_map(fn, state)
 
 
-def stack_states(states: Sequence[State], dim: int = 1) -> State:
+def stack_states(states: Sequence[StateT], dim: int = 1) -> StateT:
     """Stack ``[B]`` states into ``[B, T]`` (dim=1) or ``[T, B]`` (dim=0), entries matched by key (in any order)."""
     return pytree.tree_map(lambda *xs: torch.stack(xs, dim), *states)
 
 
-def cat_states(states: Sequence[State], dim: int = 0) -> State:
+def cat_states(states: Sequence[StateT], dim: int = 0) -> StateT:
     """Concatenate states along an existing batch axis, entries matched by key (in any order)."""
     return pytree.tree_map(lambda *xs: torch.cat(xs, dim), *states)
 
 
-def flatten_batch(state: State, axes: int = 2) -> State:
+def flatten_batch(state: StateT, axes: int = 2) -> StateT:
     """Merge the first ``axes`` batch axes into one: ``[B, T, ...]`` -> ``[B * T, ...]``."""
     return map_state(lambda x: x.reshape(-1, *x.shape[axes:]), state)
 
 
-def take_rows(state: State, index: Tensor) -> State:
+def take_rows(state: StateT, index: Tensor) -> StateT:
     """Rows ``index [M]`` (long) of the first axis: ``[B, ...]`` -> ``[M, ...]``."""
     return map_state(lambda x: x[index], state)
 
 
-def where_rows(mask: Tensor, new: State, old: State) -> State:
+def where_rows(mask: Tensor, new: StateT, old: StateT) -> StateT:
     """Row-wise choice: ``new`` where ``mask [B]`` is True, else ``old``."""
     return pytree.tree_map(
         lambda a, b: torch.where(mask.view(-1, *[1] * (a.dim() - 1)).to(a.device), a, b), new, old)
 
 
-def repeat_state(state: State, count: int) -> State:
+def repeat_state(state: StateT, count: int) -> StateT:
     """Repeat each row ``count`` times: ``[B, ...]`` -> ``[B * count, ...]``.
 
     Row ``b * count + c`` holds copy c of row b, so a flat batch reshapes to
@@ -99,7 +124,7 @@ def repeat_state(state: State, count: int) -> State:
     return map_state(lambda x: x.repeat_interleave(count, dim=0), state)
 
 
-def select_rows(state: State, batch: int, count: int, first: int) -> State:
+def select_rows(state: StateT, batch: int, count: int, first: int) -> StateT:
     """The first ``first`` copies of every row of a repeated state: ``[B * count, ...]`` -> ``[B * first, ...]``."""
     return map_state(
         lambda x: x.reshape(batch, count, *x.shape[1:])[:, :first].reshape(batch * first, *x.shape[1:]), state)

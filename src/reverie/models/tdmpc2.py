@@ -38,8 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reverie.config import ConfigError
-from reverie.models.base import POLICY, REWARD, TRANSITION, VALUE, State, transition_map
+from reverie.models.base import POLICY, REWARD, TRANSITION, VALUE, State, TransitionMap, transition_map
 from reverie.models.codecs import MultiEncoder
+from reverie.models.state import state_entries
 from reverie.nn import MLP, SimNorm, TanhNormal, TwoHotDist, symlog_bins
 from reverie.specs import ActionSpec, ArraySpec
 
@@ -126,6 +127,8 @@ class TDMPC2Model(nn.Module):
     """Implements :class:`reverie.models.base.WorldModel` (capabilities: reward, value, policy, transition)."""
 
     capabilities = frozenset({REWARD, VALUE, POLICY, TRANSITION})
+    bins: Tensor
+    """The two-hot support ``[bins]`` in symlog space (a buffer)."""
 
     def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: TDMPC2ModelConfig):
         super().__init__()
@@ -191,36 +194,36 @@ class TDMPC2Model(nn.Module):
         return TanhNormal(mean, low + 0.5 * (high - low) * (torch.tanh(raw) + 1))
 
     # -- the world-model contract --------------------------------------------------------------
-    def initial(self, batch: int) -> State:
+    def initial(self, batch: int) -> dict[str, Tensor]:
         """Uniform groups (the SimNorm of zeros) and no reward."""
         latent = torch.full((batch, self.cfg.latent), 1.0 / self.cfg.simnorm_group, device=self.bins.device)
         return {"latent": latent, "reward": torch.zeros(batch, device=latent.device)}
 
     def observe(self, obs: Mapping[str, Tensor], action: Tensor, is_first: Tensor,
-                state: State | None = None) -> tuple[State, State]:
+                state: State | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Each step's latent is the encoding of its own observation: ``[B, T]`` and the last ``[B]``."""
         latent = self.encode(obs)
         states = {"latent": latent, "reward": torch.zeros(latent.shape[:-1], device=latent.device)}
         return states, {k: v[:, -1] for k, v in states.items()}
 
-    def step(self, state: State, action: Tensor) -> State:
-        z = state["latent"]
+    def step(self, state: State, action: Tensor) -> dict[str, Tensor]:
+        z = state_entries(state)["latent"]
         return {"latent": self.next(z, action), "reward": self.expectation(self.reward_logits(z, action))}
 
     def features(self, state: State) -> Tensor:
-        return state["latent"]
+        return state_entries(state)["latent"]
 
-    def transition(self, state: State, action: Tensor):
+    def transition(self, state: State, action: Tensor) -> tuple[Tensor, TransitionMap]:
         """``(latent [N, D], f)`` with ``f`` the dynamics network at ``action``."""
-        return state["latent"], transition_map(self.next, action)
+        return state_entries(state)["latent"], transition_map(self.next, action)
 
     def reward(self, state: State) -> Tensor:
-        return state["reward"]
+        return state_entries(state)["reward"]
 
     def value(self, state: State) -> Tensor:
         """Mean of two random Q heads at an action sampled from the policy (TD-MPC2's terminal value)."""
-        z = state["latent"]
+        z = state_entries(state)["latent"]
         return self.q_value(z, self.policy_dist(z).sample(), "mean")
 
     def policy(self, state: State) -> TanhNormal:
-        return self.policy_dist(state["latent"])
+        return self.policy_dist(state_entries(state)["latent"])

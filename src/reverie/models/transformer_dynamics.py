@@ -32,6 +32,7 @@ start inside a batch row cuts all memory exactly there.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, cast
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ class TransformerConfig:
     """Tokens a step appends beside the cache before they are folded into it (one copy of the cache every
     ``recent`` steps instead of every step); at least the imagination horizon, a rollout never copies it."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_ranges(self)
 
 
@@ -197,7 +198,7 @@ class TransformerDynamics(SequenceCore):
 
         out = {"valid": (windows(key_valid) & (windows(key_episode) == episode[:, :t, None])).float(),
                "rvalid": memory["rvalid"][:, None].expand(b, t, -1)}
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(cast("Iterable[Block]", self.blocks)):   # torch's ModuleList is untyped
             q, k, v = block.qkv_of(x)
             k = torch.cat([memory[f"key{i}"].transpose(1, 2).flatten(-2).to(k.dtype), k], 1)   # [B, C + T', D]
             v = torch.cat([memory[f"value{i}"].transpose(1, 2).flatten(-2).to(v.dtype), v], 1)
@@ -230,7 +231,7 @@ class TransformerDynamics(SequenceCore):
         bias = self._bias(allowed[:, None, None], dist[:, None])                         # [N, H, 1, C + R]
         x = self.inp(x)[:, None]                                          # [N, 1, D]
         out = {"valid": memory["valid"], "rvalid": rvalid}
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(cast("Iterable[Block]", self.blocks)):   # torch's ModuleList is untyped
             q, k, v = block.qkv_of(x)
             rk = torch.cat([memory[f"rkey{i}"][:, :, 1:].to(k.dtype), block.heads_of(k)], 2)    # [N, H, R, d]
             rv = torch.cat([memory[f"rvalue{i}"][:, :, 1:].to(v.dtype), block.heads_of(v)], 2)

@@ -52,7 +52,8 @@ class ConvVAE(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], cfg: VAEConfig):
         super().__init__()
         self.cfg = cfg
-        self.image_shape = tuple(image_shape)
+        height, width, channels = image_shape
+        self.image_shape = (height, width, channels)
         self.encoder = ConvEncoder(self.image_shape, cfg.depth)
         self.to_stats = nn.Linear(self.encoder.out_dim, 2 * cfg.z_size)
         self.decoder = ConvDecoder(cfg.z_size, self.image_shape, cfg.depth)

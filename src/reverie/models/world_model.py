@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Mapping, cast
 
 import torch
 from torch import Tensor, nn
 
 from reverie.config import Fraction, NonNegativeFloat, check_ranges
-from reverie.models.base import CONT, DECODER, REWARD, TRANSITION, State, transition_map
+from reverie.models.base import CONT, DECODER, REWARD, TRANSITION, State, TransitionMap, transition_map
 from reverie.models.batch import Batch
 from reverie.models.codecs import MultiDecoder, MultiEncoder
 from reverie.models.rssm import RSSM, RSSMConfig
@@ -92,7 +92,7 @@ class WorldModelConfig:
     grad_clip: float = 1000.0
     """Global gradient-norm clip."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_ranges(self)
 
 
@@ -129,7 +129,10 @@ class RSSMWorldModel(nn.Module):
     discrete action spaces, values in [-1, 1] for continuous ones.
     """
 
-    def __init__(self, obs_spec: dict[str, ArraySpec], act_spec: ActionSpec, cfg: WorldModelConfig):
+    bins: Tensor
+    """The reward head's two-hot support ``[reward_bins]`` in symlog space (a buffer)."""
+
+    def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: WorldModelConfig):
         super().__init__()
         self.cfg = cfg
         self.obs_spec = dict(obs_spec)
@@ -165,21 +168,21 @@ class RSSMWorldModel(nn.Module):
     def features(self, state: State) -> Tensor:
         return self.rssm.features(state)
 
-    def embed(self, obs: dict[str, Tensor]) -> Tensor:
+    def embed(self, obs: Mapping[str, Tensor]) -> Tensor:
         self.check_obs(obs)
         return self.encoder(obs)
 
-    def observe(self, obs: dict[str, Tensor], action: Tensor, is_first: Tensor,
+    def observe(self, obs: Mapping[str, Tensor], action: Tensor, is_first: Tensor,
                 state: State | None = None) -> tuple[State, State]:
         return self.rssm.observe(self.embed(obs), action, is_first, state)
 
     def step(self, state: State, action: Tensor) -> State:
         return self.rssm.img_step(state, action)
 
-    def transition(self, state: State, action: Tensor):
+    def transition(self, state: State, action: Tensor) -> tuple[Tensor, TransitionMap]:
         """``(deter [N, D], f)``: the recurrent state and the prior step on it with the stochastic latent at
         its prior expectation (:meth:`RSSM.mean_step`)."""
-        return state["deter"], transition_map(self.rssm.mean_step, action)
+        return cast("Mapping[str, Tensor]", state)["deter"], transition_map(self.rssm.mean_step, action)  # a flat dict
 
     def reward(self, state: State) -> Tensor:
         return TwoHotDist(self.reward_head(self.features(state)), self.bins).mean()
@@ -189,7 +192,7 @@ class RSSMWorldModel(nn.Module):
 
     def decode(self, state: State) -> dict[str, Tensor]:
         out = {}
-        for k, dist in self.decoder(self.features(state)).items():
+        for k, dist in cast(MultiDecoder, self.decoder)(self.features(state)).items():   # decoder capability
             x = dist.mode()
             out[k] = ((x + 0.5) * 255).clamp(0, 255) if self.obs_spec[k].is_image else x
         return out
@@ -210,10 +213,11 @@ class RSSMWorldModel(nn.Module):
         losses: dict[str, Tensor] = {}
         metrics: dict[str, Tensor] = {"wm/kl": dyn.detach().mean()}
         if self.decoder is not None:
-            rec = 0.0
+            rec: Tensor | float = 0.0
             for k, dist in self.decoder(feat).items():
                 target = batch.obs[k].float() / 255.0 - 0.5 if self.obs_spec[k].is_image else batch.obs[k]
                 rec = rec + dist.loss(target)
+            rec = cast(Tensor, rec)                                 # a sum over at least one key
             losses["rec"] = rec
             metrics["wm/rec"] = rec.detach().mean()
         if self.predictor is not None:
@@ -243,7 +247,7 @@ class RSSMWorldModel(nn.Module):
         if self.target_encoder is not None:
             polyak_update(self.target_encoder, self.encoder, 1 - self.cfg.latent_target_decay)
 
-    def check_obs(self, obs: dict[str, Tensor]) -> None:
+    def check_obs(self, obs: Mapping[str, Tensor]) -> None:
         """Raise a clear error if observation keys or shapes differ from the spec."""
         for k, spec in self.obs_spec.items():
             if k not in obs:
