@@ -22,6 +22,7 @@ from reverie.envs import GymEnv
 from reverie.models.base import DECODER, TRANSITION, transition_map
 from reverie.run_config import RunConfig
 from reverie.specs import ActionSpec, ArraySpec
+from reverie.training.checkpoint import load_checkpoint
 from reverie.training.evaluate import run_episodes
 
 DT, PERIOD, RATE = 0.05, 1.6, -0.3           # seconds per step, the oscillator's period (s) and decay rate (1/s)
@@ -134,7 +135,8 @@ def open_run(run_dir, device=None):
 
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory):
-    access = RunAccess(open_run=open_run, checkpoints=lambda run: [], load_checkpoint=None, play=run_episodes)
+    access = RunAccess(open_run=open_run, checkpoints=lambda run: [], load_checkpoint=load_checkpoint,
+                       play=run_episodes)   # a run without checkpoints: the over-training section says so
     out = tmp_path_factory.mktemp("oscillator")
     a = analyze_run(access, out, episodes=3, max_states=200)
     write_report(a, out, svg=False)

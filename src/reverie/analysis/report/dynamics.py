@@ -40,8 +40,9 @@ def headline(modes: ImaginedModes | None, s: SpectrumSummary | None, dt: float |
         period, rate = d.dominant_period, d.dominant_decay_rate
         verb = "decays" if rate < 0 else "grows"
         text = (f"Dominant oscillation: period {_fmt(period)} {unit}, {verb} at {_fmt(abs(rate))} {rate_unit} "
-                f"({modes.method} of the model's {modes.signal}, imagined freely; "
-                f"{100 * d.dominant_energy:.0f}% of the imagined motion).")
+                f"({modes.method} of the {modes.signal} the model imagines freely from {modes.n_states} visited "
+                f"states; {100 * d.dominant_energy:.0f}% of the imagined motion, one-step fit residual "
+                f"{_fmt(d.residual, 2)}).")
         out = {"method": modes.method, "period": period, "decay_rate": rate, "energy": d.dominant_energy}
     elif s is not None and np.isfinite(s.summary()["median_dominant_period"]):
         summ = s.summary()
