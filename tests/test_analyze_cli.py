@@ -154,7 +154,7 @@ def test_an_earlier_checkpoint_is_analysed_when_asked(runs, tmp_path, capsys):
 
 
 def test_frequency_bands_are_log_spaced_from_the_window_to_nyquist():
-    from reverie.training.analyze import band_edges
+    from reverie.analysis.report.sections import band_edges
 
     edges = band_edges(50, 0.02)      # 50 steps of 0.02 s: 1 Hz resolved, Nyquist 25 Hz
     assert edges[0] == 0 and edges[-1] == pytest.approx(25.0)

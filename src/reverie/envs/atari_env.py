@@ -14,10 +14,12 @@ import difflib
 import re
 
 from reverie.envs.gym_env import GymEnv
-from reverie.envs.spaces import EnvError
+from reverie.envs.spaces import EnvError, Timing
 
 #: ALE v5's frameskip, used when no action repeat is asked for.
 DEFAULT_FRAMESKIP = 4
+#: Frames per second of the Atari 2600 (NTSC), the emulator's clock.
+ATARI_FPS = 60.0
 #: Probability that the emulator repeats the previous action (Machado et al., 2018).
 STICKY_ACTIONS = 0.25
 
@@ -92,6 +94,7 @@ def make_atari(
         full_action_space=False,
         render_mode="rgb_array",
     )
-    adapter = GymEnv(env, obs="state", seed=seed, image_size=size)
+    timing = Timing(frameskip / ATARI_FPS, f"{frameskip} frames at {ATARI_FPS:g} Hz")
+    adapter = GymEnv(env, obs="state", seed=seed, image_size=size, timing=timing)
     adapter.name = f"atari:{canonical}"
     return adapter

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from reverie.envs.checks import check_dm_observation, check_reward
-from reverie.envs.spaces import ActionSpec, ArraySpec, EnvError, make_step, unit_to_bounds
+from reverie.envs.spaces import ActionSpec, ArraySpec, EnvError, Timing, make_step, unit_to_bounds
 
 #: Camera per domain for pixel observations; domains not listed use camera 0.
 DEFAULT_CAMERAS = {"quadruped": 2}
@@ -119,6 +119,22 @@ class DmcEnv:
         self._low = np.broadcast_to(spec.minimum, spec.shape).astype(np.float64)
         self._high = np.broadcast_to(spec.maximum, spec.shape).astype(np.float64)
         self.act_spec = ActionSpec(discrete=False, size=int(np.prod(spec.shape)))
+
+    @property
+    def timing(self) -> Timing:
+        """The task's control time step (physics steps per control step times the physics step)."""
+        return Timing(float(self._env.control_timestep()), "control_timestep")
+
+    @property
+    def obs_names(self) -> dict[str, tuple[str, ...]]:
+        """The task's own observation names, one per dimension (``position[0]``, ``velocity``, ...)."""
+        if self._pixels:
+            return {}
+        names = []
+        for key, spec in self._env.observation_spec().items():
+            size = int(np.prod(spec.shape))
+            names.extend([key] if size == 1 else [f"{key}[{i}]" for i in range(size)])
+        return {"vector": tuple(names)}
 
     def _render_frame(self) -> np.ndarray:
         try:

@@ -41,6 +41,8 @@ from reverie.envs.spaces import (
     ActionSpec,
     ArraySpec,
     EnvError,
+    Timing,
+    default_obs_names,
     discrete_index,
     make_step,
     unit_to_bounds,
@@ -141,6 +143,21 @@ def find_gym_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     raise EnvError(f"gymnasium has no environment {name!r}{hint}") from None
 
 
+def gym_timing(env: gym.Env) -> Timing:
+    """Seconds per step of a gymnasium env by the conventions gymnasium's own envs follow: the
+    unwrapped env's ``dt`` (Pendulum, Acrobot, every MuJoCo env), else its ``tau`` (CartPole), else
+    one frame at ``metadata["render_fps"]``; unknown when none is there."""
+    raw = env.unwrapped
+    for attr in ("dt", "tau"):
+        value = getattr(raw, attr, None)
+        if isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and value > 0:
+            return Timing(float(value), attr)
+    fps = (env.metadata or {}).get("render_fps")
+    if isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0:
+        return Timing(1.0 / float(fps), "render_fps")
+    return Timing()
+
+
 def _supports_rgb_array(env_spec: gym.envs.registration.EnvSpec) -> bool:
     """Whether the entry point declares ``rgb_array`` rendering (checked before construction)."""
     creator = env_spec.entry_point
@@ -164,6 +181,8 @@ class GymEnv:
             ``None`` leaves the env unseeded.
         image_size: ``(height, width)`` every image observation is resized to;
             ``None`` keeps the native size.
+        timing: seconds per step, when the env's own conventions do not say it right (Atari's
+            frameskip); None reads them (:func:`gym_timing`).
         make_kwargs: extra keyword arguments for ``gymnasium.make``.
     """
 
@@ -173,6 +192,7 @@ class GymEnv:
         obs: str = "state",
         seed: int | None = 0,
         image_size: tuple[int, int] | None = None,
+        timing: Timing | None = None,
         **make_kwargs: Any,
     ):
         if obs not in OBS_MODES:
@@ -207,6 +227,17 @@ class GymEnv:
         else:
             self.obs_spec, self._convert = self._observation_specs(env.observation_space)
         self.act_spec, self._to_env_action = _action_converter(env.action_space)
+        self._timing = timing if timing is not None else gym_timing(env)
+
+    @property
+    def timing(self) -> Timing:
+        """Seconds per step (see :func:`gym_timing`)."""
+        return self._timing
+
+    @property
+    def obs_names(self) -> dict[str, tuple[str, ...]]:
+        """``key[i]`` per dimension: gymnasium spaces name no dimensions (a Dict names its keys)."""
+        return default_obs_names(self.obs_spec)
 
     def _observation_specs(self, space: gym.Space):
         if isinstance(space, gym.spaces.Dict):

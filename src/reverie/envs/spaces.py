@@ -15,10 +15,15 @@ or a user's Dict keys) plus four bookkeeping keys that every step has:
 Actions always cross the adapter boundary in the model's convention:
 discrete actions as an integer index, continuous actions as float32 in
 ``[-1, 1]`` per dimension (the adapter rescales to the true bounds).
+
+What a step and an observation mean is declared too, for analyses that report in seconds and by
+name: ``timing`` (a :class:`Timing`: seconds per agent step, action repeat included, or unknown)
+and ``obs_names`` (the names of each vector observation's dimensions).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -33,6 +38,34 @@ class EnvError(ValueError):
     """A bad environment name, setting, action or space, said in one sentence."""
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How much simulated time one agent step of an environment covers.
+
+    ``seconds`` is None when the environment does not say (then analyses count in steps); ``source``
+    names where the number comes from (e.g. ``"dt"``, ``"control_timestep"``), ``"unknown"`` otherwise.
+    """
+
+    seconds: float | None = None
+    source: str = "unknown"
+
+    def __post_init__(self):
+        if self.seconds is not None and not (self.seconds > 0 and np.isfinite(self.seconds)):
+            raise EnvError(f"a time step must be a positive number of seconds, got {self.seconds!r}")
+
+    def repeated(self, repeat: int) -> Timing:
+        """The timing of one step that repeats the action ``repeat`` times."""
+        if self.seconds is None or repeat == 1:
+            return self
+        return Timing(self.seconds * repeat, f"{self.source} x {repeat} (action repeat)")
+
+
+def default_obs_names(obs_spec: dict[str, ArraySpec]) -> dict[str, tuple[str, ...]]:
+    """``key[i]`` for every dimension of every vector observation (images have no named dimensions)."""
+    return {k: tuple(f"{k}[{i}]" for i in range(int(np.prod(s.shape)))) for k, s in obs_spec.items()
+            if not s.is_image}
+
+
 @runtime_checkable
 class Env(Protocol):
     """What every adapter and wrapper offers (one environment, no batch axis).
@@ -44,6 +77,17 @@ class Env(Protocol):
 
     obs_spec: dict[str, ArraySpec]
     act_spec: ActionSpec
+
+    @property
+    def timing(self) -> Timing:
+        """Seconds per agent step (action repeat included); ``Timing()`` when unknown."""
+        ...
+
+    @property
+    def obs_names(self) -> dict[str, tuple[str, ...]]:
+        """Names of the dimensions of each vector observation key (images absent); ``key[i]`` when the
+        environment gives none (:func:`default_obs_names`)."""
+        ...
 
     def reset(self) -> dict[str, np.ndarray]:
         """Start an episode: obs + ``reward=0, is_first=True, is_last=False, is_terminal=False``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reverie.envs.spaces import Env, EnvError
+from reverie.envs.spaces import Env, EnvError, Timing
 
 
 class Wrapper:
@@ -23,6 +23,14 @@ class Wrapper:
     @property
     def name(self) -> str:
         return getattr(self.env, "name", type(self.env).__name__)
+
+    @property
+    def timing(self) -> Timing:
+        return self.env.timing
+
+    @property
+    def obs_names(self) -> dict[str, tuple[str, ...]]:
+        return self.env.obs_names
 
     def reset(self) -> dict[str, np.ndarray]:
         return self.env.reset()
@@ -49,6 +57,10 @@ class ActionRepeat(Wrapper):
             raise EnvError(f"action_repeat must be a positive integer, got {repeat!r}")
         super().__init__(env)
         self.repeat = int(repeat)
+
+    @property
+    def timing(self) -> Timing:
+        return self.env.timing.repeated(self.repeat)
 
     def step(self, action) -> dict[str, np.ndarray]:
         total = 0.0

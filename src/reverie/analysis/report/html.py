@@ -1,5 +1,7 @@
 """Writing what ``reverie analyze`` found: ``analysis.json``, the figures, and one self-contained HTML page.
 
+The shell's writing half (:mod:`.run` is its reading half).
+
 The page embeds every figure as a base64 ``data:`` URI and carries its CSS
 inline: no scripts, no links to anything outside the file, so it opens the
 same offline, attached to an e-mail or in a browser that blocks the network.
@@ -17,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from reverie.analysis.report.figures import render
+from reverie.analysis.report.run import ANALYSES, RunAnalysis, Section
 from reverie.io import atomic_write_bytes
-from reverie.training.analysis_figures import render
-from reverie.training.analyze import ANALYSES, RunAnalysis, Section
 
 __all__ = ["json_ready", "write_compare", "write_report"]
 
@@ -37,6 +39,7 @@ td.num { font-variant-numeric: tabular-nums; }
 img { max-width: 100%; height: auto; display: block; margin: 8px 0; }
 .na { color: #8a5a00; background: #fff8e6; border-left: 4px solid #f0b400; padding: 8px 12px; }
 .meta td:first-child { color: #58606b; padding-right: 24px; }
+.headline { font-size: 1.08em; background: #eef4ff; border-left: 4px solid #2856a3; padding: 10px 14px; }
 .cols { display: grid; grid-template-columns: 1fr 1fr; gap: 20px; }
 .cols > div { min-width: 0; }
 nav a { margin-right: 14px; color: #2856a3; }
@@ -69,7 +72,8 @@ def analysis_dict(a: RunAnalysis) -> dict:
     """Every number of one run's analysis, JSON-ready."""
     return json_ready({
         "run_dir": str(a.run_dir), "agent": a.agent, "env": a.env, "obs": a.obs, "checkpoint_step": a.step,
-        "dt_seconds": a.dt, "episodes": a.episodes, "episode_lengths": a.episode_lengths,
+        "dt_seconds": a.dt, "dt_source": a.timing.source, "headline": a.headline, "episodes": a.episodes,
+        "episode_lengths": a.episode_lengths,
         "episode_returns": a.episode_returns, "seconds": a.seconds,
         "sections": {name: {"title": s.title, "applies": s.applies, "text": s.text, "facts": s.facts,
                             "data": s.data} for name, s in a.sections.items()},
@@ -104,12 +108,16 @@ def _section_body(s: Section, pngs: dict | None = None) -> str:
 
 
 def _meta(a: RunAnalysis) -> dict:
-    dt = f"{a.dt:g} s per step" if a.dt is not None else "unknown (times in steps)"
+    dt = f"{a.dt:g} s per step ({a.timing.source})" if a.dt is not None else "unknown (times in steps)"
     lengths = ", ".join(map(str, a.episode_lengths))
     returns = ", ".join(f"{r:.1f}" for r in a.episode_returns)
     return {"run folder": str(a.run_dir), "agent": a.agent, "environment": f"{a.env} ({a.obs})",
             "checkpoint step": str(a.step), "time step": dt,
             "episodes (greedy, own policy)": f"{a.episodes}: lengths {lengths}; returns {returns}"}
+
+
+def _headline(a: RunAnalysis) -> str:
+    return f'<p class="headline">{html.escape(a.headline["text"])}</p>' if a.headline else ""
 
 
 def _page(title: str, body: str) -> bytes:
@@ -141,7 +149,7 @@ def write_report(a: RunAnalysis, out_dir: str | Path, svg: bool = True) -> dict[
                     pngs[id(fig)] = data
     names = [n for n in ANALYSES if n in a.sections]
     body = (f"<h1>What the world model of {html.escape(a.run_dir.name)} learned</h1>"
-            f'<table class="meta">{_rows(_meta(a))}</table>{_nav(names)}')
+            f'{_headline(a)}<table class="meta">{_rows(_meta(a))}</table>{_nav(names)}')
     for n in names:
         s = a.sections[n]
         body += f'<section id="{n}"><h2>{html.escape(s.title)}</h2>{_section_body(s, pngs)}</section>'
@@ -163,7 +171,7 @@ def write_compare(a: RunAnalysis, b: RunAnalysis, out_dir: str | Path) -> dict[s
     label_a, label_b = f"A: {a.run_dir.name}", f"B: {b.run_dir.name}"
     if a.run_dir.name == b.run_dir.name:
         label_a, label_b = f"A: {a.run_dir}", f"B: {b.run_dir}"
-    ma, mb = _meta(a), _meta(b)
+    ma, mb = ({**_meta(r), "headline": r.headline["text"] if r.headline else "not run"} for r in (a, b))
     head = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(ma[k])}</td><td>{html.escape(mb[k])}</td></tr>"
                    for k in ma)
     names = [n for n in ANALYSES if n in a.sections or n in b.sections]

@@ -2,7 +2,7 @@
 
 Drawn on matplotlib's Agg canvas directly (never ``pyplot``), so they work
 headless and leave an interactive user's backend alone; nothing is written
-to disk here (the report writer renders, saves and embeds them).
+to disk here (the report writer, :mod:`.html`, renders, saves and embeds them).
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import io
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from reverie.analysis.modes import ImaginedModes
+from reverie.analysis.spectral import SpectrumSummary
 
 __all__ = ["checkpoints", "fourier", "open_loop", "projection", "render", "spectrum"]
 
@@ -84,15 +87,46 @@ def open_loop(r) -> Figure:
     return fig
 
 
-def spectrum(s) -> Figure:
-    """Eigenvalues on the complex plane, the spectral radius per state and the dominant periods."""
-    fig = _figure(11, 3.4)
-    ax, ax2, ax3 = fig.subplots(1, 3)
+def _unit_circle(ax) -> None:
+    t = np.linspace(0, 2 * np.pi, 400)
+    ax.plot(np.cos(t), np.sin(t), color="gray", lw=0.8)
+    ax.set_aspect("equal")
+    ax.set_xlabel("Re lambda")
+    ax.set_ylabel("Im lambda")
+
+
+def _modes_panel(ax, m: ImaginedModes) -> None:
+    """DMD eigenvalues of the imagined trajectories, marker area by energy, the dominant pair in red."""
+    d = m.dmd
+    lam = d.eigenvalues
+    _unit_circle(ax)
+    ax.scatter(lam.real, lam.imag, s=20 + 400 * d.energy, alpha=0.6, color="tab:blue")
+    if d.dominant is not None:
+        dom = lam[d.dominant]
+        ax.scatter([dom.real, dom.real], [dom.imag, -dom.imag], s=60, color="tab:red",
+                   label=f"dominant: period {d.dominant_period:.3g} {d.unit}")
+        ax.legend(fontsize="small", loc="lower left")
+    reach = max(1.2, float(np.abs(lam).max()) * 1.05) if lam.size else 1.2
+    ax.set_xlim(-reach, reach)
+    ax.set_ylim(-reach, reach)
+    ax.set_title(f"{m.method} (rank {d.rank}, area = energy)", fontsize="medium")
+
+
+def spectrum(s: SpectrumSummary | None, m: ImaginedModes | None = None) -> Figure:
+    """The DMD eigenvalues of the imagined trajectories ``m`` (when given), then the Jacobians' eigenvalues
+    on the complex plane, the spectral radius per state and the dominant periods (when ``s`` is given)."""
+    panels = (["modes"] if m is not None else []) + (["eig", "radius", "period"] if s is not None else [])
+    fig = _figure(3.7 * len(panels), 3.4)
+    axes = dict(zip(panels, fig.subplots(1, len(panels), squeeze=False)[0]))
+    if m is not None:
+        _modes_panel(axes["modes"], m)
+    if s is None:
+        return fig
+    ax, ax2, ax3 = axes["eig"], axes["radius"], axes["period"]
     lam = s.eigenvalues.ravel()
     if lam.size > 20000:
         lam = lam[np.random.default_rng(0).choice(lam.size, 20000, replace=False)]
-    t = np.linspace(0, 2 * np.pi, 400)
-    ax.plot(np.cos(t), np.sin(t), color="gray", lw=0.8)
+    _unit_circle(ax)
     ax.scatter(lam.real, lam.imag, s=3, alpha=0.2, color="tab:blue", rasterized=True)
     dom = s.dominant_pair[np.isfinite(s.dominant_pair)]
     if dom.size:
@@ -103,11 +137,8 @@ def spectrum(s) -> Figure:
     outside = int((np.abs(lam) > reach).sum())
     ax.set_xlim(-reach, reach)
     ax.set_ylim(-reach, reach)
-    ax.set_aspect("equal")
-    ax.set_title("eigenvalues of the Jacobians" + (f" ({outside} beyond the frame)" if outside else ""),
+    ax.set_title("eigenvalues of the latent Jacobians" + (f" ({outside} beyond the frame)" if outside else ""),
                  fontsize="medium")
-    ax.set_xlabel("Re lambda")
-    ax.set_ylabel("Im lambda")
     radius = s.spectral_radius
     top = max(1.1, float(np.quantile(radius, 0.99))) if radius.size else 1.1
     ax2.hist(np.clip(radius, None, top), bins=30, color="tab:blue")
@@ -121,6 +152,9 @@ def spectrum(s) -> Figure:
         if wide:
             ax3.set_xscale("log")
         ax3.axvline(float(np.median(period)), color="black", ls="--", label=f"median {np.median(period):.3g}")
+    if m is not None and m.dmd.dominant is not None and np.isfinite(m.dmd.dominant_period):
+        ax3.axvline(m.dmd.dominant_period, color="tab:green", lw=2, label=f"DMD {m.dmd.dominant_period:.3g}")
+    if ax3.get_legend_handles_labels()[0]:
         ax3.legend(fontsize="small")
     ax3.set_title(f"period of the largest complex pair ({s.unit})", fontsize="medium")
     for a in (ax2, ax3):

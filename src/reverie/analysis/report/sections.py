@@ -1,24 +1,25 @@
 """The analyses of ``reverie analyze``, one :class:`Section` each: numbers, a plain sentence, a figure.
 
-Each builder takes a model and data already in memory (episodes, visited states) and calls
-:mod:`reverie.analysis`; it asks the model only for the capabilities it needs and, where one is missing,
-returns a section that says which. No files, no environments: :mod:`reverie.training.analyze` brings the
-data, :mod:`reverie.training.report_html` writes the results.
+Each builder takes a model and data already in memory (episodes, visited states) and calls the pure
+computations of :mod:`reverie.analysis`; it asks the model only for the capabilities it needs and, where
+one is missing, returns a section that says which. No files, no environments: :mod:`.run` brings the
+data, :mod:`.html` writes the results. The spectral section is in :mod:`.dynamics`, the one over
+training in :mod:`.over_training`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
-from reverie.analysis import fourier, projection, spectral
+from reverie.analysis import fourier, projection
 from reverie.analysis.open_loop import OpenLoopReport, open_loop_error
-from reverie.models.base import DECODER, TRANSITION, VALUE, has
+from reverie.analysis.report import figures as figs
+from reverie.models.base import DECODER, VALUE, State, WorldModel, has
 from reverie.models.state import cat_states, map_state
-from reverie.training import analysis_figures as figs
 
 __all__ = [
     "ANALYSES",
@@ -29,12 +30,13 @@ __all__ = [
     "fourier_section",
     "open_loop_section",
     "projection_section",
-    "spectral_section",
+    "seeded",
+    "seeded_open_loop",
     "visited",
 ]
 
 ANALYSES = ("open_loop", "spectral", "fourier", "projection", "checkpoints")
-TITLES = {"open_loop": "Open-loop prediction", "spectral": "Spectrum of the learned transition",
+TITLES = {"open_loop": "Open-loop prediction", "spectral": "Oscillations and spectrum of the learned dynamics",
           "fourier": "Fourier analysis of trajectories", "projection": "Random projections of latent states",
           "checkpoints": "Over training (pinned checkpoints)"}
 
@@ -53,7 +55,7 @@ class Section:
 
 
 @torch.no_grad()
-def filter_episodes(model: Any, episodes: list[dict], device) -> list[Any]:
+def filter_episodes(model: WorldModel, episodes: list[dict], device: torch.device | str) -> list[State]:
     """The model's filtered states ``[T]`` of each whole episode."""
     out = []
     for ep in episodes:
@@ -74,19 +76,27 @@ def _unit(dt: float | None) -> str:
     return "s" if dt is not None else "steps"
 
 
-def seeded_open_loop(model, episodes, context: int, horizon: int, discount: float, device,
-                     seed: int = 0) -> OpenLoopReport:
-    """:func:`open_loop_error` with torch's random generator seeded (and restored after): imagination samples
-    the prior (an RSSM draws its stochastic latent), so the same model gives the same numbers every time."""
+@contextlib.contextmanager
+def seeded(device: torch.device | str, seed: int = 0):
+    """Torch's random generator seeded inside, restored after: imagination samples the prior (an RSSM draws
+    its stochastic latent), so the same model gives the same numbers every time."""
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
+        yield
+
+
+def seeded_open_loop(model: WorldModel, episodes: list[dict], context: int, horizon: int, discount: float,
+                     device: torch.device | str, seed: int = 0) -> OpenLoopReport:
+    """:func:`open_loop_error` under :func:`seeded`."""
+    with seeded(device, seed):
         # windows start every horizon/4 steps (overlapping): more of them average out the sampled imagination
         return open_loop_error(model, episodes, context, horizon, discount=discount, device=device,
                                stride=max(1, horizon // 4), max_windows=128)
 
 
-def open_loop_section(model, episodes, context, horizon, discount, device) -> tuple[Section, OpenLoopReport | None]:
+def open_loop_section(model: WorldModel, episodes: list[dict], context: int, horizon: int, discount: float,
+                      device: torch.device | str) -> tuple[Section, OpenLoopReport | None]:
     longest = max(len(ep["action"]) for ep in episodes)
     if longest < context + 2:     # short episodes (an untrained CartPole's): observe less before imagining
         context = max(1, longest // 3)
@@ -118,7 +128,8 @@ def open_loop_section(model, episodes, context, horizon, discount, device) -> tu
                    data), r
 
 
-def visited(model, episodes, states, max_states: int, seed: int):
+def visited(model: WorldModel, episodes: list[dict], states: list[State], max_states: int,
+            seed: int) -> tuple[State, np.ndarray, np.ndarray] | None:
     """A subsample of the visited states ``[N]`` with the action taken next ``[N, A]``, the real reward of
     arriving in each, and their features ``[N, F]``."""
     keep_states, actions, rewards = [], [], []
@@ -140,36 +151,6 @@ def visited(model, episodes, states, max_states: int, seed: int):
     return state, action[idx], reward[idx]
 
 
-def spectral_section(model, state, action, dt, device) -> Section:
-    if not has(model, TRANSITION):
-        return Section("spectral", TITLES["spectral"], False,
-                       f"Not available: the model ({type(model).__name__}) has no 'transition' capability, so "
-                       "its prior step cannot be linearised.")
-    act = torch.as_tensor(action, device=device, dtype=torch.float32)
-    s = spectral.model_spectrum(model, state, act, dt=dt)
-    summ = s.summary()
-    unit = _unit(dt)
-    median_period = summ["median_dominant_period"]
-    facts = {"states": str(summ["n_states"]), "latent size D": str(s.dim),
-             "spectral radius (median, q05-q95)": f"{_fmt(summ['spectral_radius']['median'], 4)} "
-                                                  f"({_fmt(summ['spectral_radius']['q05'], 4)}-"
-                                                  f"{_fmt(summ['spectral_radius']['q95'], 4)})",
-             "fraction of eigenvalues with |lambda| >= 1": _fmt(summ["fraction_unstable"]),
-             "dominant oscillation period (largest complex pair, median)": f"{_fmt(median_period)} {unit}",
-             "median Jacobian effective rank": _fmt(summ["median_jacobian_effective_rank"]),
-             "visited states' effective rank": _fmt(summ["state_effective_rank"]),
-             "collapsed": "yes: " + summ["collapse_reason"] if s.collapsed else "no"}
-    text = ("Eigenvalues of the learned transition's Jacobian at visited states: inside the unit circle a "
-            "perturbation decays, on it it persists, and complex pairs rotate with the period shown.")
-    if np.isfinite(median_period):
-        text += (f" The dominant oscillation (the largest complex eigenvalue pair) has a median period of "
-                 f"{median_period:.3g} {unit} over the visited states.")
-    data = dict(summ)
-    data["dominant_period"] = s.dominant_period.tolist()
-    data["spectral_radius_per_state"] = s.spectral_radius.tolist()
-    return Section("spectral", TITLES["spectral"], True, text, facts, {"spectral": figs.spectrum(s)}, data)
-
-
 def band_edges(steps: int, dt: float | None, n_bands: int = 3) -> np.ndarray:
     """Frequency bands evenly spaced in log frequency from the lowest a ``steps``-long window resolves,
     ``1 / (steps dt)``, to Nyquist ``1 / (2 dt)``; the first band starts at 0. (Thirds of Nyquist would put
@@ -180,7 +161,7 @@ def band_edges(steps: int, dt: float | None, n_bands: int = 3) -> np.ndarray:
     return np.concatenate([[0.0], inner, [nyquist]])
 
 
-def fourier_section(model, r: OpenLoopReport | None, dt) -> Section:
+def fourier_section(model: WorldModel, r: OpenLoopReport | None, dt: float | None) -> Section:
     if not has(model, DECODER):
         return Section("fourier", TITLES["fourier"], False,
                        f"Not available: the model ({type(model).__name__}) has no decoder, so it predicts no "
@@ -221,7 +202,8 @@ def _ks(features: int, jl_k: int) -> list[int]:
     return sorted(set(ks.tolist()) | {features})
 
 
-def projection_section(model, state, reward, eps: float = 0.1, seed: int = 0) -> Section:
+def projection_section(model: WorldModel, state: State, reward: np.ndarray, eps: float = 0.1,
+                       seed: int = 0) -> Section:
     with torch.no_grad():
         x = model.features(state).float().cpu().numpy().astype(np.float64)
     n, f = x.shape
