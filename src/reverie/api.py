@@ -25,7 +25,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from reverie.training import session
 from reverie.training.driver import RunResult
 from reverie.training.env_factory import EnvFactory
 from reverie.training.logger import read_metrics
+
+if TYPE_CHECKING:
+    from reverie.analysis.report.run import RunAccess
 
 __all__ = ["Evaluation", "Run", "analyze", "batch_step", "default_run_dir", "make_config", "imagine", "load", "plan",
            "train"]
@@ -200,22 +203,44 @@ def load(run_dir: str | Path, device: str | None = None) -> Run:
 
 
 def analyze(run_dir: str | Path, run_dir_b: str | Path | None = None, *, checkpoint: int | None = None,
-            episodes: int = 4, only: Sequence[str] | None = None, out: str | Path | None = None,
-            device: str | None = None) -> dict[str, Any]:
-    """What a run's world model learned (open-loop error, spectra, Fourier, random projections, over
-    checkpoints), written as an HTML report with its JSON and figures under ``out`` (default
-    ``RUN_DIR/analysis``); with ``run_dir_b``, the two runs side by side. Returns the report's paths and
-    the checkpoint steps analysed (what ``reverie analyze`` prints)."""
-    from reverie.training.analyze import analyze_run, check_inputs
-    from reverie.training.report_html import write_compare, write_report
+            episodes: int = 4, only: Sequence[str] | str | None = None, out: str | Path | None = None,
+            device: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """What a run's world model learned (its dominant oscillation, open-loop error, spectra, Fourier, random
+    projections, over checkpoints), written as an HTML report with its JSON and figures under ``out``
+    (default ``RUN_DIR/analysis``); with ``run_dir_b``, the two runs side by side. ``only``: some of the
+    analyses (names or a comma-separated string); ``progress``: show the stages as they run. Returns the
+    report's paths and the checkpoint steps analysed (what ``reverie analyze`` prints)."""
+    import contextlib
 
+    from reverie.analysis.report import StageProgress, analyze_run, check_inputs, write_compare, write_report
+
+    access = run_access()
     runs = [str(run_dir)] + ([str(run_dir_b)] if run_dir_b is not None else [])
-    names = check_inputs(runs, checkpoint, episodes, ",".join(only) if only else None)
-    results = [analyze_run(run, checkpoint=checkpoint, episodes=episodes, only=names, device=device) for run in runs]
+    names = check_inputs(access, runs, checkpoint, episodes,
+                         ",".join(only) if only is not None and not isinstance(only, str) else only)
+    results = []
+    for run in runs:   # inputs are checked before anything is loaded
+        shown = StageProgress(Path(run).name, 2 + len(names)) if progress else contextlib.nullcontext()
+        with shown as display:
+            stage = display.stage if display is not None else (lambda name: None)
+            results.append(analyze_run(access, run, checkpoint=checkpoint, episodes=episodes, only=names,
+                                       device=device, stage=stage))
     folder = Path(out) if out else Path(run_dir) / "analysis"
     paths = write_report(results[0], folder) if len(results) == 1 else write_compare(results[0], results[1], folder)
     return {"report": str(paths["html"]), "json": str(paths["json"]), "checkpoint_step": [r.step for r in results],
             "seconds": [round(sum(r.seconds.values()), 1) for r in results]}
+
+
+def run_access() -> RunAccess:
+    """How the analysis report reaches run folders: the training shell's functions (``reverie.analysis``
+    never imports ``reverie.training``; this layer hands them in)."""
+    from reverie.analysis.report.run import RunAccess
+    from reverie.training.checkpoint import list_checkpoints, load_checkpoint
+    from reverie.training.evaluate import run_episodes
+    from reverie.training.run_dir import RunFolder
+
+    return RunAccess(open_run=session.load_run, load_checkpoint=load_checkpoint, play=run_episodes,
+                     checkpoints=lambda run: list_checkpoints(RunFolder.existing(run).checkpoints))
 
 
 def batch_step(step: Mapping[str, np.ndarray], agent: Agent, action: np.ndarray | None = None) -> dict[str, np.ndarray]:

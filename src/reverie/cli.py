@@ -148,34 +148,10 @@ def _dream(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from reverie.analysis.report import (
-        RunAccess,
-        StageProgress,
-        analyze_run,
-        check_inputs,
-        write_compare,
-        write_report,
-    )
-    from reverie.training.checkpoint import list_checkpoints, load_checkpoint
-    from reverie.training.evaluate import run_episodes
-    from reverie.training.run_dir import RunFolder
-    from reverie.training.session import load_run
+    from reverie import api
 
-    # the report reaches run folders through training's own functions (reverie.analysis never imports them)
-    access = RunAccess(open_run=load_run, load_checkpoint=load_checkpoint, play=run_episodes,
-                       checkpoints=lambda run: list_checkpoints(RunFolder.existing(run).checkpoints))
-    runs = [args.run_dir] + ([args.run_dir_b] if args.run_dir_b else [])
-    only = check_inputs(access, runs, args.checkpoint, args.episodes, args.only)   # before loading anything
-    results = []
-    for run in runs:
-        with StageProgress(Path(run).name, 2 + len(only)) as progress:
-            results.append(analyze_run(access, run, checkpoint=args.checkpoint, episodes=args.episodes, only=only,
-                                       device=args.device, stage=progress.stage))
-    out = Path(args.out) if args.out else Path(args.run_dir) / "analysis"
-    paths = write_report(results[0], out) if len(results) == 1 else write_compare(results[0], results[1], out)
-    print(json.dumps({"report": str(paths["html"]), "json": str(paths["json"]),
-                      "checkpoint_step": [r.step for r in results],
-                      "seconds": [round(sum(r.seconds.values()), 1) for r in results]}))
+    print(json.dumps(api.analyze(args.run_dir, args.run_dir_b, checkpoint=args.checkpoint, episodes=args.episodes,
+                                 only=args.only, out=args.out, device=args.device, progress=True)))
     return 0
 
 
