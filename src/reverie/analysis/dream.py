@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reverie.models.base import DECODER, WorldModel, require, stack_states
+from reverie.models.base import WorldModel, decoder_head, stack_states
+from reverie.models.state import state_entries
 
 
 @torch.no_grad()
@@ -24,7 +25,7 @@ def open_loop(wm: WorldModel, obs: dict[str, np.ndarray], action: np.ndarray, co
     Returns ``{key: [T, ...]}`` decoded observations: reconstructions for the first ``context``
     steps, open-loop predictions afterwards (images as uint8).
     """
-    require(wm, [DECODER], "open-loop prediction of observations")
+    decode = decoder_head(wm, "open-loop prediction of observations")
     steps = action.shape[0]
     if not 1 <= context < steps:
         raise ValueError(f"context must be between 1 and the episode length - 1 ({steps - 1}), got {context}")
@@ -37,10 +38,10 @@ def open_loop(wm: WorldModel, obs: dict[str, np.ndarray], action: np.ndarray, co
     for t in range(context, steps):
         state = wm.step(state, act[None, t])
         imagined.append(state)
-    post = {k: v[0] for k, v in post.items()}                     # [context, ...]
-    prior = {k: v[:, 0] for k, v in stack_states(imagined, 0).items()}  # [T - context, ...]
+    post = {k: v[0] for k, v in state_entries(post).items()}                     # [context, ...]
+    prior = {k: v[:, 0] for k, v in state_entries(stack_states(imagined, 0)).items()}  # [T - context, ...]
     out = {}
-    recon, pred = wm.decode(post), wm.decode(prior)
+    recon, pred = decode(post), decode(prior)
     for k in obs:
         both = torch.cat([recon[k], pred[k]], 0).float().cpu().numpy()
         out[k] = both.round().clip(0, 255).astype(np.uint8) if obs[k].dtype == np.uint8 else both

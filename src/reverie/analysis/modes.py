@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from reverie.analysis.dmd import DMDResult, dmd
-from reverie.models.base import DECODER, State, WorldModel, has
+from reverie.models.base import DECODER, State, WorldModel, decoder_head, has
 from reverie.models.state import state_batch, take_rows
 from reverie.specs import ActionSpec
 
@@ -83,9 +83,11 @@ def imagine_signal(model: WorldModel, state: State, action: torch.Tensor, horizo
     start states and of ``horizon`` imagined steps with ``action`` (``[1, A]`` or ``[N, A]``) held."""
     keys = _vector_keys(model)
 
+    decode = decoder_head(model, "the observable modes of a model") if observable else None
+
     def read(s: State) -> np.ndarray:
-        if observable:
-            decoded = model.decode(s)
+        if decode is not None:
+            decoded = decode(s)
             parts = [decoded[k].reshape(decoded[k].shape[0], -1) for k in keys]
             return torch.cat(parts, -1).float().cpu().numpy().astype(np.float64)
         return model.features(s).float().cpu().numpy().astype(np.float64)

@@ -106,7 +106,7 @@ def windows_of(lengths: Sequence[int], context: int, horizon: int, stride: int |
     stride = horizon if stride is None else int(stride)
     if context < 1 or horizon < 1 or stride < 1:
         raise ValueError(f"context, horizon and stride must be at least 1, got {context}, {horizon}, {stride}")
-    out = []
+    out: list[tuple[int, int]] = []
     for e, length in enumerate(lengths):
         last = int(length) - horizon
         if last < context:
@@ -206,7 +206,7 @@ def open_loop_error(model, episodes: Sequence[Mapping[str, np.ndarray]], context
     if cont:
         p, c = cat["cont_pred"], cat["cont_real"]
         report.update(cont_pred_mean=p.mean(0), cont_real_mean=c.mean(0), cont_brier=((p - c) ** 2).mean(0))
-    if value:
+    if value and targets is not None:
         real_v = np.stack([targets[e][s:s + horizon] for e, s in pairs])    # [W, H]
         report["value_mse"] = ((cat["value_pred"] - real_v) ** 2).mean(0)
         report["value_bootstrap_weight"] = bootstrap_weight

@@ -144,7 +144,9 @@ def projection_distortion(x, ks: Sequence[int], *, random_state: int = 0, eps: f
     i, j, d2 = i[keep], j[keep], d2[keep]
     if i.size == 0:
         raise ValueError("all states are identical: no pair has a distance to distort")
-    maxes, means, qs = [], [], {f"q{round(100 * q):d}": [] for q in quantiles}
+    maxes: list[float] = []
+    means: list[float] = []
+    qs: dict[str, list[float]] = {f"q{round(100 * q):d}": [] for q in quantiles}
     for k in ks_arr:
         p = _project(x, k, random_state)
         dist = np.abs(((p[i] - p[j]) ** 2).sum(axis=1) / d2 - 1.0)

@@ -72,7 +72,8 @@ CAPABILITIES: dict[str, str] = {REWARD: "reward", CONT: "cont", DECODER: "decode
 __all__ = [
     "CAPABILITIES", "CONT", "DECODER", "POLICY", "REWARD", "TRANSITION", "VALUE", "ActionDistribution", "CapabilityError",
     "Dynamics", "HasCont", "HasDecoder", "HasPolicy", "HasReward", "HasTransition", "HasValue", "ModelWithHeads",
-    "State", "TransitionMap", "WorldModel", "capabilities_of", "has", "imagine", "memory_keys_of", "require",
+    "State", "TransitionMap", "WorldModel", "capabilities_of", "cont_head", "decoder_head", "has", "imagine",
+    "memory_keys_of", "policy_head", "require", "reward_head", "transition_head", "value_head",
     "stack_states", "transition_map", "with_heads", "without_memory",
 ]
 
@@ -223,6 +224,44 @@ def require(model: Dynamics, needed: Iterable[str], purpose: str) -> None:
     for cap in needed:
         if not callable(getattr(model, CAPABILITIES[cap], None)):
             raise CapabilityError(f"{name} declares '{cap}' but has no `{CAPABILITIES[cap]}(state)` method")
+
+
+# Typed access to a declared capability: ``require`` checks that the model declares it and has a callable
+# method of that name, which is what the cast to the capability's protocol states.
+def reward_head(model: Dynamics, purpose: str) -> Callable[[State], Tensor]:
+    """``model.reward``; CapabilityError naming ``purpose`` if the model does not declare ``reward``."""
+    require(model, [REWARD], purpose)
+    return cast(HasReward, model).reward
+
+
+def cont_head(model: Dynamics, purpose: str) -> Callable[[State], Tensor]:
+    """``model.cont``; CapabilityError naming ``purpose`` if the model does not declare ``cont``."""
+    require(model, [CONT], purpose)
+    return cast(HasCont, model).cont
+
+
+def decoder_head(model: Dynamics, purpose: str) -> Callable[[State], dict[str, Tensor]]:
+    """``model.decode``; CapabilityError naming ``purpose`` if the model does not declare ``decoder``."""
+    require(model, [DECODER], purpose)
+    return cast(HasDecoder, model).decode
+
+
+def value_head(model: Dynamics, purpose: str) -> Callable[[State], Tensor]:
+    """``model.value``; CapabilityError naming ``purpose`` if the model does not declare ``value``."""
+    require(model, [VALUE], purpose)
+    return cast(HasValue, model).value
+
+
+def policy_head(model: Dynamics, purpose: str) -> Callable[[State], ActionDistribution]:
+    """``model.policy``; CapabilityError naming ``purpose`` if the model does not declare ``policy``."""
+    require(model, [POLICY], purpose)
+    return cast(HasPolicy, model).policy
+
+
+def transition_head(model: Dynamics, purpose: str) -> Callable[[State, Tensor], tuple[Tensor, TransitionMap]]:
+    """``model.transition``; CapabilityError naming ``purpose`` if the model does not declare ``transition``."""
+    require(model, [TRANSITION], purpose)
+    return cast(HasTransition, model).transition
 
 
 def memory_keys_of(model: Dynamics) -> frozenset[str]:
