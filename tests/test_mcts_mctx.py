@@ -38,14 +38,6 @@ jnp = jax.numpy
 STATES = 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_tables(batch: int, actions: int, seed: int) -> dict[str, np.ndarray]:
     """B random MDPs over STATES states (state 0 is the root): float64 tables [B, S, K] and value [B, S].
 

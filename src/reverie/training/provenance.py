@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from reverie.io import atomic_write_text
-from reverie.training.hardware import NATIVE_BF16_FLAGS, cpu_flags
+from reverie.training.hardware import NATIVE_BF16_FLAGS, cpu_flags, cpu_model
 
 __all__ = ["PROVENANCE_FILE", "Provenance", "machine_facts", "read_provenance", "source_revision"]
 
@@ -74,16 +74,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_facts(device: str) -> dict[str, Any]:
     """The facts of this machine a timing or a learning curve depends on."""
     import torch
@@ -94,7 +84,7 @@ def machine_facts(device: str) -> dict[str, Any]:
     except AttributeError:   # not Linux
         cores = os.cpu_count() or 0
     facts: dict[str, Any] = {
-        "cpu": _cpu_model(), "cpu_native_bf16": sorted(f for f in NATIVE_BF16_FLAGS if f in flags),
+        "cpu": cpu_model(), "cpu_native_bf16": sorted(f for f in NATIVE_BF16_FLAGS if f in flags),
         "cores": cores, "torch_threads": torch.get_num_threads(), "device": device,
         "python": platform.python_version(), "os": platform.platform(terse=True),
     }
