@@ -203,6 +203,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--root", type=Path, default=Path("runs/faults"))
     p.add_argument("--skip-disk-full", action="store_true")
+    p.add_argument("--out", type=Path, help="also write the report, each run and the machine as JSON here "
+                                           "(benchmarks/results/faults.json is what the results page shows)")
     args = p.parse_args()
     if args.runs < 1 or args.steps < 4 * args.checkpoint_every:
         p.error("--runs must be >= 1 and --steps at least 4 x --checkpoint-every")
@@ -227,6 +229,20 @@ def main() -> None:
     if not args.skip_disk_full:
         report["disk_full"] = disk_full(args)
     print(json.dumps(report, indent=1))
+    if args.out is not None:
+        import datetime
+
+        from reverie.training.provenance import machine_facts
+
+        command = ["python benchmarks/faults.py", f"--runs {args.runs}", f"--steps {args.steps}",
+                   f"--checkpoint-every {args.checkpoint_every}", f"--chunk {args.chunk}", f"--seed {args.seed}"]
+        if args.skip_disk_full:
+            command.append("--skip-disk-full")
+        record = {"command": " ".join(command), "date": datetime.date.today().isoformat(),
+                  "machine": machine_facts("cpu"), "report": report,
+                  "runs": [{k: v for k, v in r.items() if not isinstance(v, str) or "/" not in v} for r in rows]}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -285,12 +285,41 @@ def page(outcomes: list[Outcome]) -> str:
                "DreamerV3 (`benchmarks/run_dreamerv3_side_by_side.sh`) and sheeprl "
                "(`benchmarks/run_sheeprl_side_by_side.sh`), fp32 and bf16, with the CPU named. Earlier "
                "measurements are in [docs/notes](docs/notes/)."])
-    safety = RESULTS / "safety.md"
     lines += ["", "## Crash safety and memory", ""]
-    lines += (safety.read_text().strip().splitlines() if safety.exists() else
-              ["Not yet measured in this form (`benchmarks/faults.py`, `benchmarks/memory.py`); earlier "
-               "measurements are in [docs/notes](docs/notes/)."])
+    lines += safety_section(RESULTS / "faults.json")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def safety_section(path: Path) -> list[str]:
+    """The fault-injection record ``benchmarks/faults.py --out`` wrote, as a table."""
+    if not path.exists():
+        return ["Not yet measured in this form (`benchmarks/faults.py --out benchmarks/results/faults.json`, "
+                "`benchmarks/memory.py`); earlier measurements are in [docs/notes](docs/notes/)."]
+    record = json.loads(path.read_text())
+    r, m = record["report"], record["machine"]
+    lost = r["steps_lost_per_kill"]
+    disk = r.get("disk_full")
+    lines = [f"Runs of Dreamer `tiny` on CartPole, each killed with SIGKILL (from outside at a random moment, or by "
+             f"the process itself at a failpoint: during collection, between two updates, with a checkpoint's "
+             f"weights written but not committed, with a replay chunk half written), then the same command run "
+             f"again; measured {record['date']} on {_cpu({**m, 'torch_threads': m.get('torch_threads')})}:", "",
+             f"    {record['command']}", "",
+             "| runs | killed | corrupt folders | failed resumes | resumed at the step the replay kept | "
+             "steps lost per kill (max; bound: one replay chunk) |", "|---|---|---|---|---|---|",
+             f"| {r['runs']} | {r['killed']} | {r['corrupt_folders']} | {r['failed_resumes']} | "
+             f"{r['resumed_at_replay_kept']} of {r['killed']} | {max(lost) if lost else '-'} "
+             f"(bound {r['bound_steps_lost']}) |"]
+    if disk and "skipped" in disk:
+        lines += ["", f"A full disk: not measured ({disk['skipped']})."]
+    elif disk:
+        lines += ["", "A full disk (a run in a 1 MB tmpfs): exit status, what it said, whether a traceback was "
+                  "printed, the checkpoint it kept and whether `reverie eval` loads it:", "",
+                  "| exit | last line | traceback | checkpoint kept | folder problems | eval exit |", "|---|---|---|---|---|---|",
+                  f"| {disk['exit']} | {disk['last_line']} | {disk['traceback']} | {disk['checkpoint_step']} | "
+                  f"{len(disk['problems'])} | {disk['eval_exit']} |"]
+    lines += ["", "Memory over a long run (`benchmarks/memory.py`) is not yet measured in this form; earlier "
+              "measurements are in [docs/notes](docs/notes/)."]
+    return lines
 
 
 def readme_table(outcomes: list[Outcome]) -> str:
