@@ -22,6 +22,7 @@ from typing import Any
 
 from reverie.config import to_dict
 from reverie.io import atomic_write_text
+from reverie.run_config import AgentConfig
 from reverie.training.lock import LOCK_NAME, RunLock, RunLockedError
 
 #: Config keys that may change between a run and its resumption.
@@ -94,7 +95,7 @@ class RunFolder:
         return folder
 
     @classmethod
-    def prepare(cls, path: str | os.PathLike, agent: str, cfg: Any) -> tuple["RunFolder", bool]:
+    def prepare(cls, path: str | os.PathLike, agent: str, cfg: AgentConfig) -> tuple["RunFolder", bool]:
         """Take the folder's writer lock, then create it for a new run or check it matches for a resumption.
 
         Returns (folder, resuming); ``folder.lock`` is held until :meth:`release` (or the process ends).
@@ -121,7 +122,7 @@ class RunFolder:
             self.lock.release()
             self.lock = None
 
-    def _prepare_locked(self, agent: str, cfg: Any) -> bool:
+    def _prepare_locked(self, agent: str, cfg: AgentConfig) -> bool:
         folder, cls = self, type(self)
         meta = folder.read_meta()   # read again under the lock: another writer may have just created it
         new = to_dict(cfg)
@@ -152,7 +153,7 @@ class RunFolder:
         return True
 
     @staticmethod
-    def _write_config(folder: "RunFolder", cfg: Any) -> None:
+    def _write_config(folder: "RunFolder", cfg: AgentConfig) -> None:
         from reverie.config import save_config
         save_config(cfg, folder.config)
 
