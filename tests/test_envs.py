@@ -369,8 +369,10 @@ def _broken_env():
 
 
 def test_parallel_worker_errors_come_back_and_close_ends_workers():
-    with pytest.raises(EnvError, match="environment 1 failed in its worker process: RuntimeError: boom"):
+    with pytest.raises(EnvError, match="environment 1 failed in its worker process: RuntimeError: boom") as caught:
         BatchEnv([functools.partial(make_env, "gym:CartPole-v1"), _broken_env], parallel=True)
+    # the worker's whole traceback comes back with the one-sentence error, for whoever debugs the env
+    assert "in _broken_env" in caught.value.worker_traceback
     batch = BatchEnv([lambda i=i: make_env("gym:CartPole-v1", seed=i) for i in range(2)], parallel=True)
     processes = [h._process for h in batch._handles]
     assert all(p.is_alive() for p in processes)

@@ -33,6 +33,7 @@ from reverie.training.offline import (
     open_dataset,
     replay_streams,
 )
+from reverie.training.run_dir import RunFolderError
 
 TINY = ["run.steps=150", "run.train_ratio=16", "run.eval_episodes=1", "run.threads=1", "run.seed=3"]
 
@@ -87,6 +88,16 @@ def test_space_conversions_round_trip_and_bad_spaces_get_one_sentence():
         obs_from_space(gym.spaces.Box(-1, 1, (3,)), np.zeros((2, 3)), 3)
     with pytest.raises(DatasetError, match="leave their space"):
         action_to_model(gym.spaces.Discrete(2), np.array([0, 2]), 2)
+    with pytest.raises(DatasetError, match="action space is MultiDiscrete"):
+        action_to_model(gym.spaces.MultiDiscrete([2, 2]), np.zeros((2, 2), np.int64), 2)
+    with pytest.raises(DatasetError, match="observation space 'note' is Text.*which reverie does not support"):
+        obs_from_space(gym.spaces.Dict({"note": gym.spaces.Text(5)}), {"note": np.array(["a", "b"])}, 2)
+
+
+def test_exporting_a_run_folder_whose_run_json_names_no_agent_is_one_sentence(tmp_path):
+    (tmp_path / "run.json").write_text("{}")
+    with pytest.raises(RunFolderError, match="run.json names no agent"):
+        export_run(tmp_path, "reverie/cartpole-v0", out=tmp_path / "datasets")
 
 
 # -- a run exported, imported, trained from ------------------------------------------------------------

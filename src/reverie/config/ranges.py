@@ -13,9 +13,12 @@ import functools
 import math
 import numbers
 import typing
-from typing import Annotated, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Annotated, Callable, TypeVar
 
 from reverie.config.schema import ConfigError, _init_fields, _join, _strip_optional
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 T = TypeVar("T")
 
@@ -49,13 +52,13 @@ class Range:
     low_strict: bool = False
     high_strict: bool = False
 
-    def admits(self, value: Any) -> bool:
+    def admits(self, value: object) -> bool:
         """Whether ``value`` is a finite real number (not a bool) inside the bounds."""
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             return False
         if self.low is not None and (value <= self.low if self.low_strict else value < self.low):
             return False
-        return self.high is None or not (value >= self.high if self.high_strict else value > self.high)
+        return self.high is None or (value < self.high if self.high_strict else value <= self.high)
 
     def describe(self) -> str:
         """The range in words: 'at least 1', 'above 0', 'between 0 and 1', 'in (0, 1)'."""
@@ -104,7 +107,7 @@ class OutOfRangeError(ConfigError):
     dotted key the user typed, e.g. ``run.steps``.
     """
 
-    def __init__(self, owner: str, name: str, value: Any, allowed: Range, key: str | None = None):
+    def __init__(self, owner: str, name: str, value: object, allowed: Range, key: str | None = None) -> None:
         self.owner, self.name, self.value, self.allowed, self.key = owner, name, value, allowed, key
         subject = f"config key '{key}'" if key is not None else f"{owner}.{name}"
         finite = "a finite number " if isinstance(value, float) and not math.isfinite(value) else ""
@@ -128,7 +131,7 @@ def built_checked(make: Callable[[], T], section: str, invalid: Callable[[Except
         raise ConfigError(invalid(e)) from e
 
 
-def check_ranges(cfg: Any) -> None:
+def check_ranges(cfg: DataclassInstance) -> None:
     """Raise :class:`OutOfRangeError` for the first field of ``cfg`` outside its declared :class:`Range`.
 
     Call it from the config class's ``__post_init__``; fields without a Range are not looked at.
@@ -140,10 +143,10 @@ def check_ranges(cfg: Any) -> None:
 
 
 @functools.cache
-def _declared_ranges(cls: type) -> dict[str, Range]:
+def _declared_ranges(cls: type[DataclassInstance]) -> dict[str, Range]:
     """Field name -> Range, read once per class from ``Annotated[...]`` (also inside ``Optional``)."""
     hints = typing.get_type_hints(cls, include_extras=True)
-    ranges = {}
+    ranges: dict[str, Range] = {}
     for f in _init_fields(cls):
         inner, _ = _strip_optional(hints[f.name])
         if typing.get_origin(inner) is Annotated:

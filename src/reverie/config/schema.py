@@ -13,7 +13,10 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = ["ConfigError", "flat_keys"]
 
@@ -32,7 +35,7 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _init_fields(cls_or_obj: Any) -> list[dataclasses.Field]:
+def _init_fields(cls_or_obj: DataclassInstance | type[DataclassInstance]) -> list[dataclasses.Field]:
     # Fields with init=False are derived values: they are neither set by the
     # user nor stored, since the constructor recomputes them.
     return [f for f in dataclasses.fields(cls_or_obj) if f.init]
@@ -123,7 +126,7 @@ def _keys_of_type(cls: type, prefix: str = "") -> list[str]:
     return out
 
 
-def flat_keys(cfg: Any) -> list[str]:
+def flat_keys(cfg: object) -> list[str]:
     """Every settable dotted key of a config (instance or class), in field order, for help output.
 
     Sections typed ``Optional[Section]`` are listed even when currently None.
@@ -132,7 +135,7 @@ def flat_keys(cfg: Any) -> list[str]:
         raise ConfigError(f"flat_keys expects a config dataclass, got {type(cfg).__name__}")
     if isinstance(cfg, type):
         return _keys_of_type(cfg)
-    out = []
+    out: list[str] = []
     hints = _hints(type(cfg))
     for f in _init_fields(cfg):
         value = getattr(cfg, f.name)

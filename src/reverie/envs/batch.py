@@ -23,12 +23,19 @@ from __future__ import annotations
 import multiprocessing as mp
 import pickle
 import traceback
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
 from reverie.envs.spaces import ActionSpec, ArraySpec, Env, EnvError, check_step
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkServerContext, SpawnContext
+
+T = TypeVar("T")
 
 try:  # gymnasium depends on cloudpickle, so it is normally present
     import cloudpickle as _pickler
@@ -36,11 +43,20 @@ except ImportError:  # pragma: no cover - plain pickle still handles module-leve
     _pickler = pickle
 
 
+class EnvWorkerError(EnvError):
+    """An environment that failed in its worker process; ``worker_traceback`` is the worker's full traceback,
+    for whoever debugs the env."""
+
+    def __init__(self, message: str, worker_traceback: str) -> None:
+        super().__init__(message)
+        self.worker_traceback = worker_traceback
+
+
 def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def _worker(conn, payload: bytes) -> None:
+def _worker(conn: Connection, payload: bytes) -> None:
     """Subprocess loop: build the env, then answer ``(command, data)`` messages until 'close'.
 
     Replies are ``("ok", result)`` or ``("error", message)``; an exception
@@ -74,7 +90,8 @@ def _worker(conn, payload: bytes) -> None:
         conn.close()
 
 
-def _run(env: Env, command: str, data: Any) -> Any:
+def _run(env: Env, command: str, data: np.ndarray | None) -> Any:
+    """What ``command`` returns: a step dict (reset, step) or a frame (render)."""
     if command == "reset":
         return env.reset()
     if command == "step":
@@ -84,20 +101,36 @@ def _run(env: Env, command: str, data: Any) -> Any:
     raise EnvError(f"unknown BatchEnv command {command!r}")
 
 
+class _Handle(Protocol):
+    """One env of a BatchEnv, in this process or in a worker: ``send`` a command, ``receive`` its result."""
+
+    def specs(self, index: int) -> tuple[dict[str, ArraySpec], ActionSpec]:
+        """The env's (obs_spec, act_spec); EnvError if it could not be built."""
+        ...
+
+    def send(self, command: str, data: np.ndarray | None = None) -> None: ...
+
+    def receive(self, index: int) -> Any:
+        """What the command sent last returned (see :func:`_run`); EnvError naming env ``index`` if it failed."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class _LocalHandle:
     """An env in this process with the same send/receive shape as a worker."""
 
-    def __init__(self, env_fn: Callable[[], Env]):
+    def __init__(self, env_fn: Callable[[], Env]) -> None:
         self.env = env_fn()
         self._result: Any = None
 
-    def specs(self):
+    def specs(self, index: int) -> tuple[dict[str, ArraySpec], ActionSpec]:
         return self.env.obs_spec, self.env.act_spec
 
-    def send(self, command: str, data: Any = None) -> None:
+    def send(self, command: str, data: np.ndarray | None = None) -> None:
         self._result = _run(self.env, command, data)
 
-    def receive(self, index: int) -> dict[str, np.ndarray]:
+    def receive(self, index: int) -> Any:
         result, self._result = self._result, None
         return result
 
@@ -108,34 +141,32 @@ class _LocalHandle:
 class _WorkerHandle:
     """An env in a subprocess, spoken to over a pipe."""
 
-    def __init__(self, env_fn: Callable[[], Env], context):
+    def __init__(self, env_fn: Callable[[], Env], context: ForkServerContext | SpawnContext) -> None:
         self._conn, child = context.Pipe()
-        self._process = context.Process(
+        self._process: BaseProcess = context.Process(
             target=_worker, args=(child, _pickler.dumps(env_fn)), daemon=True
         )
         self._process.start()
         child.close()
         self._closed = False
 
-    def specs_reply(self, index: int):
-        return self.receive(index)
+    def specs(self, index: int) -> tuple[dict[str, ArraySpec], ActionSpec]:
+        return self.receive(index)   # the worker's first reply
 
-    def send(self, command: str, data: Any = None) -> None:
+    def send(self, command: str, data: np.ndarray | None = None) -> None:
         try:
             self._conn.send((command, data))
         except (BrokenPipeError, OSError):
             pass  # the matching receive() reports the dead worker
 
-    def receive(self, index: int):
+    def receive(self, index: int) -> Any:
         try:
             reply = self._conn.recv()
         except (EOFError, OSError, ConnectionError):
             code = self._process.exitcode
             raise EnvError(f"environment {index}'s worker process died (exit code {code})") from None
         if reply[0] == "error":
-            error = EnvError(f"environment {index} failed in its worker process: {reply[1]}")
-            error.worker_traceback = reply[2]  # the full story, for whoever debugs the env
-            raise error
+            raise EnvWorkerError(f"environment {index} failed in its worker process: {reply[1]}", reply[2])
         return reply[1]
 
     def close(self) -> None:
@@ -153,9 +184,10 @@ class _WorkerHandle:
         self._conn.close()
 
 
-def _start_context():
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+def _start_context() -> ForkServerContext | SpawnContext:
+    if "forkserver" in mp.get_all_start_methods():
+        return mp.get_context("forkserver")
+    return mp.get_context("spawn")
 
 
 class BatchEnv:
@@ -171,12 +203,12 @@ class BatchEnv:
         obs_spec, act_spec: the specs shared by every env (no batch axis).
     """
 
-    def __init__(self, env_fns: list[Callable[[], Env]], parallel: bool = False):
+    def __init__(self, env_fns: Sequence[Callable[[], Env]], parallel: bool = False) -> None:
         if not env_fns:
             raise EnvError("BatchEnv needs at least one environment constructor")
         self.num_envs = len(env_fns)
         self.parallel = bool(parallel)
-        self._handles: list[Any] = []
+        self._handles: list[_Handle] = []
         self._needs_reset = np.ones(self.num_envs, dtype=bool)
         self._unchecked_batches = 2   # the first reset and the first step are checked against the specs
         self._pending = False         # a step_async awaits its step_wait
@@ -184,11 +216,11 @@ class BatchEnv:
             if self.parallel:
                 context = _start_context()
                 self._handles = [_WorkerHandle(fn, context) for fn in env_fns]
-                specs = self._gather(lambda i, h: h.specs_reply(i))
+                specs = self._gather(lambda i, h: h.specs(i))
             else:
                 for fn in env_fns:
                     self._handles.append(_LocalHandle(fn))
-                specs = [h.specs() for h in self._handles]
+                specs = [h.specs(i) for i, h in enumerate(self._handles)]
         except BaseException:
             self.close()
             raise
@@ -202,15 +234,15 @@ class BatchEnv:
                     f"({self.obs_spec}, {self.act_spec}): a BatchEnv needs identical envs"
                 )
 
-    def _gather(self, receive: Callable[[int, Any], Any]) -> list[Any]:
+    def _gather(self, receive: Callable[[int, _Handle], T]) -> list[T]:
         """Receive from every handle even after a failure, so pipes stay in step; then raise the first."""
-        results, first_error = [], None
+        results: list[T] = []
+        first_error: EnvError | None = None
         for i, handle in enumerate(self._handles):
             try:
                 results.append(receive(i, handle))
             except EnvError as err:
                 first_error = first_error or err
-                results.append(None)
         if first_error is not None:
             raise first_error
         return results
@@ -262,7 +294,7 @@ class BatchEnv:
         self._needs_reset = steps["is_last"].copy()
         return steps
 
-    def _check_actions(self, actions) -> np.ndarray:
+    def _check_actions(self, actions: np.ndarray) -> np.ndarray:
         actions = np.asarray(actions)
         if self.act_spec.discrete:
             if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
@@ -294,7 +326,7 @@ class BatchEnv:
     def __enter__(self) -> BatchEnv:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:

@@ -19,7 +19,7 @@ Each ``where`` argument names the call, e.g. ``"CartPole-v1 step()"``; each
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import gymnasium as gym
 import numpy as np
@@ -30,7 +30,7 @@ from reverie.envs.spaces import EnvError
 NUMERIC_KINDS = "biuf"
 
 
-def is_image_space(space: gym.Space) -> bool:
+def is_image_space(space: gym.Space) -> TypeGuard[gym.spaces.Box]:
     """Whether ``space`` is a uint8 ``Box [H, W, 3]``, which reverie treats as an image."""
     return (
         isinstance(space, gym.spaces.Box)
@@ -40,13 +40,13 @@ def is_image_space(space: gym.Space) -> bool:
     )
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def _short(value: object, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters, numpy scalars shown as plain numbers."""
     text = repr(value.item() if isinstance(value, np.generic) else value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _as_array(value: Any, path: str, where: str) -> np.ndarray:
+def _as_array(value: object, path: str, where: str) -> np.ndarray:
     """``value`` as a numpy array, or :class:`EnvError` if it is ragged or otherwise not an array."""
     try:
         return np.asarray(value)
@@ -60,7 +60,7 @@ def _as_array(value: Any, path: str, where: str) -> np.ndarray:
 # -- gymnasium: reset and step results ------------------------------------------------------------
 
 
-def check_gym_reset(result: Any, space: gym.Space | None, where: str) -> None:
+def check_gym_reset(result: object, space: gym.Space | None, where: str) -> None:
     """Check a gymnasium ``reset()`` result: an ``(observation, info)`` pair whose observation fits ``space``.
 
     ``space`` None skips the observation (``obs="pixels"`` ignores it).
@@ -74,7 +74,7 @@ def check_gym_reset(result: Any, space: gym.Space | None, where: str) -> None:
         check_gym_observation(result[0], space, where)
 
 
-def check_gym_step(result: Any, space: gym.Space | None, where: str) -> None:
+def check_gym_step(result: object, space: gym.Space | None, where: str) -> None:
     """Check a gymnasium ``step()`` result: five values, an observation fitting ``space``,
     one finite number as reward and bools as ``terminated`` and ``truncated``."""
     if not (isinstance(result, tuple) and len(result) == 5):
@@ -94,7 +94,7 @@ def check_gym_step(result: Any, space: gym.Space | None, where: str) -> None:
 # -- gymnasium: observations ----------------------------------------------------------------------
 
 
-def check_gym_observation(obs: Any, space: gym.Space, where: str, path: str = "observation") -> None:
+def check_gym_observation(obs: object, space: gym.Space, where: str, path: str = "observation") -> None:
     """Raise :class:`EnvError` unless ``obs`` has the keys, shape, dtype and bounds ``space`` declares."""
     if isinstance(space, gym.spaces.Dict):
         _check_dict(obs, space, where, path)
@@ -112,7 +112,7 @@ def check_gym_observation(obs: Any, space: gym.Space, where: str, path: str = "o
         _check_discrete(obs, space, where, path)
 
 
-def _check_dict(obs: Any, space: gym.spaces.Dict, where: str, path: str) -> None:
+def _check_dict(obs: object, space: gym.spaces.Dict, where: str, path: str) -> None:
     declared = list(space.spaces)
     if not isinstance(obs, Mapping):
         raise EnvError(
@@ -131,7 +131,7 @@ def _check_dict(obs: Any, space: gym.spaces.Dict, where: str, path: str) -> None
         check_gym_observation(obs[key], sub, where, f"{path}[{key!r}]")
 
 
-def _check_box(obs: Any, space: gym.spaces.Box, where: str, path: str) -> None:
+def _check_box(obs: object, space: gym.spaces.Box, where: str, path: str) -> None:
     arr = _as_array(obs, path, where)
     if is_image_space(space) and arr.dtype != space.dtype:
         raise EnvError(
@@ -143,7 +143,7 @@ def _check_box(obs: Any, space: gym.spaces.Box, where: str, path: str) -> None:
     _check_bounds(arr, space, where, path)
 
 
-def _check_multibinary(obs: Any, space: gym.spaces.MultiBinary, where: str, path: str) -> None:
+def _check_multibinary(obs: object, space: gym.spaces.MultiBinary, where: str, path: str) -> None:
     arr = _as_array(obs, path, where)
     _check_numeric(arr, space, where, path)
     _check_shape(arr, space, where, path)
@@ -155,7 +155,7 @@ def _check_multibinary(obs: Any, space: gym.spaces.MultiBinary, where: str, path
         )
 
 
-def _check_discrete(obs: Any, space: gym.spaces.Discrete, where: str, path: str) -> None:
+def _check_discrete(obs: object, space: gym.spaces.Discrete, where: str, path: str) -> None:
     arr = _as_array(obs, path, where)
     start, n = int(space.start), int(space.n)
     if arr.size != 1 or arr.dtype.kind not in "iu":
@@ -171,7 +171,7 @@ def _check_discrete(obs: Any, space: gym.spaces.Discrete, where: str, path: str)
         )
 
 
-def _check_numeric(arr: np.ndarray, space: gym.Space, where: str, path: str) -> None:
+def _check_numeric(arr: np.ndarray, space: gym.spaces.Box | gym.spaces.MultiBinary, where: str, path: str) -> None:
     if arr.dtype.kind not in NUMERIC_KINDS:
         raise EnvError(
             f"{where} returned {path} with dtype {arr.dtype} (not numbers), but observation_space declares "
@@ -179,7 +179,7 @@ def _check_numeric(arr: np.ndarray, space: gym.Space, where: str, path: str) -> 
         )
 
 
-def _check_shape(arr: np.ndarray, space: gym.Space, where: str, path: str) -> None:
+def _check_shape(arr: np.ndarray, space: gym.spaces.Box | gym.spaces.MultiBinary, where: str, path: str) -> None:
     if arr.shape != tuple(space.shape):
         raise EnvError(
             f"{where} returned {path} with shape {list(arr.shape)}, but observation_space declares shape "
@@ -204,7 +204,7 @@ def _check_bounds(arr: np.ndarray, space: gym.spaces.Box, where: str, path: str)
 # -- rewards and flags ----------------------------------------------------------------------------
 
 
-def check_reward(reward: Any, where: str) -> None:
+def check_reward(reward: object, where: str) -> None:
     """Raise :class:`EnvError` unless ``reward`` is one finite number (a Python or numpy scalar)."""
     try:
         arr = np.asarray(reward)
@@ -222,7 +222,7 @@ def check_reward(reward: Any, where: str) -> None:
         )
 
 
-def check_flag(value: Any, name: str, where: str) -> None:
+def check_flag(value: object, name: str, where: str) -> None:
     """Raise :class:`EnvError` unless ``value`` is a bool (Python, numpy, or a 0-d bool array)."""
     arr = np.asarray(value)
     if arr.dtype != np.bool_ or arr.ndim != 0:

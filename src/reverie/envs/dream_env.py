@@ -31,12 +31,24 @@ from typing import Any, Mapping
 
 import gymnasium as gym
 import numpy as np
+import numpy.typing as npt
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch.utils import _pytree as pytree
 
-from reverie.models.base import CONT, DECODER, REWARD, State, WorldModel, capabilities_of, require
+from reverie.models.base import (
+    CONT,
+    DECODER,
+    REWARD,
+    State,
+    WorldModel,
+    capabilities_of,
+    cont_head,
+    decoder_head,
+    require,
+    reward_head,
+)
 
 __all__ = ["DreamEnv", "DreamVectorEnv"]
 
@@ -47,11 +59,12 @@ class _Dreamer:
     """The batched dream both environments share: N states, stepped together."""
 
     def __init__(self, model: WorldModel, starts: Mapping[str, np.ndarray], observation: str,
-                 key: str | None, device: str | torch.device):
+                 key: str | None, device: str | torch.device) -> None:
         if observation not in OBSERVATIONS:
             raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
-        require(model, [REWARD, CONT] + ([DECODER] if observation == "image" else []),
-                f"a dream environment with {observation} observations")
+        purpose = f"a dream environment with {observation} observations"
+        require(model, [REWARD, CONT] + ([DECODER] if observation == "image" else []), purpose)
+        self.reward, self.cont = reward_head(model, purpose), cont_head(model, purpose)
         missing = sorted(set(model.obs_spec) - set(starts))
         if missing:
             raise ValueError(f"starts lacks the observation keys {missing} the model observes")
@@ -62,6 +75,7 @@ class _Dreamer:
         self.starts = {k: np.asarray(starts[k]) for k in model.obs_spec}
         self.num_starts = sizes.pop()
         self.images = images = [k for k, s in model.obs_spec.items() if s.is_image]
+        self.key: str | None
         if observation == "image":
             if key is None and not images:
                 raise ValueError("image observations need a model that observes an image; use "
@@ -90,7 +104,7 @@ class _Dreamer:
             _, state = self.model.observe(obs, action, is_first, None)
         return state
 
-    def model_action(self, action: Any, count: int) -> torch.Tensor:
+    def model_action(self, action: npt.ArrayLike, count: int) -> torch.Tensor:
         spec = self.model.act_spec
         a = np.asarray(action)
         if spec.discrete:
@@ -108,8 +122,8 @@ class _Dreamer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self._torch_seed(rng))
             state = self.model.step(state, action)
-        reward = self.model.reward(state).float().cpu().numpy().astype(np.float64)
-        cont = self.model.cont(state).float().cpu().numpy()
+        reward = self.reward(state).float().cpu().numpy().astype(np.float64)
+        cont = self.cont(state).float().cpu().numpy()
         terminated = rng.random(len(cont)) >= cont
         return state, reward, terminated
 
@@ -120,7 +134,7 @@ class _Dreamer:
         return self._decode(state, self.key)
 
     def _decode(self, state: State, key: str) -> np.ndarray:
-        frames = self.model.decode(state)[key]       # type: ignore[attr-defined]
+        frames = decoder_head(self.model, "a dream's frames")(state)[key]
         return frames.float().round().clamp(0, 255).cpu().numpy().astype(np.uint8)
 
     @torch.no_grad()
@@ -139,7 +153,7 @@ class DreamEnv(gym.Env):
 
     def __init__(self, model: WorldModel, starts: Mapping[str, np.ndarray], observation: str = "image",
                  max_steps: int = 1000, key: str | None = None, device: str | torch.device = "cpu",
-                 render_mode: str | None = None):
+                 render_mode: str | None = None) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
         self._dream = _Dreamer(model, starts, observation, key, device)
@@ -150,13 +164,14 @@ class DreamEnv(gym.Env):
         self._state: State | None = None
         self._t = 0
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         self._state = self._dream.start(self.np_random, 1)
         self._t = 0
         return self._dream.observe(self._state)[0], {}
 
-    def step(self, action):
+    def step(self, action: npt.ArrayLike) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._state is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         a = self._dream.model_action(action, 1)
@@ -165,7 +180,7 @@ class DreamEnv(gym.Env):
         return (self._dream.observe(self._state)[0], float(reward[0]), bool(terminated[0]),
                 self._t >= self.max_steps, {})
 
-    def render(self):
+    def render(self) -> np.ndarray | None:
         """The decoded frame of the current state (``render_mode="rgb_array"``), or None without a state,
         a decoder or an image observation in the model."""
         return None if self._state is None else self._dream.frame(self._state)
@@ -178,7 +193,7 @@ class DreamVectorEnv(VectorEnv):
 
     def __init__(self, model: WorldModel, starts: Mapping[str, np.ndarray], num_envs: int,
                  observation: str = "features", max_steps: int = 1000, key: str | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu") -> None:
         if num_envs < 1 or max_steps < 1:
             raise ValueError(f"num_envs and max_steps must be at least 1, got {num_envs} and {max_steps}")
         self._dream = _Dreamer(model, starts, observation, key, device)
@@ -191,7 +206,8 @@ class DreamVectorEnv(VectorEnv):
         self._t = np.zeros(num_envs, np.int64)
         self._needs_reset = np.zeros(num_envs, bool)
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
         if seed is not None:
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
         self._state = self._dream.start(self.np_random, self.num_envs)
@@ -199,7 +215,7 @@ class DreamVectorEnv(VectorEnv):
         self._needs_reset[:] = False
         return self._dream.observe(self._state), {}
 
-    def step(self, actions):
+    def step(self, actions: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._state is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         a = self._dream.model_action(actions, self.num_envs)

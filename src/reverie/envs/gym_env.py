@@ -33,6 +33,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from reverie.envs.checks import check_gym_reset, check_gym_step, is_image_space
@@ -57,10 +58,10 @@ def resize_image(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
         return frame
     height, width = size
     image = Image.fromarray(np.ascontiguousarray(frame))
-    return np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
-def check_image_frame(frame: Any, what: str) -> np.ndarray:
+def check_image_frame(frame: object, what: str) -> np.ndarray:
     """``frame`` as uint8 ``[H, W, 3]``, or :class:`EnvError` naming ``what`` produced it."""
     arr = np.asarray(frame) if frame is not None else None
     if arr is None or arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
@@ -160,12 +161,11 @@ def gym_timing(env: gym.Env) -> Timing:
 
 def _supports_rgb_array(env_spec: gym.envs.registration.EnvSpec) -> bool:
     """Whether the entry point declares ``rgb_array`` rendering (checked before construction)."""
-    creator = env_spec.entry_point
-    if isinstance(creator, str):
-        try:
-            creator = gym.envs.registration.load_env_creator(creator)
-        except (ImportError, AttributeError, ValueError):
-            return False
+    entry = env_spec.entry_point
+    try:
+        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    except (ImportError, AttributeError, ValueError):
+        return False
     metadata = getattr(creator, "metadata", None)
     return isinstance(metadata, dict) and "rgb_array" in (metadata.get("render_modes") or ())
 
@@ -194,7 +194,7 @@ class GymEnv:
         image_size: tuple[int, int] | None = None,
         timing: Timing | None = None,
         **make_kwargs: Any,
-    ):
+    ) -> None:
         if obs not in OBS_MODES:
             raise EnvError(f"obs={obs!r} is not an observation mode: choose one of {OBS_MODES}")
         if isinstance(env, str):
@@ -239,9 +239,12 @@ class GymEnv:
         """``key[i]`` per dimension: gymnasium spaces name no dimensions (a Dict names its keys)."""
         return default_obs_names(self.obs_spec)
 
-    def _observation_specs(self, space: gym.Space):
+    def _observation_specs(
+        self, space: gym.Space
+    ) -> tuple[dict[str, ArraySpec], dict[str, Callable[[Any], np.ndarray]]]:
         if isinstance(space, gym.spaces.Dict):
-            specs, converters = {}, {}
+            specs: dict[str, ArraySpec] = {}
+            converters: dict[str, Callable[[Any], np.ndarray]] = {}
             for key, sub in space.spaces.items():
                 if not isinstance(key, str) or key in STEP_KEYS:
                     raise EnvError(
@@ -294,7 +297,7 @@ class GymEnv:
         self._needs_reset = False
         return make_step(self._observe(raw), is_first=True)
 
-    def step(self, action) -> dict[str, np.ndarray]:
+    def step(self, action: npt.ArrayLike) -> dict[str, np.ndarray]:
         """Act once; ``action`` is an int index or float32 ``[A]`` in [-1, 1]."""
         if self._needs_reset:
             raise EnvError(f"{self.name}: call reset() before step(), and again after a step with is_last")

@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import difflib
 import functools
+from typing import TYPE_CHECKING, Any
 
 from reverie.envs.spaces import Env, EnvError
+
+if TYPE_CHECKING:
+    from reverie.envs.batch import BatchEnv
 
 SUITES = ("gym", "dmc", "atari")
 OBS_MODES = ("state", "pixels")
 
 
-def _check_size(size) -> tuple[int, int]:
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     try:
         height, width = (int(s) for s in size)
     except (TypeError, ValueError):
@@ -37,7 +41,7 @@ def _check_size(size) -> tuple[int, int]:
     return height, width
 
 
-def _check_positive(value, what: str) -> None:
+def _check_positive(value: object, what: str) -> None:
     if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         raise EnvError(f"{what} must be a positive integer, got {value!r}")
 
@@ -111,7 +115,7 @@ def make_env(
     return env
 
 
-def make_batch_env(name: str, num_envs: int, seed: int = 0, parallel: bool = False, **kwargs):
+def make_batch_env(name: str, num_envs: int, seed: int = 0, parallel: bool = False, **kwargs: Any) -> BatchEnv:
     """A :class:`~reverie.envs.batch.BatchEnv` of ``num_envs`` copies of ``name``.
 
     Env ``i`` is seeded ``seed + i``; each constructor is a ``functools.partial``

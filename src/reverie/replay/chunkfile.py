@@ -92,7 +92,7 @@ def write_chunk(
     save = np.savez_compressed if compress else np.savez
     try:
         with open(temp, "wb") as handle:
-            save(handle, **arrays)
+            save(handle, allow_pickle=False, **arrays)   # chunks are read without unpickling
             handle.flush()
             os.fsync(handle.fileno())
         failpoint("replay.chunk_written")
@@ -154,7 +154,7 @@ def split_chunk(path: Path, arrays: dict[str, np.ndarray]) -> tuple[ChunkMeta, d
             f"{path} is not a usable replay chunk: it needs 'is_first' and arrays of one common "
             f"length, but holds lengths {lengths}; move it out of the replay folder"
         )
-    if next(iter(lengths.values())) < 1:
+    if data["is_first"].shape[0] < 1:
         raise ReplayFormatError(f"{path} is an empty replay chunk; move it out of the replay folder")
     del fields["format"]
     meta = ChunkMeta(**fields, key=float(arrays["__key__"]))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeGuard
 
 import gymnasium as gym
 import numpy as np
@@ -59,7 +59,7 @@ class Episode:
 
 
 # -- spaces ------------------------------------------------------------------------------------------
-def _is_image(space: gym.Space) -> bool:
+def _is_image(space: gym.Space) -> TypeGuard[gym.spaces.Box]:
     return (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
             and space.shape[2] == 3)
 
@@ -71,14 +71,37 @@ def _entry_spec(space: gym.Space, where: str) -> ArraySpec:
         return ArraySpec((int(np.prod(space.shape)),), np.dtype(np.float32))
     if isinstance(space, gym.spaces.Discrete):
         return ArraySpec((int(space.n),), np.dtype(np.float32))
-    raise DatasetError(f"the dataset's observation space{where} is {space}, which reverie does not support "
-                       "(Box, Discrete, MultiBinary or a Dict of those)")
+    raise _unsupported_obs(space, where)
+
+
+def _unsupported_obs(space: gym.Space, where: str) -> DatasetError:
+    return DatasetError(f"the dataset's observation space{where} is {space}, which reverie does not support "
+                        "(Box, Discrete, MultiBinary or a Dict of those)")
+
+
+def _obs_shape(space: gym.Space, where: str) -> tuple[int, ...]:
+    """The shape an observation entry's space declares (:class:`DatasetError` for a space without one)."""
+    if space.shape is None:
+        raise _unsupported_obs(space, where)
+    return space.shape
+
+
+def _unsupported_actions(space: gym.Space) -> DatasetError:
+    return DatasetError(f"the dataset's action space is {space}; reverie trains on Discrete or bounded float "
+                        "Box actions")
+
+
+def _action_box(space: gym.Space) -> gym.spaces.Box:
+    """``space`` as the Box of continuous actions it must be when it is not Discrete."""
+    if not isinstance(space, gym.spaces.Box):
+        raise _unsupported_actions(space)
+    return space
 
 
 def space_specs(obs_space: gym.Space, act_space: gym.Space) -> tuple[dict[str, ArraySpec], ActionSpec]:
     """reverie's observation specs and action spec of a dataset's spaces (:class:`DatasetError` if unsupported)."""
     if isinstance(obs_space, gym.spaces.Dict):
-        obs_spec = {}
+        obs_spec: dict[str, ArraySpec] = {}
         for key, sub in obs_space.spaces.items():
             if not isinstance(key, str) or key in CORE_KEYS or key.startswith("__"):
                 raise DatasetError(f"the dataset's observation key {key!r} clashes with reverie's step keys "
@@ -92,8 +115,7 @@ def space_specs(obs_space: gym.Space, act_space: gym.Space) -> tuple[dict[str, A
     if (isinstance(act_space, gym.spaces.Box) and np.issubdtype(act_space.dtype, np.floating)
             and np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
         return obs_spec, ActionSpec(discrete=False, size=int(np.prod(act_space.shape)))
-    raise DatasetError(f"the dataset's action space is {act_space}; reverie trains on Discrete or bounded float "
-                       "Box actions")
+    raise _unsupported_actions(act_space)
 
 
 def reverie_spaces(obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec) -> tuple[gym.Space, gym.Space]:
@@ -114,7 +136,7 @@ def reverie_spaces(obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec) -> t
 
 
 # -- observations ------------------------------------------------------------------------------------
-def _entry_from_space(space: gym.Space, raw: Any, n: int, where: str) -> np.ndarray:
+def _entry_from_space(space: gym.Space, raw: object, n: int, where: str) -> np.ndarray:
     arr = np.asarray(raw)
     if arr.shape[:1] != (n,):
         raise DatasetError(f"the dataset's observations{where} hold {arr.shape[:1] or 'no'} steps where the episode "
@@ -124,15 +146,16 @@ def _entry_from_space(space: gym.Space, raw: Any, n: int, where: str) -> np.ndar
         if index.min() < 0 or index.max() >= space.n:
             raise DatasetError(f"the dataset's observations{where} leave their space {space}")
         return np.eye(int(space.n), dtype=np.float32)[index]
-    if arr.shape[1:] != tuple(space.shape):
+    shape = _obs_shape(space, where)
+    if arr.shape[1:] != shape:
         raise DatasetError(f"the dataset's observations{where} have shape {list(arr.shape[1:])} but its observation "
-                           f"space declares {list(space.shape)}")
+                           f"space declares {list(shape)}")
     if _is_image(space):
         return arr.astype(np.uint8)
     return arr.astype(np.float32).reshape(n, -1)
 
 
-def obs_from_space(space: gym.Space, raw: Any, n: int) -> dict[str, np.ndarray]:
+def obs_from_space(space: gym.Space, raw: object, n: int) -> dict[str, np.ndarray]:
     """``n`` observations as the dataset stores them -> ``{key: [n, *spec.shape]}``."""
     if isinstance(space, gym.spaces.Dict):
         if not isinstance(raw, Mapping):
@@ -146,23 +169,23 @@ def obs_from_space(space: gym.Space, raw: Any, n: int) -> dict[str, np.ndarray]:
     return {("image" if spec.is_image else "vector"): _entry_from_space(space, raw, n, "")}
 
 
-def _entry_to_space(space: gym.Space, value: np.ndarray) -> np.ndarray:
+def _entry_to_space(space: gym.Space, value: np.ndarray, where: str) -> np.ndarray:
     n = value.shape[0]
     if isinstance(space, gym.spaces.Discrete):
         return (value.argmax(-1) + int(space.start)).astype(space.dtype)
-    return value.reshape(n, *space.shape).astype(space.dtype)
+    return value.reshape(n, *_obs_shape(space, where)).astype(space.dtype)
 
 
-def obs_to_space(space: gym.Space, obs: Mapping[str, np.ndarray]) -> Any:
+def obs_to_space(space: gym.Space, obs: Mapping[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
     """Inverse of :func:`obs_from_space`: ``{key: [n, ...]}`` -> arrays (or a dict) in ``space``."""
     if isinstance(space, gym.spaces.Dict):
-        return {k: _entry_to_space(sub, obs[k]) for k, sub in space.spaces.items()}
+        return {k: _entry_to_space(sub, obs[k], f" {k!r}") for k, sub in space.spaces.items()}
     (value,) = obs.values()
-    return _entry_to_space(space, value)
+    return _entry_to_space(space, value, "")
 
 
 # -- actions -----------------------------------------------------------------------------------------
-def action_to_model(space: gym.Space, actions: Any, n: int) -> np.ndarray:
+def action_to_model(space: gym.Space, actions: object, n: int) -> np.ndarray:
     """``n`` actions in ``space`` -> model-space float32 ``[n, A]``."""
     arr = np.asarray(actions)
     if arr.shape[:1] != (n,):
@@ -175,10 +198,11 @@ def action_to_model(space: gym.Space, actions: Any, n: int) -> np.ndarray:
         if n and (index.min() < 0 or index.max() >= space.n):
             raise DatasetError(f"the dataset's actions leave their space {space}")
         return np.eye(int(space.n), dtype=np.float32)[index]
-    if arr.shape[1:] != tuple(space.shape):
+    box = _action_box(space)
+    if arr.shape[1:] != box.shape:
         raise DatasetError(f"the dataset's actions have shape {list(arr.shape[1:])} but its action space declares "
-                           f"{list(space.shape)}")
-    low, high = space.low.astype(np.float64).reshape(-1), space.high.astype(np.float64).reshape(-1)
+                           f"{list(box.shape)}")
+    low, high = box.low.astype(np.float64).reshape(-1), box.high.astype(np.float64).reshape(-1)
     unit = 2.0 * (arr.reshape(n, -1).astype(np.float64) - low) / (high - low) - 1.0
     return np.clip(unit, -1.0, 1.0).astype(np.float32)
 
@@ -187,9 +211,10 @@ def action_to_space(space: gym.Space, model: np.ndarray) -> np.ndarray:
     """Model-space actions ``[n, A]`` -> actions in ``space`` (indices, or floats on the Box's bounds)."""
     if isinstance(space, gym.spaces.Discrete):
         return (model.argmax(-1) + int(space.start)).astype(np.int64)
-    low, high = space.low.astype(np.float64).reshape(-1), space.high.astype(np.float64).reshape(-1)
+    box = _action_box(space)
+    low, high = box.low.astype(np.float64).reshape(-1), box.high.astype(np.float64).reshape(-1)
     unit = np.clip(model.astype(np.float64), -1.0, 1.0)
-    return (low + (unit + 1.0) * 0.5 * (high - low)).reshape(len(model), *space.shape).astype(space.dtype)
+    return (low + (unit + 1.0) * 0.5 * (high - low)).reshape(len(model), *box.shape).astype(box.dtype)
 
 
 # -- episodes <-> replay rows ------------------------------------------------------------------------
@@ -220,7 +245,7 @@ def split_episodes(rows: Mapping[str, np.ndarray], obs_keys: list[str]) -> list[
     if missing:
         raise DatasetError(f"the replay rows lack the keys {missing}")
     starts = list(np.flatnonzero(rows["is_first"]))
-    out = []
+    out: list[Episode] = []
     for begin, end in zip(starts, starts[1:] + [len(rows["is_first"])]):
         last = np.flatnonzero(rows["is_last"][begin:end])
         stop = begin + int(last[0]) + 1 if len(last) else end     # rows after an episode's last one are not its

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +122,7 @@ class Replay:
         self._counters = dict.fromkeys((*lifetime, "files_skipped"), 0)
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._load()
+            self._load(self.directory)
 
     # ------------------------------------------------------------------ public API
 
@@ -246,7 +247,7 @@ class Replay:
             **self._counters,
         }
 
-    def chunks(self, overlap: bool = False):
+    def chunks(self, overlap: bool = False) -> Iterator[dict[str, np.ndarray]]:
         """Yield the stored chunks oldest first, each ``{key: [L, *shape]}`` (copies).
 
         With ``overlap``, a chunk that continues a stored chunk of its stream starts with that
@@ -365,21 +366,21 @@ class Replay:
         self._table.written[slot] = self._table.length[slot]
         self._counters["chunks_written"] += 1
 
-    def _load(self) -> None:
-        """Load every chunk file in the folder (skipping unreadable ones), then evict down to capacity."""
-        leftovers = sorted(self.directory.glob(f".*{chunkfile.TEMP_SUFFIX}"))
+    def _load(self, directory: Path) -> None:
+        """Load every chunk file in ``directory`` (skipping unreadable ones), then evict down to capacity."""
+        leftovers = sorted(directory.glob(f".*{chunkfile.TEMP_SUFFIX}"))
         if leftovers and self.owner:   # the only writer: nobody else can be half-way through a write
             for path in leftovers:
                 path.unlink(missing_ok=True)
         elif leftovers:
             warnings.warn(
-                f"{len(leftovers)} temporary file(s) from an interrupted write in {self.directory} "
+                f"{len(leftovers)} temporary file(s) from an interrupted write in {directory} "
                 f"(e.g. {leftovers[0].name}) are ignored and left in place",
                 stacklevel=3,
             )
         records: list[tuple[ChunkMeta, dict[str, np.ndarray]]] = []
         schema_source: tuple[Path, Schema] | None = None
-        for path in sorted(self.directory.glob("*.npz")):
+        for path in sorted(directory.glob("*.npz")):
             birth = chunkfile.birth_from_name(path.name)
             if birth is not None:  # never reuse a name on disk, even that of a skipped file
                 self._clock = max(self._clock, birth + 1)
@@ -398,12 +399,12 @@ class Replay:
                 schema_source = (path, schema)
             elif schema != schema_source[1]:
                 raise ReplayFormatError(
-                    f"replay chunk files in {self.directory} disagree: {schema_source[0].name} stores "
+                    f"replay chunk files in {directory} disagree: {schema_source[0].name} stores "
                     f"{chunkfile.describe_schema(schema_source[1])} but {path.name} stores "
                     f"{chunkfile.describe_schema(schema)}; move the foreign files out of the folder"
                 )
             records.append((meta, data))
-        if not records:
+        if schema_source is None:   # no chunk was read
             return
         # Everything is validated before anything is placed or evicted, so a foreign
         # file stops the load before a single chunk file is deleted.
@@ -416,7 +417,7 @@ class Replay:
             meta, data = records.pop()
             if self._table.holds(meta.birth, meta.stream):
                 warnings.warn(
-                    f"skipping a second copy of replay chunk {meta.name} in {self.directory}", stacklevel=3
+                    f"skipping a second copy of replay chunk {meta.name} in {directory}", stacklevel=3
                 )
                 self._counters["files_skipped"] += 1
                 continue
@@ -457,7 +458,7 @@ class Replay:
         return self._cache
 
 
-def _check_positive_int(name: str, value: object) -> None:
+def _check_positive_int(name: str, value: float) -> None:
     """Accept ints and integral floats >= 1 (configs often say 1e6); refuse the rest clearly."""
     try:
         ok = not isinstance(value, bool) and float(value).is_integer() and value >= 1

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
+from reverie.agents.base import Agent
 from reverie.analysis.dream import open_loop, prediction_error
 from reverie.analysis.plots import plot_dream_vectors, plot_learning_curve, write_dream_video
+from reverie.envs import Env
 from reverie.models.base import DECODER, CapabilityError, has, require
 from reverie.training.evaluate import run_episodes
 from reverie.training.logger import read_metrics
 
 
-def can_dream(agent: Any) -> bool:
+def can_dream(agent: Agent) -> bool:
     """Whether the agent's model can decode observations, which a dream needs."""
     return agent.model is not None and has(agent.model, DECODER)
 
@@ -24,7 +26,7 @@ def write_learning_curve(run_dir: Path, out: Path | None = None) -> Path:
     return plot_learning_curve(metrics, out or run_dir / "learning_curve.png", title=run_dir.name)
 
 
-def write_dream(agent: Any, make_env: Callable[[], Any], out: Path, context: int = 5,
+def write_dream(agent: Agent, make_env: Callable[[], Env], out: Path, context: int = 5,
                 horizon: int = 45) -> tuple[Path, dict[str, float]]:
     """Run one greedy episode, predict its continuation open-loop, and write a video or plot.
 
@@ -37,7 +39,9 @@ def write_dream(agent: Any, make_env: Callable[[], Any], out: Path, context: int
     if agent.model is None:
         raise CapabilityError(f"agent '{agent.name}' has no world model to dream with")
     require(agent.model, [DECODER], "a dream (predicted observations)")
-    _, (episode,) = run_episodes(agent, [make_env], explore=False, record=True)
+    _, episodes = run_episodes(agent, [make_env], explore=False, record=True)
+    assert episodes is not None, "run_episodes returns the episodes it was asked to record"
+    (episode,) = episodes
     length = episode["action"].shape[0]
     context = min(context, max(length - 1, 1))
     end = min(length, context + horizon)

@@ -31,7 +31,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ class CheckpointDamaged(CheckpointError):
     ``path``: the damaged file; ``why``: what is wrong with it.
     """
 
-    def __init__(self, message: str, path: Path | None = None, why: str = ""):
+    def __init__(self, message: str, path: Path, why: str = "") -> None:
         super().__init__(message)
         self.path, self.why = path, why
 
@@ -143,7 +143,7 @@ def save_checkpoint(
     return marker
 
 
-def _json_default(obj: Any) -> Any:
+def _json_default(obj: object) -> object:
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, (Path, os.PathLike)):
@@ -174,7 +174,7 @@ def load_latest(
     expected_agent: str | None = None,
     *,
     device: str | torch.device = "cpu",
-    warn=None,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[Any, dict[str, Any], Path] | None:
     """Load the newest intact checkpoint in ``directory``: ``(state, meta, path)``, or None if none was saved.
 
@@ -187,7 +187,7 @@ def load_latest(
     directory = Path(directory)
     committed = sorted((p for p in directory.iterdir() if _NAME.match(p.name)), key=_step_of, reverse=True) \
         if directory.is_dir() else []
-    damaged = []
+    damaged: list[str] = []
     for path in committed:
         try:
             state, meta = _load_steady(path, expected_agent, device)
@@ -207,7 +207,7 @@ def load_latest(
     return None
 
 
-def _load_steady(path: Path, expected_agent: str | None, device) -> tuple[Any, dict[str, Any]]:
+def _load_steady(path: Path, expected_agent: str | None, device: str | torch.device) -> tuple[Any, dict[str, Any]]:
     """:func:`load_checkpoint` for a reader that may race the writer: a checkpoint replaced (same step
     saved again) or pruned while it was read is read again or reported gone (FileNotFoundError),
     never taken for damage."""

@@ -15,6 +15,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,18 +51,15 @@ def _write_weights(path: Path, flat: dict[str, torch.Tensor]) -> None:
 
 def _prune(directory: Path, keep: int | None) -> None:
     """Drop all but the newest ``keep`` complete checkpoints and the debris of killed saves."""
-    complete = list_checkpoints(directory)
-    for marker in complete[:-keep] if keep is not None else []:
-        record = _read_marker(marker)
+    complete = _complete(directory)
+    for marker, record in complete[:-keep] if keep is not None else []:
         if record.get("pinned"):
             continue
         weights = marker.with_name(record["weights"]["file"])
         marker.unlink(missing_ok=True)  # un-commit first, then drop the weights
         weights.unlink(missing_ok=True)
-    live = set()
-    for marker in list_checkpoints(directory):
-        live.add(_read_marker(marker)["weights"]["file"])
-    newest = _step_of(complete[-1]) if complete else -1
+    live = {record["weights"]["file"] for _, record in _complete(directory)}
+    newest = _step_of(complete[-1][0]) if complete else -1
     for path in directory.iterdir():
         name = path.name
         if name.startswith(".ckpt-") and ".tmp-" in name:
@@ -79,13 +77,18 @@ def _sha256(path: Path) -> str:
 
 
 def _step_of(marker: Path) -> int:
-    return int(_NAME.match(marker.name).group(1))
+    m = _NAME.match(marker.name)
+    if m is None:
+        raise ValueError(f"{marker.name} is not a checkpoint's commit marker (ckpt-<step>.json)")
+    return int(m.group(1))
 
 
-def _read_marker(marker: Path) -> dict | None:
+def _read_marker(marker: Path) -> dict[str, Any] | None:
     """The parsed JSON of a complete checkpoint, or None if it is torn, foreign or lacks weights."""
     try:
         record = json.loads(marker.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            return None
         if not _WEIGHTS.match(record["weights"]["file"]):
             return None
         weights = marker.with_name(record["weights"]["file"])
@@ -96,13 +99,17 @@ def _read_marker(marker: Path) -> dict | None:
     return record
 
 
-def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """JSON paths of the complete checkpoints in ``directory``, oldest step first."""
-    directory = Path(directory)
+def _complete(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """``(JSON path, its record)`` of the complete checkpoints in ``directory``, oldest step first."""
     if not directory.is_dir():
         return []
-    markers = [p for p in directory.iterdir() if _NAME.match(p.name)]
-    return sorted((m for m in markers if _read_marker(m) is not None), key=_step_of)
+    found = [(p, _read_marker(p)) for p in directory.iterdir() if _NAME.match(p.name)]
+    return sorted(((m, record) for m, record in found if record is not None), key=lambda mr: _step_of(mr[0]))
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """JSON paths of the complete checkpoints in ``directory``, oldest step first."""
+    return [marker for marker, _ in _complete(Path(directory))]
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:

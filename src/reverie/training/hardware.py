@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import Mapping
 
 #: CPU flags (as /proc/cpuinfo spells them) that mean native bf16 matrix products.
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -76,7 +77,7 @@ MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PA
 KEEP_BYTES = 2**31 - 1
 
 
-def keep_freed_memory(environ: dict[str, str] | None = None) -> str:
+def keep_freed_memory(environ: Mapping[str, str] | None = None) -> str:
     """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
 
     By default glibc serves every block over a (sliding) threshold of at most 32 MiB with its own ``mmap``
@@ -87,8 +88,8 @@ def keep_freed_memory(environ: dict[str, str] | None = None) -> str:
     caching allocator does; the resident size then stays at its peak. Does nothing where the user chose
     an allocator (any of :data:`MALLOC_ENV` set) or off glibc. Returns what it did, in words.
     """
-    environ = os.environ if environ is None else environ
-    chosen = [k for k in MALLOC_ENV if environ.get(k)]
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    chosen = [k for k in MALLOC_ENV if env.get(k)]
     if chosen:
         return f"malloc left as the environment sets it ({', '.join(chosen)})"
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":

@@ -26,10 +26,8 @@ import socket
 import sys
 from pathlib import Path
 
-try:
+if sys.platform != "win32":
     import fcntl
-except ImportError:  # Windows: msvcrt byte-range locks instead
-    fcntl = None
 
 LOCK_NAME = ".lock"
 
@@ -48,7 +46,7 @@ class RunLock:
     live holder otherwise.
     """
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self._fd: int | None = None
@@ -97,7 +95,7 @@ class RunLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
@@ -113,10 +111,10 @@ def describe(record: dict | None) -> str:
 
 def _lock(fd: int, path: Path) -> None:
     """Take the exclusive lock on ``fd`` without waiting; BlockingIOError if another process holds it."""
-    if fcntl is not None:
+    if sys.platform != "win32":
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return
-    import msvcrt   # Windows: a byte-range lock, also dropped when its process ends
+    import msvcrt   # Windows: a byte-range lock, also dropped when its process ends (no fcntl there)
     try:
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
     except OSError:

@@ -24,17 +24,20 @@ import os
 import re
 import shutil
 import sys
+import types
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
-from reverie.agents.base import Refit, ReplayRatio
+from reverie.agents.base import Agent, Refit, ReplayRatio
+from reverie.envs.spaces import Env
 from reverie.replay import Replay, chunkfile
+from reverie.replay.chunkfile import ChunkMeta
 from reverie.replay.minari_io import (
     DatasetError,
     Episode,
@@ -47,8 +50,13 @@ from reverie.replay.minari_io import (
     space_specs,
     split_episodes,
 )
-from reverie.training.env_factory import action_repeat_of, env_factory
-from reverie.training.run_dir import RunFolder, atomic_write_text
+from reverie.run_config import RunConfig
+from reverie.specs import ActionSpec, ArraySpec
+from reverie.training.env_factory import EnvFactory, action_repeat_of, env_factory
+from reverie.training.run_dir import RunFolder, RunFolderError, atomic_write_text
+
+if TYPE_CHECKING:
+    from minari import MinariDataset
 
 __all__ = ["DatasetError", "OfflineData", "attach_dataset", "check_offline_agent", "dataset_env", "dataset_run",
            "export_run", "import_dataset", "open_dataset", "read_dataset"]
@@ -56,7 +64,7 @@ __all__ = ["DatasetError", "OfflineData", "attach_dataset", "check_offline_agent
 DATASET_FILE = "dataset.json"
 
 
-def _quiet_minari():
+def _quiet_minari() -> types.ModuleType:
     """minari warns about optional packages (jax for collection) on import; reverie needs none of them."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -70,7 +78,7 @@ def _quiet_minari():
 
 
 # -- reading a dataset ---------------------------------------------------------------------------------
-def open_dataset(ref: str | os.PathLike) -> Any:
+def open_dataset(ref: str | os.PathLike) -> MinariDataset:
     """The Minari dataset at a folder (its root or its ``data/``) or with a local dataset id."""
     minari = _quiet_minari()
     path = Path(ref)
@@ -96,16 +104,16 @@ def open_dataset(ref: str | os.PathLike) -> Any:
         raise DatasetError(f"Minari dataset '{ref}' cannot be read ({type(e).__name__}: {e})") from None
 
 
-def _env_spec_json(dataset: Any) -> str | None:
+def _env_spec_json(dataset: MinariDataset) -> str | None:
     spec = getattr(dataset.spec, "env_spec", None)   # a minari metadata field, None when the dataset has no env
     return spec.to_json() if spec is not None else None
 
 
-def dataset_episodes(dataset: Any) -> tuple[dict, Any, list[Episode]]:
+def dataset_episodes(dataset: MinariDataset) -> tuple[dict[str, ArraySpec], ActionSpec, list[Episode]]:
     """(obs_spec, act_spec, episodes in reverie's conventions) of a Minari dataset."""
     obs_space, act_space = dataset.observation_space, dataset.action_space
     obs_spec, act_spec = space_specs(obs_space, act_space)
-    episodes = []
+    episodes: list[Episode] = []
     for ep in dataset.iterate_episodes():
         fields = {k: getattr(ep, k, None) for k in ("observations", "actions", "rewards", "terminations",
                                                     "truncations")}
@@ -114,8 +122,9 @@ def dataset_episodes(dataset: Any) -> tuple[dict, Any, list[Episode]]:
             raise DatasetError(f"episode {ep.id} of the dataset lacks {missing}")
         n = len(np.asarray(fields["rewards"]))
         for key in ("terminations", "truncations"):
-            if len(np.asarray(fields[key])) != n:
-                raise DatasetError(f"episode {ep.id} of the dataset has {len(fields[key])} {key} but {n} rewards")
+            count = len(np.asarray(fields[key]))
+            if count != n:
+                raise DatasetError(f"episode {ep.id} of the dataset has {count} {key} but {n} rewards")
         episodes.append(Episode(obs=obs_from_space(obs_space, fields["observations"], n + 1),
                                 action=action_to_model(act_space, fields["actions"], n),
                                 reward=np.asarray(fields["rewards"], np.float32).reshape(n),
@@ -160,9 +169,9 @@ def import_dataset(ref: str | os.PathLike, run_dir: str | os.PathLike, chunk_siz
 # -- writing a dataset ---------------------------------------------------------------------------------
 def replay_streams(replay_dir: Path, warn: Callable[[str], None]) -> list[dict[str, np.ndarray]]:
     """Every stream's rows, chunks joined along their links, from a replay folder and its ``rank-*`` shards."""
-    streams = []
+    streams: list[dict[str, np.ndarray]] = []
     for directory in [replay_dir, *sorted(p for p in replay_dir.glob("rank-*") if p.is_dir())]:
-        chunks = {}
+        chunks: dict[tuple[int, int], tuple[ChunkMeta, dict[str, np.ndarray]]] = {}
         for path in sorted(directory.glob("*.npz")):
             try:
                 meta, data = chunkfile.split_chunk(path, chunkfile.read_chunk(path))
@@ -174,8 +183,9 @@ def replay_streams(replay_dir: Path, warn: Callable[[str], None]) -> list[dict[s
         heads = [k for k, (m, _) in sorted(chunks.items(), key=lambda kv: kv[0][1])
                  if (m.stream, m.prev_birth) not in chunks]
         for head in heads:
-            parts, key = [], head
-            while key in chunks:
+            parts: list[tuple[ChunkMeta, dict[str, np.ndarray]]] = []
+            key: tuple[int, int] | None = head
+            while key is not None and key in chunks:
                 meta, data = chunks[key]
                 if parts and meta.offset != parts[-1][0].offset + len(parts[-1][1]["is_first"]):
                     break   # a gap (an evicted or lost chunk) ends the stream here
@@ -185,7 +195,8 @@ def replay_streams(replay_dir: Path, warn: Callable[[str], None]) -> list[dict[s
     return streams
 
 
-def _native_spaces(run: Any, obs_spec: dict, act_spec: Any) -> tuple[gym.Space, gym.Space, Any] | None:
+def _native_spaces(run: RunConfig, obs_spec: dict[str, ArraySpec], act_spec: ActionSpec
+                   ) -> tuple[gym.Space, gym.Space, gym.envs.registration.EnvSpec] | None:
     """The gymnasium env's own spaces and spec for a run whose replay holds them unchanged, else None."""
     from reverie.envs.gym_env import find_gym_spec
 
@@ -219,7 +230,11 @@ def export_run(run_dir: str | os.PathLike, name: str, out: str | os.PathLike | N
         raise DatasetError(f"dataset name {name!r} is not a Minari id: write [NAMESPACE/]NAME-vN, e.g. "
                            "'reverie/cartpole-v0'")
     folder = RunFolder.existing(run_dir)
-    cfg = load_config(agent_entry(folder.read_meta()["agent"]).config_cls, folder.config, migrate=drop_retired)
+    meta = folder.read_meta()
+    if meta is None or "agent" not in meta:
+        raise RunFolderError(f"{folder.path}/run.json names no agent; it is not a usable reverie run folder")
+    agent_name = meta["agent"]
+    cfg = load_config(agent_entry(agent_name).config_cls, folder.config, migrate=drop_retired)
     probe = env_factory(cfg.run)(cfg.run.seed)
     try:
         obs_spec, act_spec = dict(probe.obs_spec), probe.act_spec
@@ -249,7 +264,7 @@ def export_run(run_dir: str | os.PathLike, name: str, out: str | os.PathLike | N
                 warnings.simplefilter("ignore")
                 dataset = minari.create_dataset_from_buffers(
                     name, buffers, env=native[2] if native else None,
-                    algorithm_name=f"reverie {folder.read_meta()['agent']}",
+                    algorithm_name=f"reverie {agent_name}",
                     observation_space=obs_space, action_space=act_space, data_format="hdf5",
                     description=f"replay of reverie run {folder.path}: {env_note}", jpeg_encoding=False)
         except BaseException as e:
@@ -263,7 +278,7 @@ def export_run(run_dir: str | os.PathLike, name: str, out: str | os.PathLike | N
 
 
 @contextlib.contextmanager
-def _datasets_root(out: str | os.PathLike | None):
+def _datasets_root(out: str | os.PathLike | None) -> Iterator[None]:
     """Point minari at ``out`` for datasets (its ``MINARI_DATASETS_PATH``) for the duration."""
     if out is None:
         yield
@@ -286,22 +301,21 @@ class OfflineData:
 
     source: str
     """The dataset as the user named it."""
-    record: dict
+    record: dict[str, Any]
     """``dataset.json``'s fields: source, spaces, environment spec, size."""
     imported: bool
     """Whether ``source`` is a folder written by :func:`import_dataset` (its replay is read in place)."""
-    obs_spec: dict
-    act_spec: Any
+    obs_spec: dict[str, ArraySpec]
+    act_spec: ActionSpec
 
 
 def read_dataset(dataset: str | os.PathLike) -> OfflineData:
     """The spaces and record of ``dataset``: a Minari dataset id or folder, or a folder written by
     :func:`import_dataset`."""
     source = Path(dataset)
-    imported = source.is_dir() and (source / DATASET_FILE).exists()
-    if imported:
-        record = _read_record(source)
-    else:
+    record = _read_record(source) if source.is_dir() else None
+    imported = record is not None
+    if record is None:
         ds = open_dataset(dataset)
         obs_spec, act_spec = space_specs(ds.observation_space, ds.action_space)
         record = {"env_spec": _env_spec_json(ds), "obs_spec": {k: [list(v.shape), np.dtype(v.dtype).name]
@@ -311,7 +325,7 @@ def read_dataset(dataset: str | os.PathLike) -> OfflineData:
     return OfflineData(str(dataset), record, imported, obs_spec, act_spec)
 
 
-def dataset_run(data: OfflineData, run: Any) -> Any:
+def dataset_run(data: OfflineData, run: RunConfig) -> RunConfig:
     """``run`` naming the dataset's environment (for evaluation and dreams) where the dataset records one."""
     if data.record.get("env_spec") is None:
         return run
@@ -319,7 +333,7 @@ def dataset_run(data: OfflineData, run: Any) -> Any:
     return replace(run, env=f"gym:{env_id}", obs="state", action_repeat=1)
 
 
-def check_offline_agent(agent: Any, name: str) -> None:
+def check_offline_agent(agent: Agent, name: str) -> None:
     """Refuse, in one sentence, an agent that cannot learn from a dataset alone."""
     if not isinstance(agent.schedule, (ReplayRatio, Refit)):
         raise DatasetError(f"agent '{name}' trains in stages ({type(agent.schedule).__name__} schedule) on data "
@@ -331,7 +345,7 @@ def check_offline_agent(agent: Any, name: str) -> None:
                            "or pets offline")
 
 
-def attach_dataset(folder: RunFolder, data: OfflineData, run: Any) -> tuple[dict, Replay]:
+def attach_dataset(folder: RunFolder, data: OfflineData, run: RunConfig) -> tuple[dict[str, Any], Replay]:
     """The run folder's dataset record (written on first use: a dataset imported into the folder's replay, or
     a reference to an imported folder's replay) and a read-only replay of it. A folder trained on another
     dataset is refused."""
@@ -352,19 +366,19 @@ def attach_dataset(folder: RunFolder, data: OfflineData, run: Any) -> tuple[dict
     return old, replay
 
 
-def dataset_env(record: dict, obs_spec: Mapping[str, Any], act_spec: Any, seed: int
-                ) -> tuple[Callable[[int], Any] | None, str]:
+def dataset_env(record: dict[str, Any], obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, seed: int
+                ) -> tuple[EnvFactory | None, str]:
     """(``seed -> Env`` of the dataset's environment, or None; why not): evaluation of an offline run."""
     return _eval_factory(record, obs_spec, act_spec, seed)
 
 
-def _read_record(folder: Path) -> dict | None:
+def _read_record(folder: Path) -> dict[str, Any] | None:
     path = folder / DATASET_FILE
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _eval_factory(record: dict, obs_spec: Mapping[str, Any], act_spec: Any, seed_base: int
-                  ) -> tuple[Callable | None, str]:
+def _eval_factory(record: dict[str, Any], obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, seed_base: int
+                  ) -> tuple[EnvFactory | None, str]:
     """(seed -> Env in the dataset's environment, or None; why not)."""
     from reverie.envs.gym_env import GymEnv
 
@@ -382,15 +396,13 @@ def _eval_factory(record: dict, obs_spec: Mapping[str, Any], act_spec: Any, seed
     return functools.partial(_make_eval_env, record["env_spec"]), ""
 
 
-def _make_eval_env(spec_json: str, seed: int):
+def _make_eval_env(spec_json: str, seed: int) -> Env:
     from reverie.envs.gym_env import GymEnv
 
     spec = gym.envs.registration.EnvSpec.from_json(spec_json)
     return GymEnv(gym.make(spec, disable_env_checker=True), obs="state", seed=seed)
 
 
-def _spec_of(record: dict) -> tuple[dict, Any]:
-    from reverie.specs import ActionSpec, ArraySpec
-
+def _spec_of(record: dict[str, Any]) -> tuple[dict[str, ArraySpec], ActionSpec]:
     obs = {k: ArraySpec(tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in record["obs_spec"].items()}
     return obs, ActionSpec(bool(record["act_spec"]["discrete"]), int(record["act_spec"]["size"]))

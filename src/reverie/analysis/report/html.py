@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def json_ready(x: Any) -> Any:
     return x
 
 
-def analysis_dict(a: RunAnalysis) -> dict:
+def analysis_dict(a: RunAnalysis) -> dict[str, Any]:
     """Every number of one run's analysis, JSON-ready."""
     return json_ready({
         "run_dir": str(a.run_dir), "agent": a.agent, "env": a.env, "obs": a.obs, "checkpoint_step": a.step,
@@ -80,7 +81,7 @@ def analysis_dict(a: RunAnalysis) -> dict:
     })
 
 
-def _dump(obj: dict) -> bytes:
+def _dump(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode("utf-8")
 
 
@@ -88,26 +89,26 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
-def _facts(facts: dict) -> str:
+def _facts(facts: dict[str, str]) -> str:
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td class=num>{html.escape(str(v))}</td></tr>"
                    for k, v in facts.items())
     return f"<table>{rows}</table>" if rows else ""
 
 
-def _figures(s: Section, pngs: dict | None = None) -> str:
+def _figures(s: Section, pngs: dict[int, bytes] | None = None) -> str:
     pngs = pngs or {}
     return "".join(_img(pngs.get(id(fig)) or render(fig, "png"), f"{s.title}: {name}")
                    for name, fig in s.figures.items())
 
 
-def _section_body(s: Section, pngs: dict | None = None) -> str:
+def _section_body(s: Section, pngs: dict[int, bytes] | None = None) -> str:
     if not s.applies:
         return f'<p class="na">{html.escape(s.text)}</p>'
     figures = _figures(s, pngs)
     return f"<p>{html.escape(s.text)}</p>{_facts(s.facts)}{figures}"
 
 
-def _meta(a: RunAnalysis) -> dict:
+def _meta(a: RunAnalysis) -> dict[str, str]:
     dt = f"{a.dt:g} s per step ({a.timing.source})" if a.dt is not None else "unknown (times in steps)"
     lengths = ", ".join(map(str, a.episode_lengths))
     returns = ", ".join(f"{r:.1f}" for r in a.episode_returns)
@@ -127,7 +128,7 @@ def _page(title: str, body: str) -> bytes:
             "</main></body></html>\n").encode()
 
 
-def _nav(names) -> str:
+def _nav(names: Iterable[str]) -> str:
     return "<nav>" + "".join(f'<a href="#{n}">{html.escape(n.replace("_", " "))}</a>' for n in names) + "</nav>"
 
 
@@ -138,7 +139,7 @@ def write_report(a: RunAnalysis, out_dir: str | Path, svg: bool = True) -> dict[
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "analysis.json", "html": out / "report.html"}
     atomic_write_bytes(paths["json"], _dump(analysis_dict(a)))
-    pngs = {}
+    pngs: dict[int, bytes] = {}
     for s in a.sections.values():
         for name, fig in s.figures.items():
             for fmt in ("png", "svg") if svg else ("png",):
@@ -157,7 +158,7 @@ def write_report(a: RunAnalysis, out_dir: str | Path, svg: bool = True) -> dict[
     return paths
 
 
-def _rows(d: dict) -> str:
+def _rows(d: dict[str, str]) -> str:
     return "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in d.items())
 
 
@@ -180,7 +181,7 @@ def write_compare(a: RunAnalysis, b: RunAnalysis, out_dir: str | Path) -> dict[s
             f"{head}</table>{_nav(names)}")
     for n in names:
         sa, sb = a.sections.get(n), b.sections.get(n)
-        title = (sa or sb).title
+        title = (a.sections[n] if n in a.sections else b.sections[n]).title
         labels = list(dict.fromkeys([*(sa.facts if sa else {}), *(sb.facts if sb else {})]))
         table = ""
         if labels:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,21 +42,27 @@ class Checkpoints:
 
     paths: dict[int, Path]
     pinned: list[int]
-    load: Callable[[Path], dict]
+    load: Callable[[Path], dict[str, dict[str, Any]]]
 
 
-def checkpoints_section(agent: Agent, ckpts: Checkpoints, episodes: list[dict], r: OpenLoopReport | None,
-                        discount: float, dt: float | None, current_step: int, current_tensors: dict,
-                        max_states: int, seed: int) -> Section:
+def checkpoints_section(agent: Agent, ckpts: Checkpoints, episodes: list[dict[str, np.ndarray]],
+                        r: OpenLoopReport | None, discount: float, dt: float | None, current_step: int,
+                        current_tensors: dict[str, dict[str, Any]], max_states: int, seed: int) -> Section:
     steps = ckpts.pinned
     if len(steps) < 2:
         return Section("checkpoints", TITLES["checkpoints"], False,
                        f"Not available: the run has {len(steps)} pinned checkpoint(s); train with "
                        "run.keep_checkpoints=N (N >= 2) to keep evenly spaced ones for this analysis.")
     model = agent.model
-    can_decode = has(model, DECODER) and r is not None and bool(r.real)
+    if model is None:
+        return Section("checkpoints", TITLES["checkpoints"], False,
+                       f"Not available: agent '{agent.name}' has no world model.")
+    # the open-loop windows replayed through every checkpoint: only where the model decodes vector observations
+    opened = r if has(model, DECODER) and r is not None and r.real else None
     can_spectrum = has(model, TRANSITION)
-    preds, radius, mse = [], [], []
+    preds: list[tuple[int, np.ndarray]] = []
+    radius: list[tuple[int, float, float, float]] = []
+    mse: list[float] = []
     try:
         # the analysed checkpoint joins the pinned ones when it is newer (the run's latest state)
         for step in steps + ([current_step] if current_step > steps[-1] else []):
@@ -65,8 +72,8 @@ def checkpoints_section(agent: Agent, ckpts: Checkpoints, episodes: list[dict], 
                 agent.load_tensors(ckpts.load(ckpts.paths[step]))
             else:                      # pruned meanwhile (should not happen to a pinned one)
                 continue
-            if can_decode:
-                rr = seeded_open_loop(model, episodes, r.context, r.horizon.size, discount, agent.device)
+            if opened is not None:
+                rr = seeded_open_loop(model, episodes, opened.context, opened.horizon.size, discount, agent.device)
                 preds.append((step, np.concatenate([rr.predicted[k] for k in sorted(rr.predicted)], -1)))
                 mse.append(float(np.mean([v.mean() for v in rr.obs_mse.values()])))
             if can_spectrum:
@@ -85,8 +92,8 @@ def checkpoints_section(agent: Agent, ckpts: Checkpoints, episodes: list[dict], 
              + (f" (and the analysed {current_step})" if current_step > steps[-1] else "")}
     text = "The same real episodes, replayed through the checkpoints kept during training."
     order = None
-    if preds:
-        real = np.concatenate([r.real[k] for k in sorted(r.real)], -1)
+    if opened is not None and preds:
+        real = np.concatenate([opened.real[k] for k in sorted(opened.real)], -1)
         order = fourier.learning_order(preds, real, dt=dt or 1.0, band_edges=band_edges(real.shape[1], dt))
         unit = "Hz" if dt else "cycles/step"
         data.update(band_edges=order.band_edges.tolist(), relative_error=order.relative_error.tolist(),
@@ -98,7 +105,7 @@ def checkpoints_section(agent: Agent, ckpts: Checkpoints, episodes: list[dict], 
             facts[f"band {lo:.3g}-{hi:.3g} {unit} first below {order.threshold:g}"] = (
                 f"step {first}" if first is not None else "never")
         # an order relative to where each band started, for models that reach the absolute threshold in no band
-        halved = []
+        halved: list[int | None] = []
         for b in range(order.relative_error.shape[1]):
             hit = np.flatnonzero(order.relative_error[:, b] <= 0.5 * order.relative_error[0, b])
             halved.append(int(order.steps[hit[0]]) if hit.size and order.relative_error[0, b] > 0 else None)

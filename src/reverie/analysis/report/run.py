@@ -32,10 +32,10 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -55,6 +55,7 @@ from reverie.analysis.report.sections import (
 from reverie.config import ConfigError
 from reverie.envs.spaces import Env, Timing
 from reverie.run_config import RunConfig
+from reverie.specs import ArraySpec
 
 __all__ = ["ANALYSES", "AnalyzeError", "RunAccess", "RunAnalysis", "Section", "StageProgress", "analyze_run",
            "check_inputs", "collect_episodes", "parse_only", "pinned_steps"]
@@ -95,7 +96,7 @@ class RunAccess:
 class StageProgress:
     """A rich progress bar over the stages in a terminal, one line per stage elsewhere (logs, CI)."""
 
-    def __init__(self, label: str, total: int):
+    def __init__(self, label: str, total: int) -> None:
         from rich.console import Console
 
         self.label, self.total, self.done = label, total, 0
@@ -103,7 +104,7 @@ class StageProgress:
         self.live = self.console.is_terminal
         self.started = time.perf_counter()
 
-    def __enter__(self):
+    def __enter__(self) -> StageProgress:
         if self.live:
             from rich.progress import (
                 BarColumn,
@@ -127,7 +128,7 @@ class StageProgress:
                   f"({time.perf_counter() - self.started:.0f} s)", file=sys.stderr, flush=True)
         self.done += 1
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.live:
             self.bar.update(self.task, completed=self.total, info="done")
             self.bar.stop()
@@ -144,10 +145,10 @@ class RunAnalysis:
     step: int
     timing: Timing
     episodes: int
-    episode_lengths: list
-    episode_returns: list
-    sections: dict                              # name -> Section
-    seconds: dict = field(default_factory=dict)  # stage -> wall seconds (filled by the caller)
+    episode_lengths: list[int]
+    episode_returns: list[float]
+    sections: dict[str, Section]
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds (filled by the caller)
 
     @property
     def dt(self) -> float | None:
@@ -155,7 +156,7 @@ class RunAnalysis:
         return self.timing.seconds
 
     @property
-    def headline(self) -> dict | None:
+    def headline(self) -> dict[str, Any] | None:
         """The spectral section's headline (method, period, decay rate, sentence), when it ran."""
         s = self.sections.get("spectral")
         return s.data.get("headline") if s is not None and s.applies else None
@@ -186,7 +187,7 @@ def checkpoint_steps(access: RunAccess, run_dir: str | Path) -> dict[int, Path]:
 
 def pinned_steps(access: RunAccess, run_dir: str | Path) -> list[int]:
     """Steps of the checkpoints pinned for good during training (``run.keep_checkpoints``), oldest first."""
-    out = []
+    out: list[int] = []
     for marker in access.checkpoints(run_dir):
         try:
             record = json.loads(marker.read_text(encoding="utf-8"))
@@ -217,10 +218,11 @@ def check_inputs(access: RunAccess, run_dirs: list[str], checkpoint: int | None,
 
 
 def collect_episodes(access: RunAccess, agent: Agent, env_fns: list[Callable[[], Env]],
-                     max_steps: int = 2000) -> list[dict]:
+                     max_steps: int = 2000) -> list[dict[str, np.ndarray]]:
     """One greedy episode per environment, side by side: ``[{key: [T, ...], action, reward, is_first,
     is_terminal}]`` with model-space ``action[t]`` leading into step t (zeros at the first step)."""
     _, episodes = access.play(agent, env_fns, explore=False, record=True, max_steps=max_steps)
+    assert episodes is not None, "play returns the episodes it was asked to record"
     keys = (*agent.obs_spec, "action", "reward", "is_first", "is_terminal")
     return [{k: ep[k] for k in keys} for ep in episodes]
 
@@ -234,7 +236,7 @@ def describe_env(make: EnvFactory, seed: int) -> tuple[Timing, dict[str, tuple[s
         env.close()
 
 
-def _names(model_keys, obs_names: dict[str, tuple[str, ...]]) -> tuple[str, ...] | None:
+def _names(model_keys: Mapping[str, ArraySpec], obs_names: dict[str, tuple[str, ...]]) -> tuple[str, ...] | None:
     """Names of the vector observations' dimensions in sorted key order, as the decoded ones concatenate."""
     keys = sorted(k for k, spec in model_keys.items() if not spec.is_image)
     if not all(k in obs_names for k in keys):
@@ -252,7 +254,7 @@ def analyze_run(access: RunAccess, run_dir: str | Path, *, checkpoint: int | Non
                 device: str | None = None, stage: Callable[[str], None] = lambda s: None,
                 seed_offset: int = 60_000) -> RunAnalysis:
     """Run the analyses ``only`` on ``run_dir``; ``stage(name)`` is called as each stage starts."""
-    seconds = {}
+    seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     stage("loading the run")
     agent, cfg, make, meta = access.open_run(run_dir, device=device)
@@ -310,6 +312,7 @@ def analyze_run(access: RunAccess, run_dir: str | Path, *, checkpoint: int | Non
             sections[a] = (projection_section(model, picked[0], picked[2], seed=cfg.run.seed) if picked else
                            Section(a, TITLES[a], False, short))
         elif a == "checkpoints":
+            assert current is not None, "the tensors are kept when the checkpoints analysis is chosen"
             ckpts = Checkpoints(paths=checkpoint_steps(access, run_dir), pinned=pinned_steps(access, run_dir),
                                 load=lambda path: access.load_checkpoint(path, name, device=agent.device)[0])
             sections[a] = checkpoints_section(agent, ckpts, eps, r, agent.discount, dt, step, current, max_states,

@@ -10,15 +10,18 @@ training in :mod:`.over_training`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from reverie.analysis import fourier, projection
 from reverie.analysis.open_loop import OpenLoopReport, open_loop_error
 from reverie.analysis.report import figures as figs
-from reverie.models.base import DECODER, VALUE, State, WorldModel, has
+from reverie.models.base import DECODER, VALUE, State, WorldModel, has, value_head
 from reverie.models.state import cat_states, map_state
 
 __all__ = [
@@ -49,9 +52,9 @@ class Section:
     title: str
     applies: bool
     text: str                                   # one or two plain sentences
-    facts: dict = field(default_factory=dict)   # label -> formatted value
-    figures: dict = field(default_factory=dict)  # figure name -> matplotlib Figure
-    data: dict = field(default_factory=dict)    # every number, JSON-ready
+    facts: dict[str, str] = field(default_factory=dict)       # label -> formatted value
+    figures: dict[str, Figure] = field(default_factory=dict)  # figure name -> matplotlib Figure
+    data: dict[str, Any] = field(default_factory=dict)        # every number, JSON-ready
 
 
 @torch.no_grad()
@@ -77,7 +80,7 @@ def _unit(dt: float | None) -> str:
 
 
 @contextlib.contextmanager
-def seeded(device: torch.device | str, seed: int = 0):
+def seeded(device: torch.device | str, seed: int = 0) -> Iterator[None]:
     """Torch's random generator seeded inside, restored after: imagination samples the prior (an RSSM draws
     its stochastic latent), so the same model gives the same numbers every time."""
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
@@ -117,8 +120,9 @@ def open_loop_section(model: WorldModel, episodes: list[dict], context: int, hor
         facts["continuation Brier score (mean over h)"] = _fmt(float(r.cont_brier.mean()))
     if r.value_mse is not None:
         facts[f"value MSE at h=1 / h={horizon}"] = f"{_fmt(r.value_mse[0])} / {_fmt(r.value_mse[-1])}"
-    facts[f"latent distance (relative) at h=1 / h={horizon}"] = (
-        f"{_fmt(r.latent_distance_relative[0])} / {_fmt(r.latent_distance_relative[-1])}")
+    if r.latent_distance_relative is not None:
+        facts[f"latent distance (relative) at h=1 / h={horizon}"] = (
+            f"{_fmt(r.latent_distance_relative[0])} / {_fmt(r.latent_distance_relative[-1])}")
     what = ("The model observes a few real steps, then imagines the rest of each window with the actions really "
             "taken; these curves show how its error grows with the number of imagined steps.")
     if r.skipped:
@@ -132,12 +136,14 @@ def visited(model: WorldModel, episodes: list[dict], states: list[State], max_st
             seed: int) -> tuple[State, np.ndarray, np.ndarray] | None:
     """A subsample of the visited states ``[N]`` with the action taken next ``[N, A]``, the real reward of
     arriving in each, and their features ``[N, F]``."""
-    keep_states, actions, rewards = [], [], []
+    keep_states: list[State] = []
+    actions: list[np.ndarray] = []
+    rewards: list[np.ndarray] = []
     for ep, st in zip(episodes, states):
         length = len(ep["action"])
         if length < 2:
             continue
-        keep_states.append(map_state(lambda x, n=length - 1: x[:n], st))
+        keep_states.append(map_state(lambda x: x[:length - 1], st))   # applied at once, to this length
         actions.append(ep["action"][1:])
         rewards.append(ep["reward"][:length - 1])
     if not keep_states:
@@ -218,7 +224,7 @@ def projection_section(model: WorldModel, state: State, reward: np.ndarray, eps:
     d = projection.projection_distortion(x, ks, eps=eps, random_state=seed, max_pairs=5000)
     q90 = d.quantiles["q90"]
 
-    def first_k(ok):
+    def first_k(ok: np.ndarray) -> int | None:
         hit = np.flatnonzero(ok)
         return int(d.ks[hit[0]]) if hit.size else None
 
@@ -226,7 +232,8 @@ def projection_section(model: WorldModel, state: State, reward: np.ndarray, eps:
     targets = {"reward (real)": np.asarray(reward, dtype=np.float64)}
     if has(model, VALUE):
         with torch.no_grad():
-            targets["value (model)"] = model.value(state).float().cpu().numpy().astype(np.float64)
+            value = value_head(model, "the projection section's value regression")(state)
+            targets["value (model)"] = value.float().cpu().numpy().astype(np.float64)
     small = [k for k in ks if k <= f] or ks[:1]
     r2 = {name: projection.projection_r2(x, y, small, random_state=seed) for name, y in targets.items()
           if np.std(y) > 0}
@@ -234,7 +241,7 @@ def projection_section(model: WorldModel, state: State, reward: np.ndarray, eps:
              f"k for {eps:.0%} distortion, every pair measured": str(k_all) if k_all else f"> {max(ks)}",
              f"k for {eps:.0%} distortion, 90% of pairs": str(k_90) if k_90 else f"> {max(ks)}",
              f"JL bound for N={n}, eps={eps:g}": str(jl_k)}
-    keeps = {}
+    keeps: dict[str, int | None] = {}
     for name, rep in r2.items():
         within = np.flatnonzero(rep.r2 >= rep.full_r2 - 0.05)
         keeps[name] = int(rep.ks[within[0]]) if within.size else None
