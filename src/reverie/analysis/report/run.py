@@ -68,7 +68,8 @@ class AnalyzeError(ConfigError):
 class RunSettings(Protocol):
     """An agent's resolved config, as far as the report reads it."""
 
-    run: RunConfig
+    @property
+    def run(self) -> RunConfig: ...
 
 
 #: ``seed -> Env``: the run's environment, as training made it (action repeat and time limit included).
