@@ -60,6 +60,7 @@ class Windows:
         starts = np.flatnonzero(fits & np.asarray(is_first, bool))
         self.starts = starts if len(starts) else self.valid    # episode starts, where a zero state is right
         self.pos = np.full(batch, -1, np.int64)
+        self.row_end = np.zeros(batch, np.int64)                 # one past the last step of each row's chunk
 
     def reset(self) -> None:
         """Every row starts anew at the next batch."""
@@ -70,8 +71,9 @@ class Windows:
         if not self.carry:
             start = self.valid[rng.integers(0, len(self.valid), self.batch)]
             return Batch(start[:, None] + np.arange(self.length), np.ones(self.batch, bool))
-        fresh = (self.pos < 0) | (self.pos + self.length > self.end[np.maximum(self.pos, 0)])
+        fresh = (self.pos < 0) | (self.pos + self.length > self.row_end)
         self.pos[fresh] = self.starts[rng.integers(0, len(self.starts), int(fresh.sum()))]
+        self.row_end[fresh] = self.end[self.pos[fresh]]
         index = self.pos[:, None] + np.arange(self.length)
         self.pos = self.pos + self.length
         return Batch(index, fresh)
