@@ -35,7 +35,7 @@ def missing_package(env_name: str, err: BaseException) -> EnvError | None:
         seen.add(id(cause))
         name = getattr(cause, "name", None) if isinstance(cause, ModuleNotFoundError) else None
         top = name.split(".")[0] if name else None
-        if top in EXTRAS:
+        if top is not None and top in EXTRAS:
             package, extra = EXTRAS[top]
             return EnvError(f"{env_name} needs the {package} package, which is not installed: "
                             f"pip install 'reverie[{extra}]'")

@@ -77,6 +77,7 @@ class FixedPolicy:
 
 def fixed_policies(spec: ActionSpec, hold: tuple[int, int] = (1, 10)) -> list[FixedPolicy]:
     """Each constant action, uniform random and held random (see the module docstring)."""
+    constants: list[tuple[str, int | np.ndarray]]
     if spec.discrete:
         constants = [(f"always {a}", a) for a in range(spec.size)]
     else:
