@@ -18,12 +18,22 @@ Pure: arrays in, a :class:`Fidelity` out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 from scipy.stats import spearmanr
 
-__all__ = ["Episodes", "Fidelity", "dream_fidelity"]
+__all__ = ["EpisodeScores", "Episodes", "Fidelity", "dream_fidelity"]
+
+
+class EpisodeScores(Protocol):
+    """What :func:`dream_fidelity` reads of one policy's episodes on one side."""
+
+    @property
+    def length(self) -> np.ndarray: ...
+
+    @property
+    def ret(self) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,8 @@ def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def dream_fidelity(policies: Sequence[str], dream: Sequence[Episodes], real: Sequence[Episodes]) -> Fidelity:
+def dream_fidelity(policies: Sequence[str], dream: Sequence[EpisodeScores], real: Sequence[EpisodeScores]
+                   ) -> Fidelity:
     """The fidelity of a dream over ``policies`` from their ``dream`` and ``real`` episodes (same order)."""
     if not (len(policies) == len(dream) == len(real)) or len(policies) == 0:
         raise ValueError(f"dream_fidelity needs one dream and one real set of episodes per policy, got "
@@ -78,7 +89,7 @@ def dream_fidelity(policies: Sequence[str], dream: Sequence[Episodes], real: Seq
     if empty:
         raise ValueError(f"policies {empty} have no episodes on one side; play at least one episode of each")
 
-    def means(side: Sequence[Episodes], key: str) -> np.ndarray:
+    def means(side: Sequence[EpisodeScores], key: str) -> np.ndarray:
         return np.array([float(np.mean(getattr(e, key))) for e in side])
 
     d_ret, r_ret = means(dream, "ret"), means(real, "ret")

@@ -15,19 +15,25 @@ from the same distribution of frames.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 import torch
 
-from reverie.analysis.fidelity import Episodes
 from reverie.envs.dream_env import DreamVectorEnv
 from reverie.envs.random_actions import HeldRandomActions
 from reverie.envs.spaces import Env
 from reverie.models.base import WorldModel
 from reverie.specs import ActionSpec
 
-__all__ = ["FixedPolicy", "Player", "fixed_policies", "play_dream", "play_real"]
+__all__ = ["FixedPolicy", "Played", "Player", "fixed_policies", "play_dream", "play_real"]
+
+
+class Played(NamedTuple):
+    """One policy's episodes on one side: ``length [E]`` (agent steps) and ``ret [E]`` (returns)."""
+
+    length: np.ndarray
+    ret: np.ndarray
 
 
 class Player(Protocol):
@@ -93,7 +99,7 @@ def fixed_policies(spec: ActionSpec, hold: tuple[int, int] = (1, 10)) -> list[Fi
 
 
 def play_real(env: Env, player: Player, episodes: int, seed: int, max_steps: int
-              ) -> tuple[Episodes, dict[str, np.ndarray]]:
+              ) -> tuple[Played, dict[str, np.ndarray]]:
     """``episodes`` episodes of ``player`` in ``env``, one after another (each cut at ``max_steps``); and
     each episode's first observation ``{key: [episodes, ...]}``."""
     rng = np.random.default_rng(seed)
@@ -112,13 +118,13 @@ def play_real(env: Env, player: Player, episodes: int, seed: int, max_steps: int
         lengths.append(t)
         returns.append(total)
     starts = {k: np.stack([f[k] for f in firsts]) for k in env.obs_spec}
-    return Episodes(np.asarray(lengths), np.asarray(returns)), starts
+    return Played(np.asarray(lengths), np.asarray(returns)), starts
 
 
 @torch.no_grad()
 def play_dream(model: WorldModel, starts: dict[str, np.ndarray], player: Player, episodes: int, seed: int,
                max_steps: int, device: str | torch.device = "cpu",
-               prepare: Callable[[WorldModel], None] | None = None) -> Episodes:
+               prepare: Callable[[WorldModel], None] | None = None) -> Played:
     """``episodes`` dreams of ``player`` at once, each from one of ``starts`` and ended by the model's
     ``cont`` (or at ``max_steps``). ``prepare`` may set the model up first (a temperature, say)."""
     if prepare is not None:
@@ -134,4 +140,4 @@ def play_dream(model: WorldModel, starts: dict[str, np.ndarray], player: Player,
         total += np.where(alive, reward, 0.0)
         length += alive
         alive &= ~(terminated | truncated)
-    return Episodes(length, total)
+    return Played(length, total)
