@@ -122,11 +122,12 @@ WORLDMODELS_PRESETS: dict[str, list[str]] = {
     "default": ["clip_dims=(2,)"],
     # VizDoom take-cover (the vizdoom package's gymnasium ids), the controller evolved only in the dream at the
     # paper's tau = 1.15; episodes of up to 2,100 steps, reward 1 per step survived. The reference's
-    # controller: [z, c, h], no bias, one output with a dead zone (< -1/3 left, > 1/3 right, else no-op)
+    # controller: [z, c, h], no bias, one output with a dead zone (< -1/3 left, > 1/3 right, else no-op; the
+    # gymnasium wrapper's action 0 is no-op, 1 MOVE_RIGHT, 2 MOVE_LEFT)
     "takecover": [
         "run.env=gym:vizdoom.gymnasium_wrapper:VizdoomTakeCover-v1", "run.obs=pixels", "run.prefill=10000",
         "evolve_in=dream", "dream_temperature=1.15", "dream_max_steps=2100",
-        "controller_input=zch", "controller_bias=false", "action_bins=(1,0,2)",
+        "controller_input=zch", "controller_bias=false", "action_bins=(2,0,1)",
     ],
     # the paper's sizes: 10,000 random rollouts of 1,000 steps, population 64 x 16 rollouts (CarRacing)
     "paper": [

@@ -89,7 +89,7 @@ class WorldModelsConfig:
     """Whether the controller adds a bias (the reference's CarRacing controller does, its take-cover one not)."""
     action_bins: tuple[int, ...] = ()
     """Discrete actions: () = one output per action and the argmax; else one tanh output cut into equal bins
-    over [-1, 1], bin k playing action action_bins[k] (take-cover: (1, 0, 2) = left, a dead zone of no-op,
+    over [-1, 1], bin k playing action action_bins[k] (take-cover: (2, 0, 1) = left, a dead zone of no-op,
     right, as the reference's thresholds at -1/3 and 1/3)."""
     clip_dims: tuple[int, ...] = ()
     """Continuous actions whose tanh output is clipped at zero, so that a zero output plays the lowest
