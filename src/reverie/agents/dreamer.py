@@ -17,8 +17,8 @@ from torch import nn
 from reverie.agents.base import ActingParts, ActOutput, AgentBase, ReplayRatio, observe_step, precision_context
 from reverie.agents.base import to_env_action
 from reverie.agents.compiled import compile_static, same_random_numbers_as_eager
-from reverie.agents.rssm_update import rssm_update
-from reverie.behavior import ActorCritic, ActorCriticConfig
+from reverie.agents.rssm_update import LossCall, rssm_update
+from reverie.behavior import ActorCritic, ActorCriticConfig, ImagineCall
 from reverie.models import Batch, RSSMWorldModel, State, WorldModelConfig, with_heads
 from reverie.models.state import flatten_batch, map_state
 from reverie.run_config import RunConfig
@@ -63,6 +63,10 @@ class Dreamer(AgentBase):
         # what `act` calls, by name; an acting copy may call compiled versions instead (acting_parts)
         self.acting_calls: dict[str, Callable[..., Any]] = {"observe": self.wm.observe, "policy": self.ac.policy}
         self.updates = 0
+        # what `update` calls in place of the world model's loss and the actor-critic's rollout (None:
+        # the methods themselves); ``run.compile`` sets compiled versions
+        self.loss_call: LossCall | None = None
+        self.imagine_call: ImagineCall | None = None
         if cfg.run.compile:
             self._compile_update()
 
@@ -71,8 +75,8 @@ class Dreamer(AgentBase):
         compiled for the run's static batch shape, drawing eager's random numbers, so an update computes
         what the eager one does; the backward passes and Adam steps stay eager."""
         same_random_numbers_as_eager()
-        self.wm.loss = compile_static(self.wm.loss)        # instance attributes: the modules' weights,
-        self.ac.imagine = compile_static(self.ac.imagine)  # state dicts and checkpoints do not change
+        self.loss_call = compile_static(self.wm.loss)         # the modules themselves, their weights,
+        self.imagine_call = compile_static(self.ac.imagine)   # state dicts and checkpoints do not change
 
     def _autocast(self):
         return precision_context(self.cfg.run.precision, self.device)
@@ -103,11 +107,11 @@ class Dreamer(AgentBase):
     # -- learning ------------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, float]:
         metrics, post = rssm_update(self.wm, batch, self.optimizers["model_opt"], self.cfg.model,
-                                    self.cfg.run.precision)
+                                    self.cfg.run.precision, self.loss_call)
         start = flatten_batch(map_state(torch.Tensor.detach, post))                  # [B * T]
         start_cont = 1.0 - batch.is_terminal.float().reshape(-1)
         with self._autocast():
-            actor_loss, critic_loss, ac_metrics = self.ac.loss(self.wm, start, start_cont)
+            actor_loss, critic_loss, ac_metrics = self.ac.loss(self.wm, start, start_cont, self.imagine_call)
         clip = self.cfg.behavior.grad_clip
         actor_opt, critic_opt = self.optimizers["actor_opt"], self.optimizers["critic_opt"]
         actor_opt.zero_grad(set_to_none=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal, Mapping, cast
+from typing import Callable, Literal, Mapping, cast
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,10 @@ from reverie.specs import ActionSpec
 from reverie.models.base import (CONT, REWARD, HasCont, HasReward, State, WorldModel, has, require, stack_states,
                                  without_memory)
 from reverie.nn import MLP, BoundedNormal, OneHotDist, TwoHotDist, lambda_returns, polyak_update, symlog_bins
+
+
+ImagineCall = Callable[[WorldModel, State, int], tuple[State, Tensor, Tensor]]
+"""What :meth:`ActorCritic.imagine` is: (model, start states, horizon) -> (states, actions, raw outputs)."""
 
 
 @dataclass(frozen=True)
@@ -146,18 +150,20 @@ class ActorCritic(nn.Module):
             self.ret_high.mul_(d).add_((1 - d) * high)
         return torch.clamp(self.ret_high - self.ret_low, min=1.0)
 
-    def loss(self, wm: WorldModel, start: State, start_cont: Tensor) -> tuple[Tensor, Tensor, dict[str, float]]:
+    def loss(self, wm: WorldModel, start: State, start_cont: Tensor, imagine: ImagineCall | None = None
+             ) -> tuple[Tensor, Tensor, dict[str, float]]:
         """(actor loss, critic loss, metrics) from rollouts starting at ``start`` ``[N]``.
 
         start_cont ``[N]``: 1 where the start state is not terminal, so rollouts from
         terminal states carry no weight. ``wm`` needs the ``reward`` capability; without ``cont``
-        imagined episodes never end.
+        imagined episodes never end. ``imagine`` rolls out in place of :meth:`imagine` (a compiled
+        version of it).
         """
         require(wm, [REWARD], "learning behaviour in imagination")
         cfg = self.cfg
         backprop = self.backprop
         with torch.set_grad_enabled(backprop):
-            traj, actions, raw = self.imagine(wm, start, cfg.horizon)
+            traj, actions, raw = (imagine or self.imagine)(wm, start, cfg.horizon)
             feat = wm.features(traj)                                   # [H + 1, N, F]
             after = {k: v[1:] for k, v in cast("Mapping[str, Tensor]", traj).items()}   # a flat dict state
             reward = cast(HasReward, wm).reward(after)                 # [H, N]

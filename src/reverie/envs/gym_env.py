@@ -162,12 +162,11 @@ def gym_timing(env: gym.Env) -> Timing:
 
 def _supports_rgb_array(env_spec: gym.envs.registration.EnvSpec) -> bool:
     """Whether the entry point declares ``rgb_array`` rendering (checked before construction)."""
-    creator = env_spec.entry_point
-    if isinstance(creator, str):
-        try:
-            creator = gym.envs.registration.load_env_creator(creator)
-        except (ImportError, AttributeError, ValueError, gym.error.DependencyNotInstalled):
-            return False     # gymnasium.make says why, below
+    entry = env_spec.entry_point
+    try:
+        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    except (ImportError, AttributeError, ValueError, gym.error.DependencyNotInstalled):
+        return False     # gymnasium.make says why, below
     metadata = getattr(creator, "metadata", None)
     return isinstance(metadata, dict) and "rgb_array" in (metadata.get("render_modes") or ())
 
