@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from reverie.agents.base import NO_PARTS, ActingParts, ActOutput, Actor, Agent, observe_step, to_env_action
-from reverie.models.base import CONT, POLICY, VALUE, State, WorldModel, capabilities_of, require
+from reverie.models.base import CONT, POLICY, VALUE, State, WorldModel, capabilities_of, policy_head, require
 from reverie.planning import PLANNERS, PlannerSettings, PlanningError, WarmStart, planner_settings, planner_spec
 
 #: What ``reverie eval --planner`` accepts: "policy" is the agent's own way of acting, "prior" the
@@ -116,7 +116,7 @@ class PriorPolicy:
     what a planner on the same model adds is its return against this one's."""
 
     def __init__(self, model: WorldModel, *, device: torch.device | str = "cpu", name: str = "prior"):
-        require(model, [POLICY], "acting by the model's policy prior (--planner prior)")
+        self.policy = policy_head(model, "acting by the model's policy prior (--planner prior)")
         self.model = model
         self.act_spec = model.act_spec
         self.device = torch.device(device)
@@ -128,7 +128,7 @@ class PriorPolicy:
     @torch.no_grad()
     def act(self, step: dict[str, np.ndarray], state: State, explore: bool) -> ActOutput:
         belief = observe_step(self.model, step, state, self.device)
-        dist = self.model.policy(belief)  # type: ignore[attr-defined]
+        dist = self.policy(belief)
         action = (dist.sample() if explore else dist.mode()).detach().float()
         if self.act_spec.discrete:
             action = torch.nn.functional.one_hot(action.argmax(-1), self.act_spec.size).float()

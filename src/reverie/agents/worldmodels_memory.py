@@ -94,10 +94,11 @@ def mdn_step(rnn: MDNRNN, optimizer: torch.optim.Optimizer, data: Mapping[str, n
     mask = torch.ones_like(is_first)
     mask[:, 0] = is_first[:, 0] | ~fresh     # a fresh window's first step has no past unless it starts an episode
     B, hidden = z.shape[0], rnn.cfg.hidden
-    start = (z.new_zeros(B, z.shape[-1]), z.new_zeros(B, hidden), z.new_zeros(B, hidden))
+    zero = (z.new_zeros(B, z.shape[-1]), z.new_zeros(B, hidden), z.new_zeros(B, hidden))
+    start = zero
     if carried is not None:
         keep = (~fresh).to(z.dtype)[:, None]
-        start = tuple(s + keep * c for s, c in zip(start, carried))    # type: ignore[assignment]
+        start = (zero[0] + keep * carried[0], zero[1] + keep * carried[1], zero[2] + keep * carried[2])
     loss, metrics, after = rnn.loss(z, take["action"], is_first, take["reward"], take["is_terminal"].bool(), mask,
                                     start=start)
     optimizer.zero_grad(set_to_none=True)
