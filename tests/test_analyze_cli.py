@@ -66,13 +66,14 @@ def test_a_dreamer_run_gets_every_analysis_in_one_page(runs, capsys):
     out = dreamer / "analysis"
     assert printed["report"] == str(out / "report.html") and printed["checkpoint_step"] == [150]
     text, images = check_page(out / "report.html")
-    assert images == 5 and "gym:CartPole-v1" in text and "checkpoint step" in text
-    for name in ("open_loop", "spectral", "fourier", "projection", "checkpoints"):
+    assert images == 7 and "gym:CartPole-v1" in text and "checkpoint step" in text
+    for name in ("open_loop", "spectral", "fourier", "projection", "checkpoints", "fidelity_return",
+                 "fidelity_length"):
         assert (out / f"{name}.png").read_bytes().startswith(PNG) and (out / f"{name}.svg").stat().st_size
     d = strict_json(out / "analysis.json")
     assert d["agent"] == "dreamer" and d["checkpoint_step"] == 150 and d["dt_seconds"] == pytest.approx(0.02)
     s = d["sections"]
-    assert all(s[n]["applies"] for n in s) and len(s) == 5
+    assert all(s[n]["applies"] for n in s) and len(s) == 6
     ol = s["open_loop"]["data"]
     h = len(ol["horizon"])
     assert h >= 2 and finite(ol["obs_mse"]["vector"]) and len(ol["obs_mse_per_dim"]["vector"]) == h
@@ -86,6 +87,17 @@ def test_a_dreamer_run_gets_every_analysis_in_one_page(runs, capsys):
     assert finite([pr["r2"]["reward (real)"]["full_r2"]]) or pr["r2"] == {}
     ck = s["checkpoints"]["data"]
     assert ck["steps"] == [75, 150] and len(ck["relative_error"]) == 2 and len(ck["spectral_radius"]) == 2
+    fi = s["fidelity"]["data"]
+    rows = {r["policy"]: r for r in fi["rows"]}
+    assert list(rows) == ["always 0", "always 1", "uniform random", "random held 1-10", "the agent's policy (dreamer)"]
+    assert fi["episodes"] == 2 and fi["max_steps"] == 1000    # no policy met CartPole's own limit of 500
+    for r in rows.values():   # CartPole pays 1 a step: return is length on both sides
+        assert 1 <= r["real_length"] <= 500 and r["real_return"] == pytest.approx(r["real_length"])
+        assert 1 <= r["dream_length"] <= 500 and r["length_ratio"] == pytest.approx(r["dream_length"] / r["real_length"])
+    assert rows["always 0"]["real_length"] < 20 and rows["always 1"]["real_length"] < 20   # the pole falls at once
+    best = max(r["real_return"] for r in rows.values())
+    assert fi["regret"] == pytest.approx(best - rows[fi["dream_choice"]]["real_return"])
+    assert fi["real_choice"] in rows and rows[fi["real_choice"]]["real_return"] == best
 
 
 def test_a_muzero_run_without_a_decoder_gets_the_latent_and_reward_parts(runs, tmp_path, capsys):

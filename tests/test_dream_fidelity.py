@@ -8,7 +8,7 @@ import torch
 
 from reverie.analysis.fidelity import Episodes, dream_fidelity
 from reverie.envs import GymEnv
-from reverie.envs.policy_play import fixed_policies, play_dream, play_real
+from reverie.envs.policy_play import fixed_policies, play_both, play_dream, play_real
 from reverie.models.base import CONT, REWARD
 from reverie.specs import ActionSpec, ArraySpec
 
@@ -116,3 +116,31 @@ def test_fixed_policies_in_the_real_walk_and_its_dream(wrong):
         assert fid.dream_choice == "always 0" and fid.dream_return[0] == 3 * LIMIT   # 20 steps of 1 + 2
         assert fid.regret == LIMIT - 3                                   # it lives 3 steps in reality
         assert fid.return_rank_correlation < 0.5
+
+
+def test_play_both_cuts_dreams_at_the_environments_own_limit():
+    """Standing still lives to the walk's own limit (20) in reality and forever in the exact dream: with a cap
+    of 100 steps asked for, both sides are cut at the 20 that the environment truncated at."""
+    env = GymEnv(Cliffs(), obs="state", seed=0)
+    played = play_both(CliffModel(), env, fixed_policies(env.act_spec)[:3], 4, seed=0, max_steps=100)
+    assert played.cap == LIMIT
+    np.testing.assert_array_equal([d.length.mean() for d in played.dream], [3, LIMIT, 6])
+    np.testing.assert_array_equal([r.length.mean() for r in played.real], [3, LIMIT, 6])
+    # no real episode reaches the limit: the cap asked for stands, and the dream of standing still runs to it
+    lives = play_both(CliffModel(), env, fixed_policies(env.act_spec)[:1], 4, seed=0, max_steps=100)
+    assert lives.cap == 100 and lives.real[0].length.mean() == 3
+
+
+def test_an_agent_offers_its_policy_for_the_dream():
+    import reverie
+    from reverie.agents.dreamer import Dreamer
+    from reverie.analysis.report.fidelity import AgentPlayer, players_for
+
+    env = GymEnv("CartPole-v1", obs="state", seed=0)
+    agent = Dreamer(env.obs_spec, env.act_spec, reverie.make_config("dreamer", "tiny"))
+    players = players_for(agent)
+    own = players[-1]
+    assert isinstance(own, AgentPlayer) and own.name == "the agent's policy (dreamer)"
+    feat = np.random.default_rng(0).standard_normal((5, agent.model.feat_size)).astype(np.float32)
+    greedy = agent.ac.policy(torch.as_tensor(feat)).mode().argmax(-1).numpy()
+    np.testing.assert_array_equal(own.act_dream(feat), greedy)

@@ -286,9 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("run_dir_b", nargs="?", help="a second run to put side by side with the first")
     p.add_argument("--checkpoint", type=_at_least(0), metavar="STEP", help="analyse this checkpoint (default: newest)")
-    p.add_argument("--episodes", type=_at_least(1), default=4, help="real episodes to play (at least 1)")
+    p.add_argument("--episodes", type=_at_least(1), default=4, help="real episodes to play (at least 1); dream "
+                                                                   "fidelity plays as many per policy on each side")
     p.add_argument("--only", metavar="NAMES", help="comma-separated analyses: open_loop, spectral, fourier, "
-                                                  "projection, checkpoints (default: all)")
+                                                  "projection, checkpoints, fidelity (default: all)")
     p.add_argument("--out", help="output folder (default: RUN_DIR/analysis)")
     p.add_argument("--device")
     p.set_defaults(fn=_analyze)

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 NO_PARTS: Mapping[str, Any] = MappingProxyType({})
 
 __all__ = [
-    "ActOutput", "ActingParts", "Actor", "Agent", "AgentBase", "NO_PARTS", "Refit", "ReplayRatio",
+    "ActOutput", "ActingParts", "Actor", "Agent", "AgentBase", "DreamPolicy", "NO_PARTS", "Refit", "ReplayRatio",
     "Schedule", "StageReport", "StageWork", "Staged", "gradient_step", "observe_step", "precision_context",
     "to_env_action", "to_model_action",
 ]
@@ -154,6 +154,13 @@ class ActingParts:
                                  f"{', '.join(sorted(declared)) or 'nothing'}")
 
 
+DreamPolicy = Callable[[np.ndarray], np.ndarray]
+"""A policy on a dream's feature vectors: ``features [n, F]`` (``model.features`` of the dream's states, what
+:class:`reverie.envs.dream_env.DreamVectorEnv` gives with ``observation="features"``) -> environment
+actions ``[n]`` int64 or ``[n, A]`` float32. An agent whose policy reads the model's features offers one
+(:meth:`Agent.dream_policy`), so that its policy can be scored in its own dream."""
+
+
 class Actor(Protocol):
     """Something that acts in N environments: an agent, or a planner or policy prior acting for one
     (:mod:`reverie.agents.planner_policy`)."""
@@ -201,6 +208,10 @@ class Agent(Actor, Protocol):
     def advance(self, work: StageWork) -> StageReport:
         """One unit of staged training (agents with a :class:`Staged` schedule)."""
 
+    def dream_policy(self) -> DreamPolicy | None:
+        """The agent's own policy acting on a dream's feature vectors, or None when it has none that does
+        (see :data:`DreamPolicy`)."""
+
     def tensors(self) -> dict[str, dict[str, Any]]:
         """Everything to checkpoint as named state dicts (weights, optimiser states, counters)."""
 
@@ -247,6 +258,9 @@ class AgentBase:
 
     def advance(self, work: StageWork) -> StageReport:
         raise self._not_scheduled("advance(work)")
+
+    def dream_policy(self) -> DreamPolicy | None:
+        return None
 
     def _not_scheduled(self, call: str) -> TypeError:
         return TypeError(f"agent '{self.name}' learns on a {type(self.schedule).__name__} schedule, "

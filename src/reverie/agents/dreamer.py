@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from reverie.agents.base import ActingParts, ActOutput, AgentBase, ReplayRatio, observe_step, precision_context
+from reverie.agents.base import ActingParts, ActOutput, AgentBase, DreamPolicy, ReplayRatio, observe_step, precision_context
 from reverie.agents.base import to_env_action
 from reverie.agents.compiled import compile_static, same_random_numbers_as_eager
 from reverie.agents.rssm_update import LossCall, rssm_update
@@ -100,6 +100,15 @@ class Dreamer(AgentBase):
         Pendulum Dreamer (one thread, benchmarks/bench_acting.py) 0.70 ms a decision against 0.78 ms eager;
         compiling ``act`` whole (numpy in and out) was 1.25x slower. int8 acting quantises both modules."""
         return ActingParts("dreamer's policy", compiled=dict(self.acting_calls), quantised=dict(self.modules))
+
+    def dream_policy(self) -> DreamPolicy:
+        """The actor's mode on the dream's features (the greedy policy ``act`` uses in evaluation)."""
+
+        @torch.no_grad()
+        def policy(features: np.ndarray) -> np.ndarray:
+            feat = torch.as_tensor(features, device=self.device, dtype=torch.float32)
+            return to_env_action(self.ac.policy(feat).mode().float(), self.act_spec)
+        return policy
 
     def place_compiled(self, compiled: Mapping[str, Callable[..., Any]]) -> None:
         self.acting_calls = {**self.acting_calls, **compiled}

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from reverie.agents.base import (ActOutput, AgentBase, StageReport, StageWork, Staged, observe_step,
-                                 precision_context)
+from reverie.agents.base import (ActOutput, AgentBase, DreamPolicy, StageReport, StageWork, Staged, observe_step,
+                                 precision_context, to_env_action)
 from reverie.agents.worldmodels_memory import Carried, Windows, mdn_step
 from reverie.agents.worldmodels_rollouts import dream_returns, real_returns
 from reverie.config import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt, check_ranges
@@ -282,9 +282,19 @@ class WorldModels(AgentBase):
         state = observe_step(self.wm, step, state, self.device)
         x = self.controller_input(self.wm.features(state))
         action = self.controller.act(self.params.expand(x.shape[0], -1), x)
-        env_action = (action.argmax(-1).cpu().numpy().astype(np.int64) if self.act_spec.discrete
-                      else action.cpu().numpy().astype(np.float32))
-        return ActOutput(env_action, action.cpu().numpy().astype(np.float32), state, {})
+        return ActOutput(to_env_action(action, self.act_spec), action.cpu().numpy().astype(np.float32), state, {})
+
+    def dream_policy(self) -> DreamPolicy | None:
+        """The controller on the dream's features, once a generation has set its parameters."""
+        if self.evolution.generation == 0:
+            return None
+
+        @torch.no_grad()
+        def policy(features: np.ndarray) -> np.ndarray:
+            x = self.controller_input(torch.as_tensor(features, device=self.device))
+            action = self.controller.act(self.params.expand(x.shape[0], -1), x)
+            return to_env_action(action, self.act_spec)
+        return policy
 
     # -- the stages --------------------------------------------------------------------------
     def advance(self, work: StageWork) -> StageReport:

@@ -14,6 +14,7 @@ from the same distribution of frames.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Protocol
 
@@ -26,7 +27,7 @@ from reverie.envs.spaces import Env
 from reverie.models.base import WorldModel
 from reverie.specs import ActionSpec
 
-__all__ = ["FixedPolicy", "Played", "Player", "fixed_policies", "play_dream", "play_real"]
+__all__ = ["Compared", "FixedPolicy", "Played", "Player", "fixed_policies", "play_both", "play_dream", "play_real"]
 
 
 class Played(NamedTuple):
@@ -34,6 +35,16 @@ class Played(NamedTuple):
 
     length: np.ndarray
     ret: np.ndarray
+
+
+class Compared(NamedTuple):
+    """What :func:`play_both` played: per player, its ``dream`` and ``real`` episodes; the step ``cap`` both
+    sides were cut at; the wall ``seconds`` it took."""
+
+    dream: list[Played]
+    real: list[Played]
+    cap: int
+    seconds: float
 
 
 class Player(Protocol):
@@ -102,8 +113,17 @@ def play_real(env: Env, player: Player, episodes: int, seed: int, max_steps: int
               ) -> tuple[Played, dict[str, np.ndarray]]:
     """``episodes`` episodes of ``player`` in ``env``, one after another (each cut at ``max_steps``); and
     each episode's first observation ``{key: [episodes, ...]}``."""
+    played, starts, _ = _play_real(env, player, episodes, seed, max_steps)
+    return played, starts
+
+
+def _play_real(env: Env, player: Player, episodes: int, seed: int, max_steps: int
+               ) -> tuple[Played, dict[str, np.ndarray], int | None]:
+    """:func:`play_real`, and the shortest length at which the environment itself truncated an episode
+    (its own time limit; None if it never did)."""
     rng = np.random.default_rng(seed)
     lengths, returns, firsts = [], [], []
+    limit: int | None = None
     for _ in range(episodes):
         player.reset(1, rng)
         step = env.reset()
@@ -115,10 +135,12 @@ def play_real(env: Env, player: Player, episodes: int, seed: int, max_steps: int
             step = env.step(action)
             total += float(step["reward"])
             t += 1
+        if step["is_last"] and not step["is_terminal"]:
+            limit = t if limit is None else min(limit, t)
         lengths.append(t)
         returns.append(total)
     starts = {k: np.stack([f[k] for f in firsts]) for k in env.obs_spec}
-    return Played(np.asarray(lengths), np.asarray(returns)), starts
+    return Played(np.asarray(lengths), np.asarray(returns)), starts, limit
 
 
 @torch.no_grad()
@@ -141,3 +163,28 @@ def play_dream(model: WorldModel, starts: dict[str, np.ndarray], player: Player,
         length += alive
         alive &= ~(terminated | truncated)
     return Played(length, total)
+
+
+def play_both(model: WorldModel, env: Env, players: list[Player], episodes: int, seed: int, max_steps: int,
+              device: str | torch.device = "cpu", prepare: Callable[[WorldModel], None] | None = None,
+              say: Callable[[str], None] = lambda s: None) -> Compared:
+    """Each of ``players`` for ``episodes`` real episodes in ``env`` and as many dreams from their first
+    frames. Episodes are cut at ``max_steps`` on both sides, or at the environment's own time limit where
+    it truncated a real episode earlier (so a dream is never let run past what reality allows). ``say``
+    hears one line per player."""
+    t0 = time.perf_counter()
+    real, starts, limits = [], [], []
+    for i, player in enumerate(players):
+        played, first, limit = _play_real(env, player, episodes, seed * 1000 + i, max_steps)
+        real.append(played)
+        starts.append(first)
+        if limit is not None:
+            limits.append(limit)
+    cap = min([max_steps, *limits])
+    dream = []
+    for i, player in enumerate(players):
+        dream.append(play_dream(model, starts[i], player, episodes, seed * 1000 + 500 + i, cap, device=device,
+                                prepare=prepare))
+        say(f"{player.name}: real {real[i].length.mean():.1f} steps {real[i].ret.mean():.1f} return, dream "
+            f"{dream[i].length.mean():.1f} steps {dream[i].ret.mean():.1f} return")
+    return Compared(dream, real, cap, time.perf_counter() - t0)

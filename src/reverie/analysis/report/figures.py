@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from reverie.analysis.modes import ImaginedModes
 from reverie.analysis.spectral import SpectrumSummary
 
-__all__ = ["checkpoints", "fourier", "open_loop", "projection", "render", "spectrum"]
+__all__ = ["checkpoints", "fidelity", "fourier", "open_loop", "projection", "render", "spectrum"]
 
 
 def _figure(width: float, height: float):
@@ -241,4 +241,22 @@ def checkpoints(order, radius: list, mse: list) -> Figure:
         ax.set_xlabel("checkpoint step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+    return fig
+
+
+def fidelity(policies: tuple[str, ...], dream: np.ndarray, real: np.ndarray, what: str) -> Figure:
+    """Dream against real mean ``what`` (return or length) of each policy, with the diagonal."""
+    fig = _figure(5.2, 4.2)
+    ax = fig.add_subplot()
+    lo = float(min(dream.min(), real.min()))
+    hi = float(max(dream.max(), real.max()))
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.7", lw=1, label="dream = reality")
+    ax.scatter(real, dream, color="C0", zorder=3)
+    for name, x, y in zip(policies, real, dream):
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(f"real mean {what}")
+    ax.set_ylabel(f"dream mean {what}")
+    ax.set_title(f"Each policy's {what}: dream against reality", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
     return fig

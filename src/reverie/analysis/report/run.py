@@ -14,7 +14,10 @@ runs every analysis the model's capabilities allow (each from :mod:`reverie.anal
   against the JL bound, and :func:`~reverie.analysis.projection.projection_r2` of the real reward (and the
   model's value) from the projected features;
 - ``checkpoints``: over the checkpoints pinned during training (``run.keep_checkpoints``, at least two),
-  :func:`~reverie.analysis.fourier.learning_order` per frequency band and the spectral radius per checkpoint.
+  :func:`~reverie.analysis.fourier.learning_order` per frequency band and the spectral radius per checkpoint;
+- ``fidelity``: dream fidelity (:mod:`.fidelity`): fixed policies and the agent's own played for ``--episodes``
+  episodes each in the environment and in the model's dream, ranked on both sides (needs ``reward`` and
+  ``cont``).
 
 The sections are built in :mod:`.sections`, :mod:`.dynamics` and :mod:`.over_training`; :mod:`.html`
 writes them out. Run folders are reached through a :class:`RunAccess`: the training shell's own functions
@@ -41,6 +44,7 @@ import numpy as np
 
 from reverie.agents.base import Agent
 from reverie.analysis.report.dynamics import spectral_section
+from reverie.analysis.report.fidelity import fidelity_section
 from reverie.analysis.report.over_training import Checkpoints, checkpoints_section
 from reverie.analysis.report.sections import (
     ANALYSES,
@@ -318,5 +322,11 @@ def analyze_run(access: RunAccess, run_dir: str | Path, *, checkpoint: int | Non
                                 load=lambda path: access.load_checkpoint(path, name, device=agent.device)[0])
             sections[a] = checkpoints_section(agent, ckpts, eps, r, agent.discount, dt, step, current, max_states,
                                               cfg.run.seed)
+        elif a == "fidelity":
+            env = make(base + episodes)
+            try:
+                sections[a] = fidelity_section(agent, env, episodes, cfg.run.time_limit or 1000, base, stage)
+            finally:
+                env.close()
         seconds[a] = time.perf_counter() - t0
     return result()

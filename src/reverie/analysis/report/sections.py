@@ -38,10 +38,11 @@ __all__ = [
     "visited",
 ]
 
-ANALYSES = ("open_loop", "spectral", "fourier", "projection", "checkpoints")
+ANALYSES = ("open_loop", "spectral", "fourier", "projection", "checkpoints", "fidelity")
 TITLES = {"open_loop": "Open-loop prediction", "spectral": "Oscillations and spectrum of the learned dynamics",
           "fourier": "Fourier analysis of trajectories", "projection": "Random projections of latent states",
-          "checkpoints": "Over training (pinned checkpoints)"}
+          "checkpoints": "Over training (pinned checkpoints)",
+          "fidelity": "Dream fidelity: policies ranked in the dream and in reality"}
 
 
 @dataclass
