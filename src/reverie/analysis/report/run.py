@@ -325,7 +325,7 @@ def analyze_run(access: RunAccess, run_dir: str | Path, *, checkpoint: int | Non
         elif a == "fidelity":
             env = make(base + episodes)
             try:
-                sections[a] = fidelity_section(agent, env, episodes, cfg.run.time_limit or 1000, base, stage)
+                sections[a] = fidelity_section(agent, env, episodes, cfg.run.time_limit or 1000, base)
             finally:
                 env.close()
         seconds[a] = time.perf_counter() - t0
