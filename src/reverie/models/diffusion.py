@@ -72,9 +72,6 @@ class DiffusionModelConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
-        if not self.channels or len(self.channels) != len(self.depths) or min(self.channels + self.depths) < 1:
-            raise ConfigError(f"model.channels and model.depths need one positive entry per U-Net level, got "
-                              f"{self.channels} and {self.depths}")
 
 
 class ModelLoss(NamedTuple):
@@ -117,6 +114,9 @@ class DiffusionWorldModel(nn.Module):
             got = f"vectors {sorted(obs_spec)}" if not images else f"{sorted(obs_spec)}"
             raise ConfigError(f"DIAMOND's diffusion model needs images: it generates one image observation, but "
                               f"this environment's observations are {got}; use --obs pixels or an image environment")
+        if not cfg.channels or len(cfg.channels) != len(cfg.depths) or min(cfg.channels + cfg.depths) < 1:
+            raise ConfigError(f"model.channels and model.depths need one positive entry per U-Net level, got "
+                              f"{cfg.channels} and {cfg.depths}")
         self.key = images[0]
         height, width, channels = obs_spec[self.key].shape
         self.obs_spec, self.act_spec, self.cfg = dict(obs_spec), act_spec, cfg
