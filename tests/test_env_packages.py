@@ -51,6 +51,8 @@ def test_a_module_named_in_the_gym_id_without_its_package_names_its_extra(withou
     without.add("minatar")
     with pytest.raises(EnvError, match=r"reverie\[minatar\]"):
         make_env("gym:minatar.gym:MinAtar/Breakout-v1")
+    with pytest.raises(EnvError, match=r"^minatar:breakout needs the MinAtar package.*reverie\[minatar\]'$"):
+        make_env("minatar:breakout")
 
 
 @pytest.mark.parametrize("module", sorted(EXTRAS))

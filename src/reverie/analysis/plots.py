@@ -17,7 +17,7 @@ import numpy as np
 
 from reverie.io import atomic_path
 
-__all__ = ["plot_dream_vectors", "plot_learning_curve", "write_dream_video"]
+__all__ = ["channels_as_rgb", "plot_dream_vectors", "plot_learning_curve", "write_dream_video"]
 
 # Colours: observed (context) frames vs. open-loop imagination.
 _CONTEXT_RGB = (90, 170, 90)
@@ -163,6 +163,22 @@ def plot_dream_vectors(
     return _save_figure(fig, out_png)
 
 
+def channels_as_rgb(frames: np.ndarray) -> np.ndarray:
+    """uint8 images ``[..., H, W, C]`` of any channel count as RGB ``[..., H, W, 3]``: three channels as they are,
+    one as grey, any other count as object channels (MinAtar's grids): each cell the colour of the
+    highest-numbered channel that is on (above 127) in it, from matplotlib's cubehelix colour map, black if none."""
+    channels = frames.shape[-1]
+    if channels == 3:
+        return frames
+    if channels == 1:
+        return np.repeat(frames, 3, axis=-1)
+    from matplotlib import colormaps
+
+    palette = np.concatenate([np.zeros((1, 3)), colormaps["cubehelix"](np.linspace(0.15, 0.85, channels))[:, :3]])
+    front = ((frames > 127) * np.arange(1, channels + 1, dtype=np.int64)).max(-1)
+    return (palette[front] * 255).round().astype(np.uint8)
+
+
 def _dream_frames(real: np.ndarray, imagined: np.ndarray, context: int, scale: int) -> np.ndarray:
     """[T, H', W', 3] uint8 frames: real | imagined | |error|, bordered and with a timeline bar."""
     steps, height, width, _ = real.shape
@@ -200,15 +216,15 @@ def write_dream_video(
 ) -> Path:
     """Write a video of real | imagined | |real - imagined| frames, one per step.
 
-    ``real``, ``imagined``: [T, H, W, 3] uint8. The first ``context`` frames
+    ``real``, ``imagined``: [T, H, W, C] uint8, shown through :func:`channels_as_rgb` where C is not 3. The first ``context`` frames
     (observed) get a green border, the open-loop ones a red border, and a
     timeline bar under the panels shows progress with a tick at ``context``.
     ``scale``: integer upscaling (default: enough to make panels ~128 px tall).
     ``.gif`` is always available; ``.mp4`` needs the imageio-ffmpeg package.
     """
     real, imagined = np.asarray(real), np.asarray(imagined)
-    if real.ndim != 4 or real.shape[-1] != 3 or real.dtype != np.uint8:
-        raise ValueError(f"real must be uint8 [T, H, W, 3], got {real.dtype} {real.shape}")
+    if real.ndim != 4 or real.dtype != np.uint8:
+        raise ValueError(f"real must be uint8 [T, H, W, C], got {real.dtype} {real.shape}")
     if imagined.shape != real.shape or imagined.dtype != np.uint8:
         raise ValueError(f"imagined must be uint8 {real.shape} like real, got {imagined.dtype} {imagined.shape}")
     if real.shape[0] == 0:
@@ -217,6 +233,7 @@ def write_dream_video(
         raise ValueError(f"context must be between 0 and T={real.shape[0]}, got {context}")
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    real, imagined = channels_as_rgb(real), channels_as_rgb(imagined)
     scale = scale or max(1, 128 // real.shape[1])
     out = Path(out_path)
     suffix = out.suffix.lower()

@@ -7,11 +7,13 @@ name                                    environment
 ``gym:my_pkg.module:MyEnv-v0``          a user's id; ``my_pkg.module`` is imported first
 ``dmc:cartpole-swingup``                dm_control suite ``DOMAIN-TASK``
 ``atari:Pong``                          ale-py ``ALE/Pong-v5``, sticky actions, pixels
+``minatar:breakout``                    a MinAtar game: 10x10 boolean object channels
 ======================================  ===========================================
 
 Suite defaults, used when ``obs`` or ``action_repeat`` is left at ``None``:
 ``obs`` is ``"state"`` for gym and dmc and ``"pixels"`` for atari (its only
-mode); ``action_repeat`` is 1 for gym and dmc and 4 for atari, where it is
+mode) and minatar (its grid as a ``[10, 10, C]`` image, see :mod:`reverie.envs.minatar_env`);
+``action_repeat`` is 1 for gym, dmc and minatar and 4 for atari, where it is
 ALE's frameskip. An explicit value is always used as given, so
 ``action_repeat=1`` on Atari really means every frame.
 """
@@ -27,7 +29,7 @@ from reverie.envs.spaces import Env, EnvError
 if TYPE_CHECKING:
     from reverie.envs.batch import BatchEnv
 
-SUITES = ("gym", "dmc", "atari")
+SUITES = ("gym", "dmc", "atari", "minatar")
 OBS_MODES = ("state", "pixels")
 
 
@@ -57,12 +59,12 @@ def make_env(
     """Build the environment ``name`` (``"SUITE:TASK"``, see the module docstring).
 
     Args:
-        name: ``"gym:..."``, ``"dmc:DOMAIN-TASK"`` or ``"atari:GAME"``.
+        name: ``"gym:..."``, ``"dmc:DOMAIN-TASK"``, ``"atari:GAME"`` or ``"minatar:GAME"``.
         obs: ``"state"`` or ``"pixels"``; ``None`` picks the suite default.
         seed: seeds the env's first reset (gym, atari) or its task (dmc).
         action_repeat: env steps per agent step, rewards summed; ``None`` picks
             the suite default (atari 4, others 1).
-        size: ``(height, width)`` of every image observation and dmc frame.
+        size: ``(height, width)`` of every image observation and dmc frame (MinAtar keeps its 10x10 grid).
         time_limit: end episodes after this many agent steps (truncation, not
             terminal); the suite's own limit still applies.
 
@@ -97,6 +99,10 @@ def make_env(
         frameskip = DEFAULT_FRAMESKIP if action_repeat is None else action_repeat
         env: Env = make_atari(task, obs=obs or "pixels", seed=seed, size=size, frameskip=frameskip)
         action_repeat = 1  # done inside the emulator
+    elif suite == "minatar":
+        from reverie.envs.minatar_env import MinAtarEnv
+
+        env = MinAtarEnv(task, obs=obs or "pixels", seed=seed)
     elif suite == "dmc":
         from reverie.envs.dmc_env import DmcEnv
 

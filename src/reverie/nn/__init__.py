@@ -5,6 +5,7 @@ from reverie.nn.distributions import (Bernoulli, BoundedNormal, ImageMSE, OneHot
 from reverie.nn.functional import lambda_returns, polyak_update, simnorm, symexp, symlog, symlog_bins, twohot
 from reverie.nn.layers import (MLP, ChannelNorm, ConvDecoder, ConvEncoder, GRUCell, ResidualBlock, ResidualTower,
                                SimNorm)
+from reverie.nn.unet import UNet
 
 __all__ = [
     "Bernoulli", "BoundedNormal", "ChannelNorm", "ConvDecoder", "ConvEncoder", "GRUCell", "ImageMSE", "MLP",
