@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     agent, cfg, make, meta = load_run(args.run_dir)
     if not isinstance(agent, WorldModels):
         sys.exit(f"{args.run_dir} is not a worldmodels run")
-    if agent.stage < STAGES.index("controller"):
+    if agent.round == 0 and agent.stage < STAGES.index("controller"):   # a later round's V and M are trained
         sys.exit(f"{args.run_dir} is in stage '{STAGES[agent.stage]}': V and M must be trained first")
     from safetensors.numpy import load_file
     starts = load_file(str(Path(args.run_dir) / "stages" / "encoded.safetensors"))["starts"]

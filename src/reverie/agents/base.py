@@ -8,7 +8,8 @@ declared, never probed:
   ``update(batch)`` with replay batches at the run's train ratio;
   :class:`Refit`: the loop calls ``refit(replay)`` every ``every`` agent steps;
   :class:`Staged`: the loop collects random-policy data, then calls ``advance(work)``
-  (one checkpointed unit of a staged pipeline at a time) until the last stage is done.
+  (one checkpointed unit of a staged pipeline at a time) until the last stage is done; a stage
+  may ask for more data, collected with the agent acting (:class:`Collection`).
   A new kind of schedule is a new dataclass here and one branch in the loop.
 - ``extras_spec``: arrays that ``act`` returns next to its action for every
   environment (a search policy, a root value); the loop stores them in the
@@ -55,9 +56,9 @@ if TYPE_CHECKING:
 NO_PARTS: Mapping[str, Any] = MappingProxyType({})
 
 __all__ = [
-    "ActOutput", "ActingParts", "Actor", "Agent", "AgentBase", "DreamPolicy", "NO_PARTS", "Refit", "ReplayRatio",
-    "Schedule", "StageReport", "StageWork", "Staged", "gradient_step", "observe_step", "precision_context",
-    "to_env_action", "to_model_action",
+    "ActOutput", "ActingParts", "Actor", "Agent", "AgentBase", "Collection", "DreamPolicy", "NO_PARTS", "Refit",
+    "ReplayRatio", "Schedule", "StageReport", "StageWork", "Staged", "gradient_step", "observe_step",
+    "precision_context", "to_env_action", "to_model_action",
 ]
 
 
@@ -81,8 +82,9 @@ class Staged:
     ``run.prefill`` agent steps with uniformly random actions into the replay, each held for a number
     of agent steps drawn uniformly from ``hold`` (:class:`~reverie.envs.random_actions.HeldRandomActions`),
     then calls ``advance(work)`` with a :class:`StageWork` until a :class:`StageReport` says ``done``,
-    logging and checkpointing after every call. The agent keeps its stage in its checkpointed tensors,
-    so a killed run resumes in the stage (and the unit) it was in."""
+    logging and checkpointing after every call. A report may ask for a :class:`Collection`: the loop
+    then collects with the agent acting before it calls ``advance`` again. The agent keeps its stage in
+    its checkpointed tensors, so a killed run resumes in the stage (and the unit) it was in."""
 
     hold: tuple[int, int] = (1, 1)
     """Inclusive range of the agent steps each random action of the collection is held for."""
@@ -92,7 +94,8 @@ class Staged:
 class StageWork:
     """What the loop lends a :class:`Staged` agent: the replay, a folder of the run for the stages'
     own files, and the run's environments (``make_env(seed)``, ``num_envs`` of them, in subprocesses
-    when ``parallel``) for stages that act in the real environment."""
+    when ``parallel``) for stages that act in the real environment; ``agent_steps``: how many agent
+    steps the loop has collected so far (each one step of every environment)."""
 
     replay: Any
     directory: Any
@@ -100,18 +103,33 @@ class StageWork:
     num_envs: int
     parallel: bool
     seed: int
+    agent_steps: int
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A stage's request for more real data: the loop collects with the agent acting
+    (``act(..., explore=True)``) until it has taken ``until`` agent steps in all, then calls ``advance``
+    again. ``explore``: the probability that an environment not already playing a random action starts
+    one at a step, held for a number of steps drawn from the schedule's ``hold``
+    (:class:`~reverie.envs.random_actions.RandomRuns`)."""
+
+    until: int
+    explore: float = 0.0
 
 
 @dataclass(frozen=True)
 class StageReport:
     """What one ``advance`` call did: its stage, metrics, real environment steps taken, whether the
-    loop should evaluate the current policy now, and whether the last stage is done."""
+    loop should evaluate the current policy now, whether the last stage is done, and the data the
+    next stage needs collected first (None: none)."""
 
     stage: str
     metrics: dict
     env_steps: int = 0
     evaluate: bool = False
     done: bool = False
+    collect: Collection | None = None
 
 
 Schedule = Union[ReplayRatio, Refit, Staged]

@@ -3,18 +3,29 @@
 One ``reverie train worldmodels`` run goes through the paper's stages, each
 resumable (the stage and its progress are checkpointed with the weights):
 
-1. random-policy rollouts into the replay on disk (the loop's collection,
+1. ``collect``: random-policy rollouts into the replay on disk (the loop's collection,
    :class:`~reverie.agents.base.Staged`), each random action held for ``collect_hold`` steps;
 2. ``vae``: train the VAE on the stored frames;
 3. ``encode``: encode every stored frame to (mean, log-variance) of z, saved
    to ``stages/encoded.safetensors`` with the actions, rewards and ends;
 4. ``mdn``: train the MDN-RNN on windows of sampled codes, the LSTM state
    carried from window to window (:mod:`reverie.agents.worldmodels_memory`);
-5. ``controller``: evolve the linear controller (:class:`Controller`) with the
+5. ``controller``: evolve the linear controller
+   (:class:`~reverie.agents.worldmodels_controller.Controller`) with the
    ``cma`` package, candidates scored in the real environment (parallel
    subprocesses) or in the dream (every candidate's rollouts as one batch of
    the MDN-RNN, :class:`~reverie.envs.dream_env.DreamVectorEnv`, at
    ``dream_temperature``).
+
+With ``iterations=N`` the paper's iterative training procedure follows the
+first pass: N - 1 more rounds, each of which asks the loop for
+``round_steps`` more agent steps collected with the controller acting and
+held random actions mixed in at rate ``explore`` (a
+:class:`~reverie.agents.base.Collection`), then (optionally V,) encodes all
+data so far, trains M further on it and evolves C again from the controller
+it had. The last unit of each round logs ``round/*``: the data size, M's
+loss and the controller's return in the dream; its return in the real
+environment is the evaluation the loop makes then (``eval/return``).
 
 The defaults follow the reference implementation where it differs from what
 is simplest (each a choice in :class:`WorldModelsConfig` and
@@ -26,220 +37,35 @@ a threshold, and the controller's output mapping of each game (presets).
 The controller acts with the mean of the search distribution, and the loop
 evaluates it in the real environment. CMA-ES's state is restored on
 resumption by replaying its generations: the sampler draws from a generator
-seeded by the generation, so asking again gives the same candidates, and the
-stored fitnesses are told again.
+seeded by the round and the generation, so asking again gives the same
+candidates, and the stored fitnesses are told again.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from reverie.agents.base import (ActOutput, AgentBase, DreamPolicy, StageReport, StageWork, Staged, observe_step,
-                                 precision_context, to_env_action)
+from reverie.agents.base import (ActOutput, AgentBase, Collection, DreamPolicy, StageReport, StageWork, Staged,
+                                 observe_step, precision_context, to_env_action)
+from reverie.agents.worldmodels_config import WorldModelsConfig
+from reverie.agents.worldmodels_controller import Controller, Evolution, controller_input, generation_env_seeds
 from reverie.agents.worldmodels_memory import Carried, Windows, mdn_step
 from reverie.agents.worldmodels_rollouts import dream_returns, real_returns
-from reverie.config import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt, check_ranges
-from reverie.models.mdn_rnn import MDNRNNConfig, WorldModelsModel
-from reverie.models.vae import VAEConfig
-from reverie.run_config import RunConfig
+from reverie.config import ConfigError
+from reverie.models.mdn_rnn import WorldModelsModel
 from reverie.specs import ActionSpec, ArraySpec
 
-__all__ = ["Controller", "Evolution", "WorldModels", "WorldModelsConfig", "controller_input", "generation_env_seeds"]
+__all__ = ["Controller", "Evolution", "STAGES", "WorldModels", "WorldModelsConfig", "controller_input",
+           "generation_env_seeds"]
 
-STAGES = ("vae", "encode", "mdn", "controller", "done")
+STAGES = ("collect", "vae", "encode", "mdn", "controller", "done")
 ENCODED = "encoded.safetensors"
-
-
-def _wm_run() -> RunConfig:
-    return RunConfig(env="gym:CarRacing-v3", obs="pixels", prefill=5000, num_envs=2, seq_len=32,
-                     replay_chunk=500, eval_episodes=5, eval_every=10**9, checkpoint_every=2000, threads=1)
-
-
-@dataclass(frozen=True)
-class WorldModelsConfig:
-    """Everything that defines a World Models run (the random collection is ``run.prefill`` agent steps)."""
-
-    vae: VAEConfig = field(default_factory=VAEConfig)
-    """The vision model (the paper: z = 32)."""
-    rnn: MDNRNNConfig = field(default_factory=MDNRNNConfig)
-    """The memory model (the paper: 256 LSTM units, 5 Gaussians)."""
-    vae_updates: PositiveInt = 3000
-    """Gradient steps of the VAE."""
-    rnn_updates: PositiveInt = 3000
-    """Gradient steps of the MDN-RNN (on run.seq_len-step windows)."""
-    rnn_carry: bool = True
-    """Carry M's LSTM state from each window into the next along the stored streams (the reference); false:
-    every window from a zero state, so M never sees a state more than run.seq_len steps into an episode."""
-    collect_hold: tuple[int, int] = (1, 10)
-    """Agent steps each random action of the collection is held for, drawn uniformly from this inclusive
-    range (the reference: 1 to 10; (1, 1) draws a new action every step)."""
-    unit_updates: PositiveInt = 100
-    """Gradient steps per checkpointed (and logged) unit of the vae and mdn stages."""
-    controller_input: Literal["zch", "zh", "z"] = "zh"
-    """What the controller reads: [z, h] (the paper's CarRacing agent), [z, c, h] (its take-cover agent) or
-    z alone (its ablation)."""
-    controller_bias: bool = True
-    """Whether the controller adds a bias (the reference's CarRacing controller does, its take-cover one not)."""
-    action_bins: tuple[int, ...] = ()
-    """Discrete actions: () = one output per action and the argmax; else one tanh output cut into equal bins
-    over [-1, 1], bin k playing action action_bins[k] (take-cover: (2, 0, 1) = left, a dead zone of no-op,
-    right, as the reference's thresholds at -1/3 and 1/3)."""
-    clip_dims: tuple[int, ...] = ()
-    """Continuous actions whose tanh output is clipped at zero, so that a zero output plays the lowest
-    action (CarRacing's brake, (2,), as the reference clips it to [0, 1]); the others map [-1, 1] onto
-    the environment's [low, high]."""
-    evolve_in: Literal["real", "dream"] = "real"
-    """Where candidates are scored: the real environment or the MDN-RNN's dream."""
-    population: PositiveInt = 16
-    """CMA-ES population (the paper: 64)."""
-    rollouts: PositiveInt = 2
-    """Episodes per candidate, averaged (the paper: 16)."""
-    generations: PositiveInt = 50
-    """CMA-ES generations."""
-    sigma0: PositiveFloat = 0.1
-    """Initial step size of CMA-ES around zero weights."""
-    dream_temperature: NonNegativeFloat = 1.15
-    """tau of the dream when evolve_in=dream (the paper's take-cover agent: 1.15)."""
-    dream_max_steps: PositiveInt = 1000
-    """Longest dream episode."""
-    eval_every_generations: PositiveInt = 10
-    """Generations between real-environment evaluations of the controller."""
-    run: RunConfig = field(default_factory=_wm_run)
-    """Environment, budget and bookkeeping."""
-
-    def __post_init__(self):
-        check_ranges(self)
-        low, high = self.collect_hold
-        if not 1 <= low <= high:
-            raise ConfigError(f"collect_hold must be (low, high) with 1 <= low <= high, got {self.collect_hold}")
-
-    def check_actions(self, act_spec: ActionSpec) -> None:
-        """Refuse, in one sentence, ``action_bins`` or ``clip_dims`` that do not fit ``act_spec``."""
-        A = act_spec.size
-        if act_spec.discrete and self.action_bins and sorted(self.action_bins) != list(range(A)):
-            raise ConfigError(f"action_bins={self.action_bins} must name each of the environment's {A} discrete "
-                              f"actions once (e.g. action_bins={tuple(range(A))}), or be () for the argmax")
-        if not act_spec.discrete and any(not 0 <= d < A for d in self.clip_dims):
-            raise ConfigError(f"clip_dims={self.clip_dims} names an action dimension the environment's {A} do not "
-                              "have; set clip_dims=() (or the dimensions whose zero output should be the lowest)")
-
-
-def generation_env_seeds(seed: int, generation: int, population: int, rollouts: int, num_envs: int) -> list[int]:
-    """Seeds of the ``num_envs`` real environments that score generation ``generation``'s candidates: apart
-    from the collection's and every other generation's."""
-    return [seed + 50_000 + generation * population * rollouts + i for i in range(num_envs)]
-
-
-def controller_input(features: torch.Tensor, which: str, z_size: int, hidden: int) -> torch.Tensor:
-    """``[z, c, h]``, ``[z, h]`` or ``z`` (``which``) out of World Models features ``[..., z (+ c) + h]``."""
-    if which == "z":
-        return features[..., :z_size]
-    if which == "zh":
-        return torch.cat([features[..., :z_size], features[..., -hidden:]], -1)
-    if features.shape[-1] != z_size + 2 * hidden:
-        raise ConfigError("controller_input='zch' needs a model built with features='zch'")
-    return features
-
-
-class Controller:
-    """The linear controller on N candidates at once: parameters ``[N, size]`` -> actions ``[N, A]``.
-
-    ``size = O * F (+ O with a bias)`` for ``O`` outputs on ``F`` inputs: one per action dimension (the
-    argmax over them for discrete actions), or a single one cut into ``len(bins)`` equal bins over
-    [-1, 1] of its tanh, bin k playing discrete action ``bins[k]``. Continuous actions are tanh of the
-    outputs, those in ``clip_dims`` clipped at zero (in model space ``2 max(tanh, 0) - 1``, so a zero
-    output is the lowest action the environment takes).
-    """
-
-    def __init__(self, in_size: int, act_spec: ActionSpec, bias: bool = True, bins: tuple[int, ...] = (),
-                 clip_dims: tuple[int, ...] = ()):
-        self.in_size, self.act_spec, self.bias = in_size, act_spec, bias
-        self.bins = tuple(bins) if act_spec.discrete else ()
-        self.clip_dims = [] if act_spec.discrete else list(clip_dims)
-        self.outputs = 1 if self.bins else act_spec.size
-        self.size = self.outputs * in_size + (self.outputs if bias else 0)
-
-    def act(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Model-space actions ``[N, A]`` (one-hot for discrete) for inputs ``x [N, F]``."""
-        O, A = self.outputs, self.act_spec.size
-        W = params[:, :O * self.in_size].reshape(-1, O, self.in_size)
-        out = torch.einsum("nof,nf->no", W, x)
-        if self.bias:
-            out = out + params[:, O * self.in_size:]
-        if self.act_spec.discrete:
-            if self.bins:
-                k = ((torch.tanh(out[:, 0]) + 1.0) * (len(self.bins) / 2.0)).long().clamp(0, len(self.bins) - 1)
-                index = torch.as_tensor(self.bins, device=x.device)[k]
-            else:
-                index = out.argmax(-1)
-            return torch.nn.functional.one_hot(index, A).to(x.dtype)
-        action = torch.tanh(out)
-        if self.clip_dims:
-            action[:, self.clip_dims] = 2.0 * action[:, self.clip_dims].clamp(min=0.0) - 1.0
-        return action
-
-
-class Evolution:
-    """CMA-ES (the ``cma`` package) that maximises, restorable from its fitness history alone.
-
-    The sampler draws generation g's candidates from a generator seeded by (seed, g), so replaying
-    the history (ask again, tell the stored fitnesses) rebuilds the exact state: nothing of ``cma``
-    is pickled.
-    """
-
-    def __init__(self, size: int, population: int, sigma0: float, seed: int):
-        self.size, self.population, self.sigma0, self.seed = size, population, sigma0, seed
-        self.restore(np.zeros((0, population)))
-
-    def _normal(self, *shape: int) -> np.ndarray:
-        return self._rng.standard_normal(shape)
-
-    def restore(self, fitness: np.ndarray) -> None:
-        """Start over and replay the generations whose fitnesses are ``fitness [G, population]``."""
-        import cma
-
-        self._rng = np.random.default_rng([self.seed, 0])
-        self.es = cma.CMAEvolutionStrategy(np.zeros(self.size), self.sigma0,
-                                           {"popsize": self.population, "seed": self.seed + 1, "verbose": -9,
-                                            "randn": self._normal})
-        self.fitness = np.zeros((0, self.population))
-        self._asked: np.ndarray | None = None
-        for row in np.asarray(fitness, np.float64):
-            self.ask()
-            self.tell(row)
-
-    @property
-    def generation(self) -> int:
-        return len(self.fitness)
-
-    @property
-    def mean(self) -> np.ndarray:
-        return np.asarray(self.es.mean)
-
-    @property
-    def sigma(self) -> float:
-        return float(self.es.sigma)
-
-    def ask(self) -> np.ndarray:
-        """This generation's candidates ``[population, size]`` (the same ones when asked again)."""
-        if self._asked is None:
-            self._rng = np.random.default_rng([self.seed, 1, self.generation])
-            self._asked = np.stack(self.es.ask())
-        return self._asked
-
-    def tell(self, fitness: np.ndarray) -> None:
-        """Fitnesses ``[population]`` of the asked candidates (larger is better)."""
-        fitness = np.asarray(fitness, np.float64).reshape(self.population)
-        self.es.tell(list(self.ask()), list(-fitness))
-        self.fitness = np.concatenate([self.fitness, fitness[None]])
-        self._asked = None
 
 
 class WorldModels(AgentBase):
@@ -262,8 +88,10 @@ class WorldModels(AgentBase):
         feat = cfg.vae.z_size + cfg.rnn.hidden * {"zch": 2, "zh": 1, "z": 0}[cfg.controller_input]
         self.controller = Controller(feat, act_spec, cfg.controller_bias, cfg.action_bins, cfg.clip_dims)
         self.params = torch.zeros(self.controller.size, device=self.device)
-        self.stage, self.done_updates = 0, 0
-        self.evolution = Evolution(self.controller.size, cfg.population, cfg.sigma0, cfg.run.seed)
+        # the first round starts at V: the loop collected its random data before the stages
+        self.stage, self.done_updates, self.round = STAGES.index("vae"), 0, 0
+        self.mdn_loss = float("nan")      # M's loss in the last unit of its training (a round's summary)
+        self.evolution = self._evolution(None)
         self._frames: torch.Tensor | None = None
         self._encoded: dict[str, np.ndarray] | None = None
         self._windows: Windows | None = None
@@ -286,7 +114,7 @@ class WorldModels(AgentBase):
 
     def dream_policy(self) -> DreamPolicy | None:
         """The controller on the dream's features, once a generation has set its parameters."""
-        if self.evolution.generation == 0:
+        if self.round == 0 and self.evolution.generation == 0:
             return None
 
         @torch.no_grad()
@@ -298,9 +126,18 @@ class WorldModels(AgentBase):
 
     # -- the stages --------------------------------------------------------------------------
     def advance(self, work: StageWork) -> StageReport:
+        if STAGES[self.stage] == "collect":
+            until = self.cfg.run.prefill + self.round * (self.cfg.round_steps or self.cfg.run.prefill)
+            if work.agent_steps < until:     # the loop collects with the controller, then calls again
+                return StageReport(self._label("collect"), {"collect/until_agent_steps": until},
+                                   collect=Collection(until, self.cfg.explore))
+            self._next_stage()
+            if not self.cfg.round_vae_updates:
+                self._next_stage()           # V stays as it is
         name = STAGES[self.stage]
         if name == "vae":
-            return self._train_units("vae", work, self.cfg.vae_updates, self._vae_update)
+            total = self.cfg.round_vae_updates if self.round else self.cfg.vae_updates
+            return self._train_units("vae", work, total, self._vae_update)
         if name == "encode":
             return self._encode(work)
         if name == "mdn":
@@ -309,12 +146,25 @@ class WorldModels(AgentBase):
             return self._generation(work)
         return StageReport("done", {}, done=True)
 
+    def _label(self, name: str, what: str | None = None) -> str:
+        """How a stage's reports are shown: ``stage 2/5 (vae)``, within a round when there are several."""
+        stage = f"stage {STAGES.index(name) + 1}/5 ({what or name})"
+        return stage if self.cfg.iterations == 1 else f"round {self.round + 1}/{self.cfg.iterations}, {stage}"
+
     def _next_stage(self) -> None:
         self.stage += 1
         self.done_updates = 0
 
-    def _train_units(self, name: str, work: StageWork, total: int, update) -> StageReport:
-        rng = np.random.default_rng([self.cfg.run.seed, self.stage, self.done_updates])
+    def _evolution(self, start: np.ndarray | None) -> Evolution:
+        """The CMA-ES search of the current round, from ``start`` (None: zeros), its draws the round's own."""
+        return Evolution(self.controller.size, self.cfg.population, self.cfg.sigma0,
+                         self.cfg.run.seed + 1_000_003 * self.round, start)
+
+    def _train_units(self, name: str, work: StageWork, total: int,
+                     update: Callable[[StageWork, np.random.Generator], dict[str, float]]) -> StageReport:
+        # keyed by the stage's place after the collection (vae 0, mdn 2), and by the round after the first
+        key = [self.cfg.run.seed, self.stage - 1, self.done_updates] + ([self.round] if self.round else [])
+        rng = np.random.default_rng(key)
         if self._windows is not None:    # every unit starts its streams anew, so a resumed unit is the same
             self._windows.reset()
         metrics: list[dict[str, float]] = []
@@ -323,9 +173,11 @@ class WorldModels(AgentBase):
             self.done_updates += 1
         out = {k: float(np.mean([m[k] for m in metrics])) for k in metrics[-1]}
         out[f"{name}/updates"] = self.done_updates
+        if name == "mdn":
+            self.mdn_loss = out["mdn/loss"]
         if self.done_updates >= total:
             self._next_stage()
-        return StageReport(f"stage {STAGES.index(name) + 2}/5 ({name})", out)
+        return StageReport(self._label(name), out)
 
     def _vae_update(self, work: StageWork, rng: np.random.Generator) -> dict[str, float]:
         if self._frames is None:
@@ -343,6 +195,7 @@ class WorldModels(AgentBase):
     @torch.no_grad()
     def _encode(self, work: StageWork) -> StageReport:
         self._frames = None
+        self._windows, self._carried = None, None      # M's windows are those of the data encoded now
         parts: dict[str, list[np.ndarray]] = {k: [] for k in ("mean", "logvar", "action", "reward", "is_first",
                                                               "is_terminal", "chunk")}
         firsts = []
@@ -367,8 +220,8 @@ class WorldModels(AgentBase):
         tmp.replace(path)
         self._encoded = data
         self._next_stage()
-        return StageReport("stage 3/5 (encode)", {"encode/frames": float(len(data["mean"])),
-                                                  "encode/starts": float(len(data["starts"]))})
+        return StageReport(self._label("encode"), {"encode/frames": float(len(data["mean"])),
+                                                   "encode/starts": float(len(data["starts"]))})
 
     def encoded(self, work: StageWork) -> dict[str, np.ndarray]:
         if self._encoded is None:
@@ -393,38 +246,66 @@ class WorldModels(AgentBase):
         cfg = self.cfg
         es = self.evolution
         g = es.generation
+        total = self.round * cfg.generations + g      # generations of every round so far: their own seeds
         params = torch.as_tensor(es.ask(), dtype=torch.float32, device=self.device)
         steps = 0
         if cfg.evolve_in == "dream":
             returns = dream_returns(self.wm, self.controller, self.controller_input, params, cfg.rollouts,
                                     self.encoded(work)["starts"], cfg.dream_temperature, cfg.dream_max_steps,
-                                    seed=cfg.run.seed * 1_000_003 + g)
+                                    seed=cfg.run.seed * 1_000_003 + total)
         else:
-            seeds = generation_env_seeds(cfg.run.seed, g, cfg.population, cfg.rollouts, work.num_envs)
+            seeds = generation_env_seeds(cfg.run.seed, total, cfg.population, cfg.rollouts, work.num_envs)
             returns, steps = real_returns(self.wm, self.controller, self.controller_input, params, cfg.rollouts,
                                           [functools.partial(work.make_env, s) for s in seeds], work.parallel)
         fitness = returns.mean(1)
         es.tell(fitness)
         self.params = torch.as_tensor(es.mean, dtype=torch.float32, device=self.device)
-        done = es.generation >= cfg.generations
-        if done:
-            self._next_stage()
         metrics = {"cma/generation": float(g + 1), "cma/best": float(fitness.max()),
                    "cma/mean": float(fitness.mean()), "cma/worst": float(fitness.min()),
                    "cma/sigma": float(es.sigma), "cma/real_env_steps": float(steps)}
-        return StageReport(f"stage 5/5 (controller in the {cfg.evolve_in} environment)", metrics, env_steps=steps,
-                           evaluate=done or (g + 1) % cfg.eval_every_generations == 0, done=done)
+        label = self._label("controller", f"controller in the {cfg.evolve_in} environment")
+        round_end = es.generation >= cfg.generations
+        if round_end and cfg.iterations > 1:
+            metrics.update(self._round_summary(work))
+        done = round_end and self.round + 1 >= cfg.iterations
+        if done:
+            self._next_stage()
+        elif round_end:                  # the next round: collect with this controller, evolve it further
+            self.round += 1
+            self.stage, self.done_updates = STAGES.index("collect"), 0
+            self.evolution = self._evolution(es.mean)
+        return StageReport(label, metrics, env_steps=steps,
+                           evaluate=round_end or (g + 1) % cfg.eval_every_generations == 0, done=done)
+
+    def _round_summary(self, work: StageWork) -> dict[str, float]:
+        """What a round ends with: its data, M's last loss, and the controller's mean return over
+        ``run.eval_episodes`` dreams (its real return is the loop's evaluation that follows)."""
+        cfg = self.cfg
+        dream = dream_returns(self.wm, self.controller, self.controller_input, self.params[None],
+                              cfg.run.eval_episodes, self.encoded(work)["starts"], cfg.dream_temperature,
+                              cfg.dream_max_steps, seed=cfg.run.seed * 1_000_003 + 999_983 * (self.round + 1))
+        return {"round/index": float(self.round + 1), "round/replay_steps": float(len(work.replay)),
+                "round/agent_steps": float(work.agent_steps), "round/mdn_loss": self.mdn_loss,
+                "round/dream_return": float(dream.mean())}
 
     # -- checkpoints -----------------------------------------------------------------------------
     def tensors(self) -> dict[str, dict[str, Any]]:
         return {**super().tensors(),
-                "progress": {"stage": self.stage, "done_updates": self.done_updates},
+                "progress": {"stage": self.stage, "done_updates": self.done_updates, "round": self.round,
+                             "mdn_loss": self.mdn_loss},
                 "controller": {"params": self.params.detach().cpu(),
-                               "fitness": torch.as_tensor(self.evolution.fitness, dtype=torch.float64)}}
+                               "fitness": torch.as_tensor(self.evolution.fitness, dtype=torch.float64),
+                               "start": torch.as_tensor(self.evolution.start, dtype=torch.float64)}}
 
     def load_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
         super().load_tensors(tensors)
-        self.stage = int(tensors["progress"]["stage"])
-        self.done_updates = int(tensors["progress"]["done_updates"])
-        self.params = tensors["controller"]["params"].to(self.device, torch.float32)
-        self.evolution.restore(tensors["controller"]["fitness"].cpu().numpy().reshape(-1, self.cfg.population))
+        progress, controller = tensors["progress"], tensors["controller"]
+        # checkpoints from before the rounds counted the stages from vae, with no collect stage
+        self.stage = int(progress["stage"]) + (0 if "round" in progress else 1)
+        self.done_updates = int(progress["done_updates"])
+        self.round = int(progress.get("round", 0))
+        self.mdn_loss = float(progress.get("mdn_loss", float("nan")))
+        self.params = controller["params"].to(self.device, torch.float32)
+        start = controller["start"].cpu().numpy() if "start" in controller else None
+        self.evolution = self._evolution(start)
+        self.evolution.restore(controller["fitness"].cpu().numpy().reshape(-1, self.cfg.population))

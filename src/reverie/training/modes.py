@@ -12,8 +12,10 @@ its budget counts in.
 - :class:`Staged`: random-policy collection (each action held as the agent's schedule declares) until
   ``run.prefill`` agent steps are stored, then the
   agent's stages one unit at a time (:class:`~reverie.agents.base.Staged`: ``advance(work)``), each
-  checkpointed, evaluated when the stage says so. Clock: environment steps (stages that act in the
-  real environment count theirs).
+  checkpointed, evaluated when the stage says so; a stage may ask for more data
+  (:class:`~reverie.agents.base.Collection`), collected the same way with the agent acting and held
+  random actions mixed in. Clock: environment steps (stages that act in the real environment count
+  theirs).
 - :class:`Offline`: updates (or refits) on a fixed replay, no environment stepping. Clock: updates.
 
 Data-parallel training is not a mode but a topology of any gradient-update mode
@@ -30,7 +32,7 @@ import numpy as np
 
 from reverie.agents.base import Agent, Refit, ReplayRatio, StageWork
 from reverie.agents.base import Staged as StagedSchedule
-from reverie.envs.random_actions import HeldRandomActions
+from reverie.envs.random_actions import HeldRandomActions, RandomRuns
 from reverie.failpoints import failpoint
 from reverie.models.batch import Batch
 from reverie.replay import Replay
@@ -72,6 +74,7 @@ class _Collecting:
         self.state: Any = None   # the agent's recurrent state of the collection environments
         self.hold = (1, 1)       # agent steps each random action is held for
         self.random: HeldRandomActions | None = None
+        self.explorer: RandomRuns | None = None   # random runs mixed into the agent's actions
 
     def clock(self, c: Counters) -> int:
         return c.env_steps
@@ -103,6 +106,8 @@ class _Collecting:
         step = col.current(c.env_steps)
         if act:
             env_action, _, self.state, extras = agent.act(step, self.state, explore=True)
+            if self.explorer is not None:
+                env_action = self.explorer(env_action)
         else:
             env_action = self.random() if self.random is not None else col.act_spec.sample(self.rng, run.num_envs)
             extras = _no_extras(agent, run.num_envs)
@@ -178,7 +183,8 @@ class Online(_Collecting):
 
 
 class Staged(_Collecting):
-    """Random-policy collection, then the agent's stages (see the module docstring)."""
+    """Random-policy collection, then the agent's stages and the collections they ask for (see the module
+    docstring)."""
 
     name = "staged"
     interval_eval = False
@@ -187,6 +193,8 @@ class Staged(_Collecting):
         super().__init__(run, make_env, action_repeat, replay)
         self.stages = stages
         self.finished = False
+        self.until = run.prefill   # agent steps to have collected before the next stage: the prefill, or a stage's ask
+        self.explore = 0.0
 
     def start(self, driver: Driver) -> None:
         schedule = driver.agent.schedule
@@ -199,16 +207,23 @@ class Staged(_Collecting):
 
     def advance(self, driver: Driver) -> Unit:
         c, run = driver.counters, self.run
-        if c.agent_steps < run.prefill:   # stage 1: the data set, collected with random actions
-            ended, _ = self._collect(driver, act=False)
-            collected = c.agent_steps >= run.prefill
+        if c.agent_steps < self.until:   # the data set: random actions before the stages, the agent's after
+            if self.collector is None:   # a stage asked for more: the environments open anew
+                self._open(c)
+                self.state = driver.agent.init_state(run.num_envs)
+                self.explorer = (RandomRuns(driver.agent.act_spec, run.num_envs, self.hold, self.explore, self.rng)
+                                 if self.explore > 0 else None)
+            ended, _ = self._collect(driver, act=c.agent_steps >= run.prefill)
+            collected = c.agent_steps >= self.until
             if collected:
                 self.close()
             return Unit(episodes=ended, checkpoint=collected)
         self.stages.mkdir(exist_ok=True)
         work = StageWork(replay=self.replay, directory=self.stages, make_env=self.make_env, num_envs=run.num_envs,
-                         parallel=parallel_collection(run), seed=run.seed)
+                         parallel=parallel_collection(run), seed=run.seed, agent_steps=c.agent_steps)
         report = driver.agent.advance(work)
+        if report.collect is not None:
+            self.until, self.explore = report.collect.until, report.collect.explore
         c.updates += 1
         c.env_steps += report.env_steps
         self.finished = report.done
