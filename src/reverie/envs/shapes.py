@@ -65,7 +65,8 @@ class Shapes(gym.Env):
             raise ValueError(f"{num_objects} objects do not fit on a {width} x {height} grid")
         self.width, self.height, self.num_objects = width, height, num_objects
         self.render_mode = render_mode
-        self.observation_space = gym.spaces.Box(0, 255, (height * CELL, width * CELL, 3), np.uint8)
+        self.image_shape = (height * CELL, width * CELL, 3)
+        self.observation_space = gym.spaces.Box(0, 255, self.image_shape, np.uint8)
         self.action_space = gym.spaces.Discrete(4 * num_objects)
         self.positions = np.zeros((num_objects, 2), np.int64)
 
@@ -91,7 +92,7 @@ class Shapes(gym.Env):
     def draw(self, positions: np.ndarray | None = None) -> np.ndarray:
         """The image ``[H * CELL, W * CELL, 3]`` uint8 of ``positions`` (the current ones by default)."""
         positions = self.positions if positions is None else np.asarray(positions)
-        image = np.zeros(self.observation_space.shape, np.uint8)
+        image = np.zeros(self.image_shape, np.uint8)
         for i, (row, col) in enumerate(positions):
             cell = image[row * CELL:(row + 1) * CELL, col * CELL:(col + 1) * CELL]
             cell[MASKS[i % 3]] = PALETTE[i]
