@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reverie.agents.worldmodels import STAGES, Controller, Evolution, WorldModels, generation_env_seeds
+from reverie.agents.worldmodels import STAGES, Controller, Evolution, WorldModels, controller_input, generation_env_seeds
 from reverie.agents.worldmodels_rollouts import dream_returns, real_returns
 from reverie.training.session import load_run
 
@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir")
     p.add_argument("--in", dest="where", choices=["dream", "real"], default="dream")
-    p.add_argument("--input", choices=["zh", "z"], default=None, help="controller input (default: the run's)")
+    p.add_argument("--input", choices=["zch", "zh", "z"], default=None,
+                   help="controller input (default: the run's; zch needs a run whose controller reads [z, c, h])")
     p.add_argument("--run-controller", action="store_true", help="only score the run's own controller")
     p.add_argument("--taus", type=float, nargs="+", default=[0.5, 1.0, 1.15, 1.3], help="dream temperatures")
     p.add_argument("--generations", type=int, default=20)
@@ -65,8 +66,12 @@ def main(argv=None) -> int:
     starts = load_file(str(Path(args.run_dir) / "stages" / "encoded.safetensors"))["starts"]
     z = cfg.vae.z_size
     use = args.input or cfg.controller_input
-    controller = Controller(z + (cfg.rnn.hidden if use == "zh" else 0), agent.act_spec)
-    select = (lambda f: f) if use == "zh" else (lambda f: f[..., :z])
+    hidden = cfg.rnn.hidden
+    controller = Controller(z + hidden * {"zch": 2, "zh": 1, "z": 0}[use], agent.act_spec, cfg.controller_bias,
+                            cfg.action_bins, cfg.clip_dims)
+
+    def select(f: torch.Tensor) -> torch.Tensor:
+        return controller_input(f, use, z, hidden)
     population = args.population or cfg.population
     rollouts = args.rollouts or cfg.rollouts
     mode = "run-controller" if args.run_controller else f"{args.where}-{use}"

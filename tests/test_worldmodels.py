@@ -59,7 +59,7 @@ def test_mdn_rnn_loss_is_the_per_dimension_nll_of_its_own_mixtures():
     z, a = torch.randn(2, 5, 3), torch.randn(2, 5, 2)
     first = torch.zeros(2, 5, dtype=torch.bool)
     first[:, 0] = True
-    loss, _ = rnn.loss(z, a, first, torch.zeros(2, 5), torch.zeros(2, 5, dtype=torch.bool), torch.ones(2, 5))
+    loss, _, _ = rnn.loss(z, a, first, torch.zeros(2, 5), torch.zeros(2, 5, dtype=torch.bool), torch.ones(2, 5))
     hs, _ = rnn.filter(z, a, first, torch.zeros(2, 8), torch.zeros(2, 8))
     # by hand: step t reads [z_{t-1}, a_t], so h_1 comes from [z_0, a_1]
     h, c = rnn.cell(torch.cat([z[:, 0], a[:, 1]], -1), rnn.cell(torch.cat([torch.zeros(2, 3), torch.zeros(2, 2)], -1)))

@@ -78,10 +78,14 @@ class Refit:
 @dataclass(frozen=True)
 class Staged:
     """Staged training on a fixed data set (World Models: V, then M, then C). The loop collects
-    ``run.prefill`` agent steps with uniformly random actions into the replay, then calls
-    ``advance(work)`` with a :class:`StageWork` until a :class:`StageReport` says ``done``, logging
-    and checkpointing after every call. The agent keeps its stage in its checkpointed tensors, so a
-    killed run resumes in the stage (and the unit) it was in."""
+    ``run.prefill`` agent steps with uniformly random actions into the replay, each held for a number
+    of agent steps drawn uniformly from ``hold`` (:class:`~reverie.envs.random_actions.HeldRandomActions`),
+    then calls ``advance(work)`` with a :class:`StageWork` until a :class:`StageReport` says ``done``,
+    logging and checkpointing after every call. The agent keeps its stage in its checkpointed tensors,
+    so a killed run resumes in the stage (and the unit) it was in."""
+
+    hold: tuple[int, int] = (1, 1)
+    """Inclusive range of the agent steps each random action of the collection is held for."""
 
 
 @dataclass(frozen=True)

@@ -116,19 +116,23 @@ WORLDMODELS_PRESETS: dict[str, list[str]] = {
         "run.prefill=40", "run.num_envs=2", "run.parallel_envs=false", "run.seq_len=8", "run.replay_chunk=16",
         "run.eval_episodes=1", "run.checkpoint_every=100000000",
     ],
-    # CarRacing on two CPU cores (the dataclass defaults): the paper's V and M (z 32, 256 LSTM units,
-    # 5 Gaussians) trained on 10,000 random frames, CMA-ES with 16 candidates x 2 episodes
-    "default": [],
+    # CarRacing on two CPU cores: the paper's V and M (z 32, 256 LSTM units, 5 Gaussians) trained on 10,000
+    # random frames, CMA-ES with 16 candidates x 2 episodes; the controller reads [z, h] with a bias and its
+    # brake is clipped at zero, as the reference's (a zero output steers straight, half gas, no brake)
+    "default": ["clip_dims=(2,)"],
     # VizDoom take-cover (the vizdoom package's gymnasium ids), the controller evolved only in the dream at the
-    # paper's tau = 1.15; episodes of up to 2,100 steps, reward 1 per step survived
+    # paper's tau = 1.15; episodes of up to 2,100 steps, reward 1 per step survived. The reference's
+    # controller: [z, c, h], no bias, one output with a dead zone (< -1/3 left, > 1/3 right, else no-op; the
+    # gymnasium wrapper's action 0 is no-op, 1 MOVE_RIGHT, 2 MOVE_LEFT)
     "takecover": [
         "run.env=gym:vizdoom.gymnasium_wrapper:VizdoomTakeCover-v1", "run.obs=pixels", "run.prefill=10000",
-        "evolve_in=dream", "dream_temperature=1.15", "dream_max_steps=2100", "rnn.done_scale=5",
+        "evolve_in=dream", "dream_temperature=1.15", "dream_max_steps=2100",
+        "controller_input=zch", "controller_bias=false", "action_bins=(2,0,1)",
     ],
-    # the paper's sizes: 10,000 random rollouts of 1,000 steps, population 64 x 16 rollouts
+    # the paper's sizes: 10,000 random rollouts of 1,000 steps, population 64 x 16 rollouts (CarRacing)
     "paper": [
         "vae.lr=1e-4", "vae.batch_size=100", "rnn.batch_size=100", "vae_updates=100000", "rnn_updates=20000",
         "population=64", "rollouts=16", "generations=2000", "eval_every_generations=25",
-        "run.prefill=625000", "run.num_envs=16", "run.seq_len=999", "run.replay_chunk=1000",
+        "run.prefill=625000", "run.num_envs=16", "run.seq_len=999", "run.replay_chunk=1000", "clip_dims=(2,)",
     ],
 }

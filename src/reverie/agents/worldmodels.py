@@ -4,16 +4,24 @@ One ``reverie train worldmodels`` run goes through the paper's stages, each
 resumable (the stage and its progress are checkpointed with the weights):
 
 1. random-policy rollouts into the replay on disk (the loop's collection,
-   :class:`~reverie.agents.base.Staged`);
+   :class:`~reverie.agents.base.Staged`), each random action held for ``collect_hold`` steps;
 2. ``vae``: train the VAE on the stored frames;
 3. ``encode``: encode every stored frame to (mean, log-variance) of z, saved
    to ``stages/encoded.safetensors`` with the actions, rewards and ends;
-4. ``mdn``: train the MDN-RNN on sequences of sampled codes;
-5. ``controller``: evolve the controller ``a = tanh(W [z, h] + b)`` (argmax
-   for discrete actions; ``controller_input=z`` for z alone) with the ``cma``
-   package, candidates scored in the real environment (parallel subprocesses)
-   or in the dream (every candidate's rollouts as one batch of the MDN-RNN,
-   :class:`~reverie.envs.dream_env.DreamVectorEnv`, at ``dream_temperature``).
+4. ``mdn``: train the MDN-RNN on windows of sampled codes, the LSTM state
+   carried from window to window (:mod:`reverie.agents.worldmodels_memory`);
+5. ``controller``: evolve the linear controller (:class:`Controller`) with the
+   ``cma`` package, candidates scored in the real environment (parallel
+   subprocesses) or in the dream (every candidate's rollouts as one batch of
+   the MDN-RNN, :class:`~reverie.envs.dream_env.DreamVectorEnv`, at
+   ``dream_temperature``).
+
+The defaults follow the reference implementation where it differs from what
+is simplest (each a choice in :class:`WorldModelsConfig` and
+:class:`~reverie.models.mdn_rnn.MDNRNNConfig`): held random actions in the
+collection, the state carried through M's training, the episode's end read
+from the LSTM output with its rare positives weighted and the dream ended at
+a threshold, and the controller's output mapping of each game (presets).
 
 The controller acts with the mean of the search distribution, and the loop
 evaluates it in the real environment. CMA-ES's state is restored on
@@ -35,6 +43,7 @@ from safetensors.numpy import load_file, save_file
 
 from reverie.agents.base import (ActOutput, AgentBase, StageReport, StageWork, Staged, observe_step,
                                  precision_context)
+from reverie.agents.worldmodels_memory import Carried, Windows, mdn_step
 from reverie.agents.worldmodels_rollouts import dream_returns, real_returns
 from reverie.config import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt, check_ranges
 from reverie.models.mdn_rnn import MDNRNNConfig, WorldModelsModel
@@ -42,7 +51,7 @@ from reverie.models.vae import VAEConfig
 from reverie.run_config import RunConfig
 from reverie.specs import ActionSpec, ArraySpec
 
-__all__ = ["Controller", "Evolution", "WorldModels", "WorldModelsConfig", "generation_env_seeds"]
+__all__ = ["Controller", "Evolution", "WorldModels", "WorldModelsConfig", "controller_input", "generation_env_seeds"]
 
 STAGES = ("vae", "encode", "mdn", "controller", "done")
 ENCODED = "encoded.safetensors"
@@ -64,11 +73,28 @@ class WorldModelsConfig:
     vae_updates: PositiveInt = 3000
     """Gradient steps of the VAE."""
     rnn_updates: PositiveInt = 3000
-    """Gradient steps of the MDN-RNN (on run.seq_len-step sequences)."""
+    """Gradient steps of the MDN-RNN (on run.seq_len-step windows)."""
+    rnn_carry: bool = True
+    """Carry M's LSTM state from each window into the next along the stored streams (the reference); false:
+    every window from a zero state, so M never sees a state more than run.seq_len steps into an episode."""
+    collect_hold: tuple[int, int] = (1, 10)
+    """Agent steps each random action of the collection is held for, drawn uniformly from this inclusive
+    range (the reference: 1 to 10; (1, 1) draws a new action every step)."""
     unit_updates: PositiveInt = 100
     """Gradient steps per checkpointed (and logged) unit of the vae and mdn stages."""
-    controller_input: Literal["zh", "z"] = "zh"
-    """What the controller reads: [z, h] (the paper's full agent) or z alone (its ablation)."""
+    controller_input: Literal["zch", "zh", "z"] = "zh"
+    """What the controller reads: [z, h] (the paper's CarRacing agent), [z, c, h] (its take-cover agent) or
+    z alone (its ablation)."""
+    controller_bias: bool = True
+    """Whether the controller adds a bias (the reference's CarRacing controller does, its take-cover one not)."""
+    action_bins: tuple[int, ...] = ()
+    """Discrete actions: () = one output per action and the argmax; else one tanh output cut into equal bins
+    over [-1, 1], bin k playing action action_bins[k] (take-cover: (2, 0, 1) = left, a dead zone of no-op,
+    right, as the reference's thresholds at -1/3 and 1/3)."""
+    clip_dims: tuple[int, ...] = ()
+    """Continuous actions whose tanh output is clipped at zero, so that a zero output plays the lowest
+    action (CarRacing's brake, (2,), as the reference clips it to [0, 1]); the others map [-1, 1] onto
+    the environment's [low, high]."""
     evolve_in: Literal["real", "dream"] = "real"
     """Where candidates are scored: the real environment or the MDN-RNN's dream."""
     population: PositiveInt = 16
@@ -90,6 +116,19 @@ class WorldModelsConfig:
 
     def __post_init__(self):
         check_ranges(self)
+        low, high = self.collect_hold
+        if not 1 <= low <= high:
+            raise ConfigError(f"collect_hold must be (low, high) with 1 <= low <= high, got {self.collect_hold}")
+
+    def check_actions(self, act_spec: ActionSpec) -> None:
+        """Refuse, in one sentence, ``action_bins`` or ``clip_dims`` that do not fit ``act_spec``."""
+        A = act_spec.size
+        if act_spec.discrete and self.action_bins and sorted(self.action_bins) != list(range(A)):
+            raise ConfigError(f"action_bins={self.action_bins} must name each of the environment's {A} discrete "
+                              f"actions once (e.g. action_bins={tuple(range(A))}), or be () for the argmax")
+        if not act_spec.discrete and any(not 0 <= d < A for d in self.clip_dims):
+            raise ConfigError(f"clip_dims={self.clip_dims} names an action dimension the environment's {A} do not "
+                              "have; set clip_dims=() (or the dimensions whose zero output should be the lowest)")
 
 
 def generation_env_seeds(seed: int, generation: int, population: int, rollouts: int, num_envs: int) -> list[int]:
@@ -98,21 +137,53 @@ def generation_env_seeds(seed: int, generation: int, population: int, rollouts: 
     return [seed + 50_000 + generation * population * rollouts + i for i in range(num_envs)]
 
 
-class Controller:
-    """The linear controller on N candidates at once: parameters ``[N, A * F + A]`` -> actions ``[N, A]``."""
+def controller_input(features: torch.Tensor, which: str, z_size: int, hidden: int) -> torch.Tensor:
+    """``[z, c, h]``, ``[z, h]`` or ``z`` (``which``) out of World Models features ``[..., z (+ c) + h]``."""
+    if which == "z":
+        return features[..., :z_size]
+    if which == "zh":
+        return torch.cat([features[..., :z_size], features[..., -hidden:]], -1)
+    if features.shape[-1] != z_size + 2 * hidden:
+        raise ConfigError("controller_input='zch' needs a model built with features='zch'")
+    return features
 
-    def __init__(self, in_size: int, act_spec: ActionSpec):
-        self.in_size, self.act_spec = in_size, act_spec
-        self.size = act_spec.size * in_size + act_spec.size
+
+class Controller:
+    """The linear controller on N candidates at once: parameters ``[N, size]`` -> actions ``[N, A]``.
+
+    ``size = O * F (+ O with a bias)`` for ``O`` outputs on ``F`` inputs: one per action dimension (the
+    argmax over them for discrete actions), or a single one cut into ``len(bins)`` equal bins over
+    [-1, 1] of its tanh, bin k playing discrete action ``bins[k]``. Continuous actions are tanh of the
+    outputs, those in ``clip_dims`` clipped at zero (in model space ``2 max(tanh, 0) - 1``, so a zero
+    output is the lowest action the environment takes).
+    """
+
+    def __init__(self, in_size: int, act_spec: ActionSpec, bias: bool = True, bins: tuple[int, ...] = (),
+                 clip_dims: tuple[int, ...] = ()):
+        self.in_size, self.act_spec, self.bias = in_size, act_spec, bias
+        self.bins = tuple(bins) if act_spec.discrete else ()
+        self.clip_dims = [] if act_spec.discrete else list(clip_dims)
+        self.outputs = 1 if self.bins else act_spec.size
+        self.size = self.outputs * in_size + (self.outputs if bias else 0)
 
     def act(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Model-space actions ``[N, A]`` (one-hot for discrete) for inputs ``x [N, F]``."""
-        A = self.act_spec.size
-        W = params[:, :A * self.in_size].reshape(-1, A, self.in_size)
-        out = torch.einsum("naf,nf->na", W, x) + params[:, A * self.in_size:]
+        O, A = self.outputs, self.act_spec.size
+        W = params[:, :O * self.in_size].reshape(-1, O, self.in_size)
+        out = torch.einsum("nof,nf->no", W, x)
+        if self.bias:
+            out = out + params[:, O * self.in_size:]
         if self.act_spec.discrete:
-            return torch.nn.functional.one_hot(out.argmax(-1), A).to(x.dtype)
-        return torch.tanh(out)
+            if self.bins:
+                k = ((torch.tanh(out[:, 0]) + 1.0) * (len(self.bins) / 2.0)).long().clamp(0, len(self.bins) - 1)
+                index = torch.as_tensor(self.bins, device=x.device)[k]
+            else:
+                index = out.argmax(-1)
+            return torch.nn.functional.one_hot(index, A).to(x.dtype)
+        action = torch.tanh(out)
+        if self.clip_dims:
+            action[:, self.clip_dims] = 2.0 * action[:, self.clip_dims].clamp(min=0.0) - 1.0
+        return action
 
 
 class Evolution:
@@ -179,27 +250,32 @@ class WorldModels(AgentBase):
     def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: WorldModelsConfig,
                  device: str | torch.device = "cpu"):
         super().__init__(obs_spec, act_spec, device)
+        cfg.check_actions(act_spec)
         self.cfg = cfg
-        self.wm = WorldModelsModel(obs_spec, act_spec, cfg.vae, cfg.rnn).to(self.device)
+        self.wm = WorldModelsModel(obs_spec, act_spec, cfg.vae, cfg.rnn,
+                                   features="zch" if cfg.controller_input == "zch" else "zh").to(self.device)
         self.model = self.wm
         self.modules = {"vae": self.wm.vae, "rnn": self.wm.rnn}
         self.optimizers = {"vae_opt": torch.optim.Adam(self.wm.vae.parameters(), lr=cfg.vae.lr),
                            "rnn_opt": torch.optim.Adam(self.wm.rnn.parameters(), lr=cfg.rnn.lr)}
-        self.schedule = Staged()
-        feat = cfg.vae.z_size + (cfg.rnn.hidden if cfg.controller_input == "zh" else 0)
-        self.controller = Controller(feat, act_spec)
+        self.schedule = Staged(hold=cfg.collect_hold)
+        feat = cfg.vae.z_size + cfg.rnn.hidden * {"zch": 2, "zh": 1, "z": 0}[cfg.controller_input]
+        self.controller = Controller(feat, act_spec, cfg.controller_bias, cfg.action_bins, cfg.clip_dims)
         self.params = torch.zeros(self.controller.size, device=self.device)
         self.stage, self.done_updates = 0, 0
         self.evolution = Evolution(self.controller.size, cfg.population, cfg.sigma0, cfg.run.seed)
         self._frames: torch.Tensor | None = None
         self._encoded: dict[str, np.ndarray] | None = None
+        self._windows: Windows | None = None
+        self._carried: Carried | None = None
 
     # -- acting ------------------------------------------------------------------------------
     def init_state(self, batch: int):
         return None
 
     def controller_input(self, features: torch.Tensor) -> torch.Tensor:
-        return features if self.cfg.controller_input == "zh" else features[..., :self.cfg.vae.z_size]
+        """The controller's input ``[..., F]`` out of the model's features (``[z, h]`` or ``[z, c, h]``)."""
+        return controller_input(features, self.cfg.controller_input, self.cfg.vae.z_size, self.cfg.rnn.hidden)
 
     @torch.no_grad()
     def act(self, step: dict[str, np.ndarray], state: Any, explore: bool) -> ActOutput:
@@ -229,6 +305,8 @@ class WorldModels(AgentBase):
 
     def _train_units(self, name: str, work: StageWork, total: int, update) -> StageReport:
         rng = np.random.default_rng([self.cfg.run.seed, self.stage, self.done_updates])
+        if self._windows is not None:    # every unit starts its streams anew, so a resumed unit is the same
+            self._windows.reset()
         metrics: list[dict[str, float]] = []
         for _ in range(min(self.cfg.unit_updates, total - self.done_updates)):
             metrics.append(update(work, rng))
@@ -293,30 +371,11 @@ class WorldModels(AgentBase):
 
     def _mdn_update(self, work: StageWork, rng: np.random.Generator) -> dict[str, float]:
         data = self.encoded(work)
-        L = self.cfg.run.seq_len
-        chunk = data["chunk"]
-        # windows that stay inside one chunk (one stream's consecutive steps)
-        valid = np.flatnonzero(np.r_[chunk[L - 1:] == chunk[:len(chunk) - L + 1], np.zeros(L - 1, bool)])
-        if len(valid) == 0:
-            raise ConfigError(f"no stored chunk holds run.seq_len={L} steps; lower run.seq_len or raise "
-                              "run.replay_chunk")
-        start = valid[rng.integers(0, len(valid), self.cfg.rnn.batch_size)]
-        index = start[:, None] + np.arange(L)
-        take = {k: torch.as_tensor(data[k][index], device=self.device) for k in
-                ("mean", "logvar", "action", "reward", "is_first", "is_terminal")}
-        noise = torch.as_tensor(rng.standard_normal(take["mean"].shape).astype(np.float32), device=self.device)
-        z = take["mean"] + (0.5 * take["logvar"]).exp() * noise
-        is_first = take["is_first"].bool()
-        mask = is_first.clone()
-        mask[:, 1:] = True      # the first step of a window has no past unless it starts an episode
-        loss, metrics = self.wm.rnn.loss(z, take["action"], is_first, take["reward"], take["is_terminal"].bool(),
-                                         mask)
-        opt = self.optimizers["rnn_opt"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        metrics["mdn/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.wm.rnn.parameters(),
-                                                                        self.cfg.rnn.grad_clip))
-        opt.step()
+        if self._windows is None:
+            self._windows = Windows(data["chunk"], data["is_first"], self.cfg.run.seq_len, self.cfg.rnn.batch_size,
+                                    self.cfg.rnn_carry)
+        metrics, self._carried = mdn_step(self.wm.rnn, self.optimizers["rnn_opt"], data,
+                                          self._windows.next(rng), self._carried, rng, self.device)
         return metrics
 
     # -- CMA-ES ----------------------------------------------------------------------------------

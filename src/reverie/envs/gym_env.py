@@ -37,6 +37,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from reverie.envs.checks import check_gym_reset, check_gym_step, is_image_space
+from reverie.envs.packages import missing_package
 from reverie.envs.spaces import (
     STEP_KEYS,
     ActionSpec,
@@ -125,7 +126,7 @@ def find_gym_spec(env_id: str) -> gym.envs.registration.EnvSpec:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:
-            raise EnvError(
+            raise missing_package(f"gym:{env_id}", err) or EnvError(
                 f"cannot import module {module!r} named in gym id {env_id!r} ({err}); "
                 "check that it is installed and on the Python path"
             ) from None
@@ -162,11 +163,12 @@ def gym_timing(env: gym.Env) -> Timing:
 
 def _supports_rgb_array(env_spec: gym.envs.registration.EnvSpec) -> bool:
     """Whether the entry point declares ``rgb_array`` rendering (checked before construction)."""
-    entry = env_spec.entry_point
-    try:
-        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
-    except (ImportError, AttributeError, ValueError):
-        return False
+    creator = env_spec.entry_point
+    if isinstance(creator, str):
+        try:
+            creator = gym.envs.registration.load_env_creator(creator)
+        except (ImportError, AttributeError, ValueError, gym.error.DependencyNotInstalled):
+            return False     # gymnasium.make says why, below
     metadata = getattr(creator, "metadata", None)
     return isinstance(metadata, dict) and "rgb_array" in (metadata.get("render_modes") or ())
 
@@ -203,7 +205,10 @@ class GymEnv:
             if obs == "pixels" or _supports_rgb_array(env_spec):
                 make_kwargs.setdefault("render_mode", "rgb_array")
             make_kwargs.setdefault("disable_env_checker", True)   # reverie checks the first reset and step
-            env = gym.make(env_spec, **make_kwargs)
+            try:
+                env = gym.make(env_spec, **make_kwargs)
+            except (ImportError, gym.error.DependencyNotInstalled) as err:
+                raise missing_package(f"gym:{env}", err) or err from None
         elif not isinstance(env, gym.Env):
             raise EnvError(f"GymEnv needs a gymnasium id or gymnasium.Env, got {type(env).__name__}")
         self._env = env

@@ -2,7 +2,15 @@
 
 :class:`MDNRNN` reads ``[z_t, a_{t+1}]`` and predicts the next code as a
 mixture of ``mixtures`` Gaussians *per dimension* of z (the paper: 256 LSTM
-units, 5 Gaussians), plus the reward and the episode's end from ``[z, h]``.
+units, 5 Gaussians), plus the reward from ``[z, h]`` and the episode's end. The end is read, by default
+as in the reference implementation, from the LSTM's output h_t alone, *before* frame t is seen: "does the
+step that leads into frame t end the episode". Read from ``[z_t, h_t]`` instead (``done_input="zh"``), the
+head can learn the terminal frame's look (ViZDoom returns an all-black one) rather than the danger that
+precedes it, and a dream, whose codes are sampled dimension by dimension, then almost never ends.
+The rare end steps are weighted ``done_weight`` times in the loss (the reference: 10), which multiplies
+the head's odds by that factor; ``cont`` either applies the reference's fixed threshold to them
+(``dream_end="threshold"``: the dream ends when the weighted probability passes 1/2) or divides the factor
+out again (``dream_end="sample"``: a calibrated probability for the dream to draw from).
 Sampling at temperature ``tau`` divides the mixture logits by tau and
 multiplies the standard deviations by sqrt(tau), as the paper does; tau = 0
 returns the mean of the most likely component.
@@ -12,7 +20,8 @@ world-model contract (:mod:`reverie.models.base`). Its state after step t is
 ``{z, h, c}``: z_t the code of frame t (the VAE mean when observed, a mixture
 sample when imagined) and (h_t, c_t) the LSTM after ``[z_{t-1}, action_t]``
 (``action[t]`` leads into step t, reverie's convention), reset at ``is_first``.
-Features are ``[z, h]``: what the paper's controller reads. Capabilities:
+Features are ``[z, h]`` (what the paper's CarRacing controller reads) or, built with
+``features="zch"``, ``[z, c, h]`` (its take-cover controller's input). Capabilities:
 reward, cont, decoder (the VAE's decoder on z) and transition (the LSTM state
 ``[h, c]`` stepped with the code at its mixture mean, for spectral analysis).
 """
@@ -21,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Literal, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +65,14 @@ class MDNRNNConfig:
     """Weight of the reward's squared error in the loss."""
     done_scale: NonNegativeFloat = 1.0
     """Weight of the episode end's cross-entropy in the loss."""
+    done_input: Literal["h", "zh"] = "h"
+    """What the done head reads: h_t, the LSTM output before frame t is seen (the reference; the end frame
+    is then also left out of the code's likelihood, as the reference never records it), or [z_t, h_t]."""
+    done_weight: PositiveFloat = 10.0
+    """Weight of the rare end steps in the done cross-entropy (the reference's restart factor: 10)."""
+    dream_end: Literal["threshold", "sample"] = "threshold"
+    """How ``cont`` reads the done head: 0 once the weighted probability passes 1/2, else 1 (the
+    reference), or the calibrated probability (odds divided by done_weight) for the dream to sample."""
     grad_clip: PositiveFloat = 1.0
     """Gradient-norm clip."""
 
@@ -104,7 +121,7 @@ class MDNRNN(nn.Module):
         self.cell = nn.LSTMCell(z_size + act_size, cfg.hidden)
         self.mdn = nn.Linear(cfg.hidden, 3 * z_size * cfg.mixtures)
         self.reward_head = nn.Linear(z_size + cfg.hidden, 1)
-        self.done_head = nn.Linear(z_size + cfg.hidden, 1)
+        self.done_head = nn.Linear((z_size if cfg.done_input == "zh" else 0) + cfg.hidden, 1)
 
     def recur(self, z: Tensor, action: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """One LSTM step on ``[z, action]``: ``(h, c)`` each ``[N, hidden]``."""
@@ -119,7 +136,17 @@ class MDNRNN(nn.Module):
         return self.reward_head(torch.cat([z, h], -1)).squeeze(-1)
 
     def done_logit(self, z: Tensor, h: Tensor) -> Tensor:
-        return self.done_head(torch.cat([z, h], -1)).squeeze(-1)
+        """The done head's logit ``[...]`` (trained with the end steps weighted ``done_weight`` times)."""
+        x = torch.cat([z, h], -1) if self.cfg.done_input == "zh" else h
+        return self.done_head(x).squeeze(-1)
+
+    def cont(self, z: Tensor, h: Tensor) -> Tensor:
+        """The probability ``[...]`` that the episode goes on through this step (see ``dream_end``)."""
+        logit = self.done_logit(z, h)
+        if self.cfg.dream_end == "threshold":
+            return (logit <= 0).to(h.dtype)
+        # the weighted loss learns odds done_weight times the true ones: divide them out
+        return torch.sigmoid(math.log(self.cfg.done_weight) - logit)
 
     def filter(self, z: Tensor, action: Tensor, is_first: Tensor, h: Tensor, c: Tensor,
                prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -136,22 +163,33 @@ class MDNRNN(nn.Module):
         return torch.stack(hs, 1), torch.stack(cs, 1)
 
     def loss(self, z: Tensor, action: Tensor, is_first: Tensor, reward: Tensor, terminal: Tensor,
-             mask: Tensor) -> tuple[Tensor, dict[str, float]]:
+             mask: Tensor, start: tuple[Tensor, Tensor, Tensor] | None = None
+             ) -> tuple[Tensor, dict[str, float], tuple[Tensor, Tensor, Tensor]]:
         """Negative log-likelihood of codes ``z [B, T, D]`` (per dimension, as the paper's loss) plus the
-        weighted reward squared error and done cross-entropy, averaged over the steps where ``mask [B, T]``."""
+        weighted reward squared error and done cross-entropy, averaged over the steps where ``mask [B, T]``;
+        and the state ``(z, h, c)`` after the window (detached), to carry into the next one.
+
+        ``start``: ``(z, h, c)`` before the window (the code before its first step and the LSTM state),
+        zeros if None. With ``done_input="h"`` the end frames are left out of the codes' likelihood."""
         B = z.shape[0]
-        zeros = z.new_zeros(B, self.cfg.hidden)
-        hs, _ = self.filter(z, action, is_first, zeros, zeros)
+        if start is None:
+            zeros = z.new_zeros(B, self.cfg.hidden)
+            start = (torch.zeros_like(z[:, 0]), zeros, zeros)
+        hs, cs = self.filter(z, action, is_first, start[1], start[2], prev=start[0])
+        m = mask.to(z.dtype)
+        m_z = m * (~terminal).to(z.dtype) if self.cfg.done_input == "h" else m
         nll = -mdn_log_prob(self.mixture(hs), z) / self.z_size
         rew = (self.reward(z, hs) - reward).pow(2)
-        done = F.binary_cross_entropy_with_logits(self.done_logit(z, hs), terminal.to(z.dtype), reduction="none")
-        m = mask.to(z.dtype)
+        weight = torch.as_tensor(self.cfg.done_weight, dtype=z.dtype, device=z.device)
+        done = F.binary_cross_entropy_with_logits(self.done_logit(z, hs), terminal.to(z.dtype), reduction="none",
+                                                  pos_weight=weight)
         n = m.sum().clamp(min=1.0)
-        terms = {"mdn/z_nll": (nll * m).sum() / n, "mdn/reward_mse": (rew * m).sum() / n,
+        terms = {"mdn/z_nll": (nll * m_z).sum() / m_z.sum().clamp(min=1.0), "mdn/reward_mse": (rew * m).sum() / n,
                  "mdn/done_bce": (done * m).sum() / n}
         total = terms["mdn/z_nll"] + self.cfg.reward_scale * terms["mdn/reward_mse"] \
             + self.cfg.done_scale * terms["mdn/done_bce"]
-        return total, {**{k: float(v.detach()) for k, v in terms.items()}, "mdn/loss": float(total.detach())}
+        metrics = {**{k: float(v.detach()) for k, v in terms.items()}, "mdn/loss": float(total.detach())}
+        return total, metrics, (z[:, -1].detach(), hs[:, -1].detach(), cs[:, -1].detach())
 
 
 class WorldModelsModel(nn.Module):
@@ -160,8 +198,10 @@ class WorldModelsModel(nn.Module):
     capabilities = frozenset({REWARD, CONT, DECODER, TRANSITION})
 
     def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, vae: VAEConfig,
-                 rnn: MDNRNNConfig):
+                 rnn: MDNRNNConfig, features: Literal["zh", "zch"] = "zh"):
         super().__init__()
+        if features not in ("zh", "zch"):
+            raise ConfigError(f"features must be 'zh' or 'zch', got {features!r}")
         images = [k for k, s in obs_spec.items() if s.is_image]
         if len(images) != 1 or len(obs_spec) != 1:
             raise ConfigError(f"World Models sees exactly one image observation, but the environment gives "
@@ -173,7 +213,8 @@ class WorldModelsModel(nn.Module):
         self.vae = ConvVAE((height, width, channels), vae)
         self.rnn = MDNRNN(vae.z_size, act_spec.size, rnn)
         self.z_size, self.hidden = vae.z_size, rnn.hidden
-        self.feat_size = vae.z_size + rnn.hidden
+        self.feature_parts = features
+        self.feat_size = vae.z_size + rnn.hidden * (2 if features == "zch" else 1)
         self.temperature = float(rnn.temperature)
         """tau of :meth:`step`; set it to imagine at another temperature."""
 
@@ -203,7 +244,10 @@ class WorldModelsModel(nn.Module):
         return {"z": z, "h": h, "c": c}
 
     def features(self, state: State) -> Tensor:
+        """``[..., feat_size]``: ``[z, h]``, or ``[z, c, h]`` (h is always last)."""
         entries = state_entries(state)
+        if self.feature_parts == "zch":
+            return torch.cat([entries["z"], entries["c"], entries["h"]], -1)
         return torch.cat([entries["z"], entries["h"]], -1)
 
     def _mean_step(self, hc: Tensor, action: Tensor) -> Tensor:
@@ -223,7 +267,7 @@ class WorldModelsModel(nn.Module):
 
     def cont(self, state: State) -> Tensor:
         entries = state_entries(state)
-        return torch.sigmoid(-self.rnn.done_logit(entries["z"], entries["h"]))
+        return self.rnn.cont(entries["z"], entries["h"])
 
     def decode(self, state: State) -> dict[str, Tensor]:
         return {self.key: self.vae.decode(state_entries(state)["z"])}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -11,9 +12,24 @@ from reverie.agents.base import Agent
 from reverie.analysis.dream import open_loop, prediction_error
 from reverie.analysis.plots import plot_dream_vectors, plot_learning_curve, write_dream_video
 from reverie.envs import Env
+from reverie.io import atomic_write_text
 from reverie.models.base import DECODER, CapabilityError, has, require
 from reverie.training.evaluate import run_episodes
 from reverie.training.logger import read_metrics
+
+
+def write_end_of_run(run_dir: Path, agent: Agent, dream_env: Callable[[], Env] | None,
+                     summary: dict[str, Any]) -> dict[str, Path]:
+    """What a finished run leaves for a person: ``learning_curve.png``, a dream where the model decodes and an
+    environment is known, and ``summary.json`` (``summary`` plus the dream's open-loop error and the files).
+    Returns the files written by name."""
+    files = {"learning_curve": write_learning_curve(run_dir)}
+    errors = None
+    if dream_env is not None and can_dream(agent):
+        files["dream"], errors = write_dream(agent, dream_env, run_dir / "dream")
+    record = {**summary, "dream/open_loop_mse": errors, "artifacts": {k: str(v) for k, v in files.items()}}
+    atomic_write_text(run_dir / "summary.json", json.dumps(record, indent=1) + "\n")
+    return files
 
 
 def can_dream(agent: Agent) -> bool:

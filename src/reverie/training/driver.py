@@ -22,7 +22,6 @@ same command resumes.
 from __future__ import annotations
 
 import functools
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,16 +35,16 @@ from reverie.config import to_dict
 from reverie.failpoints import failpoint
 from reverie.replay import Replay
 from reverie.run_config import AgentConfig, RunConfig
-from reverie.training.artifacts import can_dream, write_dream, write_learning_curve
+from reverie.training.artifacts import write_end_of_run
 from reverie.training.checkpoint import load_latest, save_checkpoint
 from reverie.training.env_factory import EnvFactory
 from reverie.training.evaluate import run_episodes
-from reverie.training.logger import MetricsLogger, read_metrics
-from reverie.training.progress import Progress
+from reverie.training.logger import Log, MetricsLogger, read_metrics
+from reverie.training.progress import Display, Progress, Silent
 from reverie.training.provenance import Provenance
-from reverie.training.run_dir import RunFolder, atomic_write_text
+from reverie.training.run_dir import RunFolder
 
-__all__ = ["Counters", "Display", "Driver", "Log", "Mode", "RunResult", "SOLO", "Topology", "Unit"]
+__all__ = ["Counters", "Driver", "Mode", "RunResult", "SOLO", "Topology", "Unit"]
 
 
 @dataclass
@@ -175,40 +174,6 @@ class _Solo:
 SOLO: Topology = _Solo()
 
 
-class Log(Protocol):
-    """Where metrics rows go (:class:`~reverie.training.logger.MetricsLogger`)."""
-
-    def log(self, step: int, metrics: dict[str, Any]) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class Display(Protocol):
-    """What shows a run's progress (:class:`~reverie.training.progress.Progress`)."""
-
-    def episode(self, ret: float) -> None: ...
-
-    def update(self, steps: int, updates: int, seconds: float, evaluation: tuple[float, float] | None) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class _Silent:
-    """A logger and progress display that shows and writes nothing (ranks other than the main one)."""
-
-    def log(self, step: int, metrics: dict[str, Any]) -> None:
-        pass
-
-    def episode(self, ret: float) -> None:
-        pass
-
-    def update(self, steps: int, updates: int, seconds: float, evaluation: tuple[float, float] | None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 _EPISODE_KEYS = {"step", "train/episode_return", "train/episode_length"}
 
 
@@ -274,10 +239,10 @@ class Driver:
         c, mode, main = self.counters, self.mode, self.topology.is_main
         # Rows logged after the checkpoint describe rolled-back work: drop them, except episodes the replay kept.
         logger: Log = MetricsLogger(self.folder.path, resume_step=at if resumed else None,
-                                    keep_after=functools.partial(_kept_episode, mode.clock(c))) if main else _Silent()
+                                    keep_after=functools.partial(_kept_episode, mode.clock(c))) if main else Silent()
         if self.notes:
             logger.log(mode.clock(c), self.notes)
-        progress: Display = _Silent() if not (main and self.show_progress) or mode.name == "staged" else Progress(
+        progress: Display = Silent() if not (main and self.show_progress) or mode.name == "staged" else Progress(
             total=self.run.steps, start=mode.clock(c), refits=isinstance(self.agent.schedule, Refit))
         if self.provenance is not None:
             self.provenance.save(mode.clock(c))
@@ -407,17 +372,9 @@ class Driver:
     def _write_artifacts(self, result: RunResult, extra: dict[str, Any]) -> None:
         """The learning curve, a dream (for a model with a decoder and an environment) and summary.json."""
         run, c = self.run, result.counters
-        result.artifacts["learning_curve"] = write_learning_curve(self.folder.path)
-        errors = None
-        if self.eval_env is not None and can_dream(self.agent):
-            path, errors = write_dream(self.agent, functools.partial(self.eval_env, run.seed + 999),
-                                       self.folder.path / "dream")
-            result.artifacts["dream"] = path
-        summary = {
+        dream = None if self.eval_env is None else functools.partial(self.eval_env, run.seed + 999)
+        result.artifacts.update(write_end_of_run(self.folder.path, self.agent, dream, {
             "agent": self.agent.name, "mode": self.mode.name, "env": run.env, "obs": run.obs,
             "env_steps": c.env_steps, "updates": c.updates, "episodes": c.episodes,
             "wall_time_s": round(c.wall_time, 1), "eval/return": result.eval_return,
-            "eval/return_std": result.eval_return_std, "dream/open_loop_mse": errors,
-            "artifacts": {k: str(v) for k, v in result.artifacts.items()}, **self.mode.summary(), **extra,
-        }
-        atomic_write_text(self.folder.path / "summary.json", json.dumps(summary, indent=1) + "\n")
+            "eval/return_std": result.eval_return_std, **self.mode.summary(), **extra}))

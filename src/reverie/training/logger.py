@@ -22,11 +22,19 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-__all__ = ["MetricsLogger", "read_metrics"]
+__all__ = ["Log", "MetricsLogger", "read_metrics"]
 
 _FSYNC_EVERY_S = 5.0
+
+
+class Log(Protocol):
+    """Where metrics rows go (:class:`~reverie.training.logger.MetricsLogger`)."""
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class MetricsLogger:

@@ -9,7 +9,8 @@ its budget counts in.
   updates = agent steps x ``num_envs`` x ``run.train_ratio`` / (batch x sequence length);
   :class:`~reverie.agents.base.Refit`: a refit on everything stored every ``every`` agent steps).
   Clock: environment steps.
-- :class:`Staged`: random-policy collection until ``run.prefill`` agent steps are stored, then the
+- :class:`Staged`: random-policy collection (each action held as the agent's schedule declares) until
+  ``run.prefill`` agent steps are stored, then the
   agent's stages one unit at a time (:class:`~reverie.agents.base.Staged`: ``advance(work)``), each
   checkpointed, evaluated when the stage says so. Clock: environment steps (stages that act in the
   real environment count theirs).
@@ -28,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from reverie.agents.base import Agent, Refit, ReplayRatio, StageWork
+from reverie.agents.base import Staged as StagedSchedule
+from reverie.envs.random_actions import HeldRandomActions
 from reverie.failpoints import failpoint
 from reverie.models.batch import Batch
 from reverie.replay import Replay
@@ -67,6 +70,8 @@ class _Collecting:
         self.collector: Collector | None = None
         self.rng = np.random.default_rng(run.seed)
         self.state: Any = None   # the agent's recurrent state of the collection environments
+        self.hold = (1, 1)       # agent steps each random action is held for
+        self.random: HeldRandomActions | None = None
 
     def clock(self, c: Counters) -> int:
         return c.env_steps
@@ -87,6 +92,8 @@ class _Collecting:
         envs = self.vector_env if self.vector_env is not None else open_envs(self.run, self.make_env, c.agent_steps)
         self.rng = np.random.default_rng(self.run.seed + c.agent_steps)
         self.collector = Collector(envs, self.replay)
+        self.random = (HeldRandomActions(self.collector.act_spec, self.run.num_envs, self.hold, self.rng)
+                       if self.hold != (1, 1) else None)
 
     def _collect(self, driver: Driver, act: bool) -> tuple[list[tuple[int, float, int]], list[dict[str, float]]]:
         """One agent step of every environment (the agent's action if ``act``, else a random one) and the
@@ -97,7 +104,8 @@ class _Collecting:
         if act:
             env_action, _, self.state, extras = agent.act(step, self.state, explore=True)
         else:
-            env_action, extras = col.act_spec.sample(self.rng, run.num_envs), _no_extras(agent, run.num_envs)
+            env_action = self.random() if self.random is not None else col.act_spec.sample(self.rng, run.num_envs)
+            extras = _no_extras(agent, run.num_envs)
         # what the agent computed on this step (a search policy, say) is stored beside it
         ended = [(c.env_steps, ret, length) for ret, length in col.record(step, extras)]
         col.send(env_action)
@@ -181,6 +189,8 @@ class Staged(_Collecting):
         self.finished = False
 
     def start(self, driver: Driver) -> None:
+        schedule = driver.agent.schedule
+        self.hold = schedule.hold if isinstance(schedule, StagedSchedule) else (1, 1)
         if driver.counters.agent_steps < self.run.prefill:
             self._open(driver.counters)
 

@@ -3,9 +3,36 @@
 from __future__ import annotations
 
 import sys
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+
+
+class Display(Protocol):
+    """What shows a run's progress (:class:`~reverie.training.progress.Progress`)."""
+
+    def episode(self, ret: float) -> None: ...
+
+    def update(self, steps: int, updates: int, seconds: float, evaluation: tuple[float, float] | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Silent:
+    """A logger and progress display that shows and writes nothing (ranks other than the main one)."""
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def episode(self, ret: float) -> None:
+        pass
+
+    def update(self, steps: int, updates: int, seconds: float, evaluation: tuple[float, float] | None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class Progress:
