@@ -163,7 +163,7 @@ def gym_timing(env: gym.Env) -> Timing:
 
 def _supports_rgb_array(env_spec: gym.envs.registration.EnvSpec) -> bool:
     """Whether the entry point declares ``rgb_array`` rendering (checked before construction)."""
-    creator = env_spec.entry_point
+    creator: object = env_spec.entry_point
     if isinstance(creator, str):
         try:
             creator = gym.envs.registration.load_env_creator(creator)
