@@ -13,12 +13,13 @@ from typing import Generic, Mapping, Protocol, TypeVar
 import torch
 
 from reverie.agents.base import Agent
+from reverie.agents.cswm import CSWM, CSWMConfig
 from reverie.agents.dreamer import Dreamer, DreamerConfig
 from reverie.agents.muzero import MuZero, MuZeroConfig
 from reverie.agents.pets import Pets, PetsConfig
 from reverie.agents.planet import Planet, PlanetConfig
 from reverie.agents.presets import DREAMER_PRESETS, MUZERO_PRESETS, PETS_PRESETS, PLANET_PRESETS, TDMPC2_PRESETS
-from reverie.agents.presets import WORLDMODELS_PRESETS
+from reverie.agents.presets import CSWM_PRESETS, WORLDMODELS_PRESETS
 from reverie.agents.tdmpc2 import TDMPC2, TDMPC2Config
 from reverie.agents.worldmodels import WorldModels, WorldModelsConfig
 from reverie.config import ConfigError, apply_overrides
@@ -96,6 +97,7 @@ AGENTS: dict[str, AgentEntry] = {
     "muzero": entry(MuZero, MuZeroConfig, MUZERO_PRESETS),
     "tdmpc2": entry(TDMPC2, TDMPC2Config, TDMPC2_PRESETS),
     "worldmodels": entry(WorldModels, WorldModelsConfig, WORLDMODELS_PRESETS),
+    "cswm": entry(CSWM, CSWMConfig, CSWM_PRESETS),
 }
 
 
