@@ -101,6 +101,7 @@ def test_the_ranking_evaluation_prints_the_table_beside_the_papers_row(tmp_path,
     (["--env", "gym:CartPole-v1"], "C-SWM finds objects in images, but the observations are ['vector']"),
     (["run.image_size=64"], "image sides must be multiples of 10; got 64 x 64 (set run.image_size)"),
     (["model.slots=3"], "set model.slots to a divisor of 20 or model.action=copy"),
+    (["--env", "reverie:Shapes-v0"], "reverie's own environments are gymnasium ids: write 'gym:reverie/Shapes-v0'"),
 ])
 def test_bad_input_is_one_sentence_before_the_run_folder_is_touched(tmp_path, capsys, args, sentence):
     run = tmp_path / "run"
