@@ -97,8 +97,8 @@ def table(result: dict) -> str:
     for k, row in result["steps"].items():
         p = paper.get(k)
         shown = (f"{p[0]:.1f} | {p[1]:.1f}" if p else "- | -")
-        lines.append(f"{k} | {100 * row['hits_at_1']:.1f} | {100 * row['mrr']:.1f} | {100 * row['ref_hits_at_1']:.1f} | "
-                     f"{100 * row['ref_mrr']:.1f} | {shown}")
+        ours = " | ".join(f"{100 * row[key]:.2f}" for key in ("hits_at_1", "mrr", "ref_hits_at_1", "ref_mrr"))
+        lines.append(f"{k} | {ours} | {shown}")
     return "\n".join(lines)
 
 

@@ -130,3 +130,46 @@ def test_offline_training_drives_staged_agents_only_when_their_stages_read_the_r
     check_offline_agent(SimpleNamespace(schedule=Staged(offline=True), extras_spec={}), "cswm")
     with pytest.raises(DatasetError, match="agent 'worldmodels' trains in stages that act in its own environment"):
         check_offline_agent(SimpleNamespace(schedule=Staged(), extras_spec={}), "worldmodels")
+
+
+@pytest.mark.parametrize("keep, kept", [("best", 2.0), ("last", 3.0)])
+def test_a_finished_run_keeps_its_epoch_of_lowest_loss_and_a_resume_remembers_it(keep, kept, tmp_path):
+    import torch
+
+    from reverie.agents.base import StageWork
+    from reverie.models.cswm import CSWMModelConfig
+    from reverie.specs import ActionSpec, ArraySpec
+    from reverie.training.checkpoint import load_latest, save_checkpoint
+
+    def agent():
+        cfg = CSWMConfig(model=CSWMModelConfig(hidden=8, channels=2), epochs=3, keep=keep)
+        built = CSWM({"image": ArraySpec((50, 50, 3), np.dtype(np.uint8))}, ActionSpec(True, 20), cfg)
+        chunk = {"image": np.zeros((3, 50, 50, 3), np.uint8), "is_first": np.array([1, 0, 0], bool),
+                 "action": np.eye(20, dtype=np.float32)[:3]}
+        built._data = transitions_of([chunk], ["image"])
+        return built
+
+    def scripted(self, data, rows, generator):
+        # epoch e sets every weight to e and reports the loss of a script in which epoch 2 is the lowest
+        epoch = self.epoch + 1
+        with torch.no_grad():
+            for p in self.cswm.parameters():
+                p.fill_(float(epoch))
+        return {"cswm/loss": {1: 3.0, 2: 1.0, 3: 2.0}[epoch]}
+
+    work = StageWork(replay=None, directory=tmp_path, make_env=None, num_envs=1, parallel=False, seed=0)
+    first = agent()
+    first.update_on = scripted.__get__(first)
+    for _ in range(2):
+        first.advance(work)
+    save_checkpoint(tmp_path / "ckpt", 2, first.tensors(), {"agent": "cswm"})
+    resumed = agent()                                     # a fresh process resumes from the checkpoint
+    tensors, _, _ = load_latest(tmp_path / "ckpt", expected_agent="cswm", device=torch.device("cpu"))
+    resumed.load_tensors(tensors)
+    resumed.update_on = scripted.__get__(resumed)
+    report = resumed.advance(work)
+    assert report.done and report.metrics["cswm/best_epoch"] == 2.0
+    assert all(bool((p == kept).all()) for p in resumed.cswm.parameters())
+    fresh = agent()                                       # before any epoch: no best weights to save or load
+    fresh.load_tensors(fresh.tensors())
+    assert fresh.best_epoch == 0 and not fresh.best_weights

@@ -12,7 +12,10 @@ One ``reverie train cswm`` run is the paper's protocol as a staged pipeline
    ``run.batch_size`` transitions, each epoch one checkpointed unit. Epoch e's order is drawn from a
    generator seeded by (seed, e), so a killed run resumes at the epoch it was in and replays it exactly.
 
-Adam at ``lr`` on the contrastive hinge loss, no gradient clipping, as the reference.
+Adam at ``lr`` on the contrastive hinge loss, no gradient clipping, as the reference. A finished run keeps
+the weights of its epoch of lowest mean training loss (``keep=best``), as the reference keeps the model it
+evaluates: one unlucky last epoch (a loss spike that collapses some slots, seen on 2D shapes) then costs
+nothing.
 
 The model (:mod:`reverie.models.cswm`) learns no policy: the agent acts uniformly at random, as the data
 were collected. Its use is the latent model itself: ranking its multi-step predictions
@@ -22,7 +25,9 @@ were collected. Its use is the latent model itself: ranking its multi-step predi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+import copy
+import math
+from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
 import torch
@@ -53,6 +58,8 @@ class CSWMConfig:
     """Passes over the data set (the paper: 100)."""
     lr: PositiveFloat = 5e-4
     """Adam's learning rate (the paper: 5e-4)."""
+    keep: Literal["best", "last"] = "best"
+    """The weights a finished run keeps: its epoch of lowest mean training loss (the reference) or the last."""
     run: RunConfig = field(default_factory=_cswm_run)
     """Environment, data set size, batch size and bookkeeping."""
 
@@ -112,6 +119,8 @@ class CSWM(AgentBase):
         self.schedule = Staged(offline=True)   # the epochs read the replay alone: a dataset may fill it
         self.epoch = 0
         self.gradient_steps = 0
+        self.best_loss, self.best_epoch = math.inf, 0    # the epoch of lowest mean loss so far, and its weights
+        self.best_weights: dict[str, torch.Tensor] = {}
         self._data: Transitions | None = None
         self._rng = np.random.default_rng([cfg.run.seed, 7])
 
@@ -150,9 +159,14 @@ class CSWM(AgentBase):
             batches += 1
         self.epoch += 1
         metrics = {k: v / max(batches, 1) for k, v in sums.items()}
+        if metrics.get("cswm/loss", math.inf) < self.best_loss:
+            self.best_loss, self.best_epoch = metrics["cswm/loss"], self.epoch
+            self.best_weights = copy.deepcopy(self.cswm.state_dict())
         metrics.update({"cswm/epoch": float(self.epoch), "cswm/transitions": float(len(data)),
-                        "cswm/gradient_steps": float(self.gradient_steps)})
+                        "cswm/gradient_steps": float(self.gradient_steps), "cswm/best_epoch": float(self.best_epoch)})
         done = self.epoch >= cfg.epochs
+        if done and cfg.keep == "best" and self.best_weights:
+            self.cswm.load_state_dict(self.best_weights)   # the finished run's model (its optimiser is done)
         return StageReport(f"epoch {self.epoch}/{cfg.epochs}", metrics, evaluate=done, done=done)
 
     def update_on(self, data: Transitions, rows: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
@@ -175,9 +189,14 @@ class CSWM(AgentBase):
 
     # -- checkpoints -----------------------------------------------------------------------------
     def tensors(self) -> dict[str, dict[str, Any]]:
-        return {**super().tensors(), "progress": {"epoch": self.epoch, "gradient_steps": self.gradient_steps}}
+        return {**super().tensors(), "progress": {"epoch": self.epoch, "gradient_steps": self.gradient_steps},
+                "best": {"loss": torch.tensor(self.best_loss), "epoch": torch.tensor(self.best_epoch),
+                         "weights": self.best_weights}}
 
     def load_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
         super().load_tensors(tensors)
         self.epoch = int(tensors["progress"]["epoch"])
         self.gradient_steps = int(tensors["progress"]["gradient_steps"])
+        best = tensors["best"]
+        self.best_loss, self.best_epoch = float(best["loss"]), int(best["epoch"])
+        self.best_weights = {k: v.to(self.device) for k, v in best["weights"].items()}
