@@ -145,7 +145,7 @@ CSWM_PRESETS: dict[str, list[str]] = {
     ],
     # the paper's data set (1,000 random episodes of 100 steps), batches of 1,024, Adam at 5e-4, K=5, D=2,
     # margin 1, sigma 0.5; narrower MLPs (128, not 512) and 30 epochs, not 100, to fit one CPU core in
-    # about 15 minutes (docs/notes/cswm.md)
+    # about 10 minutes (docs/notes/cswm.md)
     "default": ["model.hidden=128", "model.channels=16", "epochs=30"],
     # the paper's 2D shapes run (the dataclass defaults): 1,000 episodes of 100 steps, hidden 512, batches of
     # 1,024, 100 epochs (about 3 hours on one CPU core)
