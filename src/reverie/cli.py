@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_at_least(0), help="seed of the environments, networks and replay (at least 0)")
     p.add_argument("--run-dir", help="run folder (default: runs/AGENT-ENV-OBS-sSEED)")
     p.add_argument("--preset", help="named settings (dreamer: tiny, default, xs, s, m; planet, pets, muzero: "
-                                    "tiny, default; tdmpc2: tiny, default, 5m)")
+                                    "tiny, default; tdmpc2: tiny, default, 5m; worldmodels: tiny, default, "
+                                    "takecover, paper; cswm: tiny, default, paper)")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--nproc", type=_at_least(1), default=1,
                    help="learner processes (data-parallel through torchrun: own environments and replay each, "

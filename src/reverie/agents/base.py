@@ -88,6 +88,9 @@ class Staged:
 
     hold: tuple[int, int] = (1, 1)
     """Inclusive range of the agent steps each random action of the collection is held for."""
+    offline: bool = False
+    """Whether the stages learn from the replay alone (they never call ``work.make_env``), so that a
+    dataset (``reverie train --dataset``) can take the place of the collection."""
 
 
 @dataclass(frozen=True)

@@ -169,3 +169,18 @@ DIAMOND_PRESETS: dict[str, list[str]] = {
         "run.prefill=5000", "run.train_ratio=640", "run.eval_every=10000", "run.checkpoint_every=10000",
     ],
 }
+
+CSWM_PRESETS: dict[str, list[str]] = {
+    # seconds on 2D shapes: a handful of 10-step episodes, two epochs of a narrow model
+    "tiny": [
+        "model.hidden=16", "model.channels=4", "epochs=2",
+        "run.prefill=66", "run.time_limit=10", "run.batch_size=16", "run.replay_chunk=32", "run.eval_episodes=1",
+    ],
+    # the paper's data set (1,000 random episodes of 100 steps), batches of 1,024, Adam at 5e-4, K=5, D=2,
+    # margin 1, sigma 0.5; narrower MLPs (128, not 512) and 30 epochs, not 100, to fit one CPU core in
+    # about 10 minutes (docs/notes/cswm.md)
+    "default": ["model.hidden=128", "model.channels=16", "epochs=30"],
+    # the paper's 2D shapes run (the dataclass defaults): 1,000 episodes of 100 steps, hidden 512, batches of
+    # 1,024, 100 epochs (about 3 hours on one CPU core)
+    "paper": [],
+}

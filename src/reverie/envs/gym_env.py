@@ -132,6 +132,7 @@ def find_gym_spec(env_id: str) -> gym.envs.registration.EnvSpec:
             ) from None
     if name.startswith("reverie/"):
         importlib.import_module("reverie.envs.memory")  # registers reverie's own ids (the memory suite)
+        importlib.import_module("reverie.envs.shapes")  # and the block-pushing worlds
     try:
         return gym.spec(name)
     except gym.error.Error:

@@ -84,6 +84,8 @@ def make_env(
     if suite not in SUITES:
         close = difflib.get_close_matches(suite, SUITES, n=1, cutoff=0.4)
         hint = f"; did you mean {close[0]!r}?" if close else ""
+        if suite == "reverie":   # reverie's own worlds (memory suite, shapes) are gymnasium ids
+            hint = f"; reverie's own environments are gymnasium ids: write 'gym:reverie/{task}'"
         raise EnvError(f"unknown environment suite {suite!r} in {name!r}: choose one of {SUITES}{hint}")
     if not task:
         raise EnvError(f"environment name {name!r} names no task after '{suite}:'")

@@ -16,7 +16,9 @@ its budget counts in.
   (:class:`~reverie.agents.base.Collection`), collected the same way with the agent acting and held
   random actions mixed in. Clock: environment steps (stages that act in the real environment count
   theirs).
-- :class:`Offline`: updates (or refits) on a fixed replay, no environment stepping. Clock: updates.
+- :class:`Offline`: updates (or refits) on a fixed replay, no environment stepping. Clock: updates. A
+  staged agent whose stages learn from the replay alone (``Staged(offline=True)``: C-SWM) runs its
+  stages on the dataset instead of its own collection; the clock then counts its units.
 
 Data-parallel training is not a mode but a topology of any gradient-update mode
 (:mod:`reverie.training.distributed`).
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from reverie.agents.base import Agent, Refit, ReplayRatio, StageWork
+from reverie.agents.base import Agent, Refit, ReplayRatio, StageReport, StageWork
 from reverie.agents.base import Staged as StagedSchedule
 from reverie.envs.random_actions import HeldRandomActions, RandomRuns
 from reverie.failpoints import failpoint
@@ -182,6 +184,18 @@ class Online(_Collecting):
         return {}
 
 
+def _stage_unit(driver: Driver, work: StageWork) -> tuple[Unit, StageReport]:
+    """One unit of a staged agent's work, checkpointed and logged; and the agent's report of it."""
+    c = driver.counters
+    work.directory.mkdir(exist_ok=True)
+    report = driver.agent.advance(work)
+    c.updates += 1
+    c.env_steps += report.env_steps
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in list(report.metrics.items())[:4] if isinstance(v, (int, float)))
+    return Unit(log={**report.metrics, "train/updates": c.updates}, say=f"{report.stage}: {shown}",
+                evaluate=report.evaluate, checkpoint=True, failpoint="loop.stage"), report
+
+
 class Staged(_Collecting):
     """Random-policy collection, then the agent's stages and the collections they ask for (see the module
     docstring)."""
@@ -218,31 +232,35 @@ class Staged(_Collecting):
             if collected:
                 self.close()
             return Unit(episodes=ended, checkpoint=collected)
-        self.stages.mkdir(exist_ok=True)
         work = StageWork(replay=self.replay, directory=self.stages, make_env=self.make_env, num_envs=run.num_envs,
                          parallel=parallel_collection(run), seed=run.seed, agent_steps=c.agent_steps)
-        report = driver.agent.advance(work)
+        unit, report = _stage_unit(driver, work)
         if report.collect is not None:
             self.until, self.explore = report.collect.until, report.collect.explore
-        c.updates += 1
-        c.env_steps += report.env_steps
         self.finished = report.done
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(report.metrics.items())[:4] if isinstance(v, (int, float)))
-        return Unit(log={**report.metrics, "train/updates": c.updates}, say=f"{report.stage}: {shown}", evaluate=report.evaluate, checkpoint=True, failpoint="loop.stage")
+        return unit
 
     def summary(self) -> dict[str, Any]:
         return {}
 
 
 class Offline:
-    """Updates (or refits) on a fixed replay; the clock counts updates (see the module docstring)."""
+    """Updates (or refits, or the stages of a staged agent that learns from the replay alone) on a fixed
+    replay; the clock counts updates, or units of the stages (see the module docstring)."""
 
     name = "offline"
-    interval_eval = True
 
-    def __init__(self, run: RunConfig, replay: Replay, agent: Agent, source: str):
+    def __init__(self, run: RunConfig, replay: Replay, agent: Agent, source: str, stages: Path | None = None):
+        """``stages``: the folder a staged agent's stages write their own files to."""
         self.run, self.replay, self.source = run, replay, source
         self.refit = isinstance(agent.schedule, Refit)
+        self.staged = isinstance(agent.schedule, StagedSchedule)
+        if self.staged and stages is None:
+            raise TypeError("a staged agent trained offline needs a folder for its stages")
+        self.stages = stages
+        self.finished = False
+        # a staged pipeline evaluates when a stage asks; updates every run.eval_every
+        self.interval_eval = not self.staged
 
     def clock(self, c: Counters) -> int:
         return c.updates
@@ -254,10 +272,17 @@ class Offline:
         pass
 
     def done(self, c: Counters) -> bool:
-        return c.updates >= self.run.steps
+        return self.finished if self.staged else c.updates >= self.run.steps
 
     def advance(self, driver: Driver) -> Unit:
         agent = driver.agent
+        if self.staged:
+            assert self.stages is not None, "checked in __init__"
+            work = StageWork(replay=self.replay, directory=self.stages, make_env=None, num_envs=self.run.num_envs,
+                             parallel=False, seed=self.run.seed, agent_steps=driver.counters.agent_steps)
+            unit, report = _stage_unit(driver, work)
+            self.finished = report.done
+            return unit
         if self.refit:
             metrics = agent.refit(self.replay)
         else:

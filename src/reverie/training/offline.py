@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from reverie.agents.base import Agent, Refit, ReplayRatio
+from reverie.agents.base import Agent, Refit, ReplayRatio, Staged
 from reverie.envs.spaces import Env
 from reverie.replay import Replay, chunkfile
 from reverie.replay.chunkfile import ChunkMeta
@@ -335,10 +335,10 @@ def dataset_run(data: OfflineData, run: RunConfig) -> RunConfig:
 
 def check_offline_agent(agent: Agent, name: str) -> None:
     """Refuse, in one sentence, an agent that cannot learn from a dataset alone."""
-    if not isinstance(agent.schedule, (ReplayRatio, Refit)):
-        raise DatasetError(f"agent '{name}' trains in stages ({type(agent.schedule).__name__} schedule) on data "
-                           "it collects itself, which offline training does not drive; train dreamer, planet or pets "
-                           "offline")
+    offline_stages = isinstance(agent.schedule, Staged) and agent.schedule.offline   # stages on the replay alone
+    if not isinstance(agent.schedule, (ReplayRatio, Refit)) and not offline_stages:
+        raise DatasetError(f"agent '{name}' trains in stages that act in its own environment, which offline "
+                           "training does not drive; train dreamer, planet, pets or cswm offline")
     if agent.extras_spec:
         raise DatasetError(f"agent '{name}' learns from what it computed while acting "
                            f"({', '.join(agent.extras_spec)}), which a dataset does not hold; train dreamer, planet "

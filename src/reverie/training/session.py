@@ -147,7 +147,7 @@ def _train(agent_name: str, cfg: AgentConfig, run: RunConfig, run_dir: str | Pat
             eval_env, no_eval = dataset_env(record, agent.obs_spec, agent.act_spec, run.seed)
             if eval_env is None:
                 say(f"no evaluation: {no_eval}")
-            mode = Offline(run, replay, agent, data.source)
+            mode = Offline(run, replay, agent, data.source, stages=folder.path / "stages")
             notes = {**notes, "offline/replay_steps": len(replay)}
         else:
             replay = collection_replay(run, topology.replay_dir(folder))

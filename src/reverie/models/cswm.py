@@ -1,0 +1,247 @@
+"""C-SWM, contrastively trained structured world models (Kipf, van der Pol and Welling, ICLR 2020).
+
+The latent state is a set of K object slots, each a vector of size D:
+
+- object extractor: a CNN from the image ``[H, W, C]`` to K feature maps in [0, 1] (a sigmoid), one per
+  slot; ``small`` (the paper's 2D shapes: one 10 x 10 convolution of stride 10, then 1 x 1), ``medium``
+  (Atari: 9 x 9, then 5 x 5 of stride 5) or ``large`` (3D cubes: four 3 x 3 convolutions, full resolution);
+- object encoder: one MLP shared by the slots, each slot's flattened map -> its embedding ``[D]``;
+- transition: a graph neural network on the fully connected graph of slots. An edge MLP reads every
+  ordered pair ``[z_i, z_j]``; node ``i``'s MLP reads ``[z_i, a_i, sum_j edge(z_i, z_j)]`` and gives the
+  change of slot ``i``: ``z' = z + T(z, a)``. The action ``a_i`` of a slot is its own block of the
+  action (``factored``: action ``[K * A_slot]``, the block-pushing worlds' one-hot over object x
+  direction) or the whole action (``copy``: Atari). ``interactions=False`` drops the edges (the
+  paper's "no GNN" ablation: one MLP per object).
+
+Training is contrastive, with no decoder (:func:`contrastive_loss`): the energy of a pair of states is
+``E(x, y) = mean_k ||x_k - y_k||^2 / (2 sigma^2)``; the loss is ``E(z + T(z, a), z')`` for the encoded
+next state ``z'`` plus the hinge ``max(0, margin - E(z, z~))`` against a negative ``z~``, the encoded
+state of another transition of the batch (the batch shuffled).
+
+Sizes as the paper's 2D shapes: K = 5, D = 2, hidden 512 (encoder and GNN MLPs), 32 extractor channels,
+sigma 0.5, margin 1. Differences from the reference code: obs and next obs go through the extractor's
+BatchNorm as one batch, not two.
+
+State (world-model contract): ``objects [..., K, D]``; ``features`` flattens it to ``[..., K * D]``.
+Capabilities: ``transition`` (the GNN step, deterministic). No reward, cont or decoder: nothing is
+trained for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reverie.config import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt, check_ranges
+from reverie.models.base import TRANSITION, State, TransitionMap, transition_map
+from reverie.models.codecs import split_keys
+from reverie.models.state import state_entries
+from reverie.specs import ActionSpec, ArraySpec
+
+__all__ = ["CSWMModel", "CSWMModelConfig", "ObjectExtractor", "TransitionGNN", "contrastive_loss", "energy"]
+
+#: How much smaller than the image the object maps of each extractor size are
+EXTRACTOR_STRIDE = {"small": 10, "medium": 5, "large": 1}
+
+
+@dataclass(frozen=True)
+class CSWMModelConfig:
+    """Network sizes; the defaults are the paper's for 2D shapes."""
+
+    slots: PositiveInt = 5
+    """K, object slots."""
+    embedding: PositiveInt = 2
+    """D, size of each slot's embedding."""
+    hidden: PositiveInt = 512
+    """Width of the object encoder's and the GNN's MLPs."""
+    channels: PositiveInt = 32
+    """Channels of the object extractor's hidden convolutions (the reference: hidden / 16)."""
+    extractor: Literal["small", "medium", "large"] = "small"
+    """Object extractor: small (shapes, maps at 1/10 resolution), medium (Atari, 1/5), large (cubes, full)."""
+    action: Literal["factored", "copy"] = "factored"
+    """How the action reaches the slots: each slot its own block of K (factored) or all of it (copy)."""
+    interactions: bool = True
+    """Edges between slots (the GNN); false: each slot moves by its own MLP (the paper's ablation)."""
+    sigma: PositiveFloat = 0.5
+    """Energy scale: E = mean over slots of the squared distance / (2 sigma^2)."""
+    margin: NonNegativeFloat = 1.0
+    """Hinge margin of the negative energy."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+def energy(x: Tensor, y: Tensor, sigma: float) -> Tensor:
+    """``E(x, y) = mean_k ||x_k - y_k||^2 / (2 sigma^2)`` for slot states ``[..., K, D]`` -> ``[...]``."""
+    return (x - y).pow(2).sum(-1).mean(-1) / (2 * sigma ** 2)
+
+
+def contrastive_loss(state: Tensor, predicted: Tensor, next_state: Tensor, negative: Tensor, sigma: float,
+                     margin: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """C-SWM's hinge loss on a batch of transitions (all ``[B, K, D]``): ``mean E(predicted, next_state) +
+    mean max(0, margin - E(state, negative))``, with ``negative`` the encoded states of other transitions.
+    Returns (loss ``[]``, its two terms ``[]`` by name)."""
+    positive = energy(predicted, next_state, sigma).mean()
+    hinge = F.relu(margin - energy(state, negative, sigma)).mean()
+    return positive + hinge, {"positive": positive, "hinge": hinge}
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    """The paper's MLP: Linear, ReLU, Linear, LayerNorm, ReLU, Linear."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.LayerNorm(hidden),
+                         nn.ReLU(), nn.Linear(hidden, out_dim))
+
+
+class ObjectExtractor(nn.Module):
+    """Images ``[N, C, H, W]`` in [0, 1] -> K object maps ``[N, K, H / s, W / s]`` in [0, 1] (s: the stride)."""
+
+    def __init__(self, in_channels: int, channels: int, slots: int, size: str):
+        super().__init__()
+        layers: list[nn.Module]
+        if size == "small":
+            layers = [nn.Conv2d(in_channels, channels, 10, stride=10), nn.BatchNorm2d(channels), nn.ReLU(),
+                      nn.Conv2d(channels, slots, 1)]
+        elif size == "medium":
+            layers = [nn.Conv2d(in_channels, channels, 9, padding=4), nn.BatchNorm2d(channels), nn.LeakyReLU(),
+                      nn.Conv2d(channels, slots, 5, stride=5)]
+        else:
+            layers = []
+            for i in range(3):
+                layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1),
+                           nn.BatchNorm2d(channels), nn.ReLU()]
+            layers.append(nn.Conv2d(channels, slots, 3, padding=1))
+        self.net = nn.Sequential(*layers, nn.Sigmoid())
+        for m in self.modules():    # the reference's initialisation of the convolutions
+            if isinstance(m, nn.Conv2d) and m.bias is not None:
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.net(image)
+
+
+class TransitionGNN(nn.Module):
+    """``T(z [N, K, D], slot_actions [N, K, A_slot]) -> [N, K, D]``, the change of every slot: a message-passing
+    step on the fully connected graph of slots (no edges with ``interactions=False``). Permuting the slots
+    (and their actions) permutes the output the same way."""
+
+    def __init__(self, embedding: int, slot_action: int, hidden: int, interactions: bool):
+        super().__init__()
+        self.interactions, self.hidden = interactions, hidden
+        self.edge = _mlp(2 * embedding, hidden, hidden) if interactions else None
+        self.node = _mlp(embedding + slot_action + (hidden if interactions else 0), hidden, embedding)
+
+    def forward(self, z: Tensor, slot_actions: Tensor) -> Tensor:
+        parts = [z, slot_actions.to(z.dtype)]
+        K = z.shape[-2]
+        if self.edge is not None and K > 1:
+            # ordered pairs (i, j), i != j, sorted by i: node i's K - 1 messages are contiguous
+            eye = torch.eye(K, dtype=torch.bool, device=z.device)
+            rows, cols = (~eye).nonzero(as_tuple=True)
+            messages = self.edge(torch.cat([z[..., rows, :], z[..., cols, :]], -1))     # [N, K (K - 1), H]
+            parts.append(messages.reshape(*z.shape[:-2], K, K - 1, -1).sum(-2))           # [N, K, H]
+        elif self.edge is not None:     # one slot: no other slot sends it a message
+            parts.append(z.new_zeros(*z.shape[:-1], self.hidden))
+        return self.node(torch.cat(parts, -1))
+
+
+class CSWMModel(nn.Module):
+    """Implements :class:`reverie.models.base.WorldModel` (capabilities: transition); see the module docstring."""
+
+    capabilities = frozenset({TRANSITION})
+
+    def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: CSWMModelConfig):
+        super().__init__()
+        vectors, images = split_keys(obs_spec)
+        if not images or vectors:
+            raise ConfigError(f"C-SWM finds objects in images, but the observations are {sorted(obs_spec)} "
+                              f"({'no images' if not images else 'with vectors ' + str(vectors)}); use --obs pixels "
+                              "or an environment that gives images only")
+        height, width = obs_spec[images[0]].shape[:2]
+        stride = EXTRACTOR_STRIDE[cfg.extractor]
+        if height % stride or width % stride:
+            raise ConfigError(f"the {cfg.extractor} object extractor makes maps at 1/{stride} of the image, so the "
+                              f"image sides must be multiples of {stride}; got {height} x {width} (set run.image_size)")
+        if cfg.action == "factored" and act_spec.size % cfg.slots:
+            raise ConfigError(f"factored actions give each of model.slots={cfg.slots} objects its own block of "
+                              f"the action, but the environment's actions have {act_spec.size} entries; set "
+                              f"model.slots to a divisor of {act_spec.size} or model.action=copy")
+        self.obs_spec, self.act_spec, self.cfg = dict(obs_spec), act_spec, cfg
+        self.image_keys = images
+        self.feat_size = cfg.slots * cfg.embedding
+        self.map_size = (height // stride) * (width // stride)
+        in_channels = sum(obs_spec[k].shape[2] for k in images)
+        self.slot_action = act_spec.size // cfg.slots if cfg.action == "factored" else act_spec.size
+        self.extractor = ObjectExtractor(in_channels, cfg.channels, cfg.slots, cfg.extractor)
+        self.encoder = _mlp(self.map_size, cfg.hidden, cfg.embedding)
+        self.gnn = TransitionGNN(cfg.embedding, self.slot_action, cfg.hidden, cfg.interactions)
+
+    # -- the networks --------------------------------------------------------------------------
+    def object_maps(self, obs: Mapping[str, Tensor]) -> Tensor:
+        """Observations ``{key: [..., H, W, C]}`` (uint8 images) -> object maps ``[..., K, H / s, W / s]``."""
+        image = torch.cat([obs[k] for k in self.image_keys], -1)
+        lead = image.shape[:-3]
+        x = image.reshape(-1, *image.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0
+        maps = self.extractor(x)
+        return maps.reshape(*lead, *maps.shape[1:])
+
+    def encode(self, obs: Mapping[str, Tensor]) -> Tensor:
+        """Observations ``{key: [..., H, W, C]}`` -> slot states ``[..., K, D]``."""
+        maps = self.object_maps(obs)
+        return self.encoder(maps.flatten(-2))
+
+    def slot_actions(self, action: Tensor) -> Tensor:
+        """Model-space actions ``[..., A]`` -> each slot's action ``[..., K, A_slot]``."""
+        if self.cfg.action == "factored":
+            return action.reshape(*action.shape[:-1], self.cfg.slots, self.slot_action)
+        return action.unsqueeze(-2).expand(*action.shape[:-1], self.cfg.slots, action.shape[-1])
+
+    def next(self, z: Tensor, action: Tensor) -> Tensor:
+        """One step: ``z [..., K, D]``, ``action [..., A]`` -> ``z + T(z, a)``."""
+        return z + self.gnn(z, self.slot_actions(action))
+
+    # -- the world-model contract --------------------------------------------------------------
+    def initial(self, batch: int) -> dict[str, Tensor]:
+        """Every slot at the origin (C-SWM has no state before its first observation)."""
+        device = next(self.parameters()).device
+        return {"objects": torch.zeros(batch, self.cfg.slots, self.cfg.embedding, device=device)}
+
+    def observe(self, obs: Mapping[str, Tensor], action: Tensor, is_first: Tensor,
+                state: State | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Each step's state is the encoding of its own image (C-SWM is not recurrent): ``[B, T]`` and the
+        last ``[B]``."""
+        objects = self.encode(obs)
+        return {"objects": objects}, {"objects": objects[:, -1]}
+
+    def step(self, state: State, action: Tensor) -> dict[str, Tensor]:
+        return {"objects": self.next(state_entries(state)["objects"], action)}
+
+    def features(self, state: State) -> Tensor:
+        return state_entries(state)["objects"].flatten(-2)
+
+    def transition(self, state: State, action: Tensor) -> tuple[Tensor, TransitionMap]:
+        """``(features [N, K * D], f)`` with ``f`` the GNN step at ``action`` on flattened slot states."""
+        K, D = self.cfg.slots, self.cfg.embedding
+
+        def flat_next(z: Tensor, a: Tensor) -> Tensor:
+            return self.next(z.reshape(*z.shape[:-1], K, D), a).flatten(-2)
+
+        return self.features(state), transition_map(flat_next, action)
+
+    # -- training ------------------------------------------------------------------------------
+    def loss(self, obs: Mapping[str, Tensor], action: Tensor, next_obs: Mapping[str, Tensor],
+             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The contrastive loss of transitions ``obs {key: [B, H, W, C]}``, ``action [B, A]``, ``next_obs``;
+        negatives are the batch's encoded states shuffled (a permutation drawn from ``generator``)."""
+        both = self.encode({k: torch.cat([obs[k], next_obs[k]]) for k in self.image_keys})   # one BatchNorm batch
+        z, z_next = both.chunk(2)
+        perm = torch.randperm(z.shape[0], generator=generator).to(z.device)
+        loss, terms = contrastive_loss(z, self.next(z, action), z_next, z[perm], self.cfg.sigma, self.cfg.margin)
+        with torch.no_grad():
+            terms["slot_spread"] = z.std(0).mean()    # collapsed slots (all states alike) read as ~0
+        return loss, terms
+
