@@ -254,3 +254,22 @@ def test_a_missing_flask_is_one_sentence_naming_the_extra(monkeypatch, tmp_path,
     assert main(["play", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == ("error: 'reverie play' needs the flask package, which is not "
                                                "installed: pip install 'reverie[play]'")
+
+
+def test_without_its_environment_a_run_dreams_from_its_stored_first_frames(cartpole_run, monkeypatch):
+    from reverie import api
+    from reverie.envs import EnvError
+    from reverie.play.server import open_session
+
+    def unavailable(self, seed=0):
+        raise EnvError("gym:CartPole-v1 needs a package that is not installed")
+
+    monkeypatch.setattr(api.Run, "env", unavailable)
+    said = []
+    session = open_session(cartpole_run, warn=said.append)
+    assert said and said[0].startswith("the real environment cannot be made here")
+    firsts = session.starts["vector"]
+    # CartPole starts within 0.05 of rest in every dimension, and the 60 stored steps hold several episodes
+    assert firsts.ndim == 2 and len(firsts) >= 2 and np.abs(firsts).max() <= 0.05
+    view = session.reset(0)
+    assert view.real is None and session.step(1).step == 1
