@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
 import os
 import signal
@@ -182,6 +183,23 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _play(args: argparse.Namespace) -> int:
+    from reverie.play import PlayError
+
+    try:
+        from reverie.play.server import open_session, serve
+    except ModuleNotFoundError as e:
+        if e.name != "flask":
+            raise
+        raise PlayError("'reverie play' needs the flask package, which is not installed: "
+                        "pip install 'reverie[play]'") from None
+    warn = functools.partial(print, file=sys.stderr)
+    session = open_session(args.run_dir, device=args.device, max_steps=args.max_steps, warn=warn)
+    serve(session, host=args.host, port=args.port, seed=args.seed, title=Path(args.run_dir).name,
+          say=functools.partial(print, flush=True))
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -199,6 +217,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from reverie.config import ConfigError
     from reverie.envs import EnvError
     from reverie.models import BatchError, CapabilityError
+    from reverie.play import PlayError
     from reverie.planning import PlanningError
     from reverie.replay import ReplayError
     from reverie.replay.minari_io import DatasetError
@@ -207,7 +226,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from reverie.training.run_dir import RunFolderError, RunLockedError
 
     return (ConfigError, EnvError, CheckpointError, RunFolderError, RunLockedError, ReplayError, PlanningError,
-            CapabilityError, BatchError, DatasetError, SuiteError)
+            CapabilityError, BatchError, DatasetError, SuiteError, PlayError)
 
 
 def _at_least(minimum: int):
@@ -281,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--horizon", type=_at_least(1), default=45, help="imagined steps (at least 1)")
     p.add_argument("--device")
     p.set_defaults(fn=_dream)
+
+    p = sub.add_parser("play", help="play a trained model's dream on a local web page, the real environment beside it")
+    p.add_argument("run_dir")
+    p.add_argument("--port", type=_at_least(0), default=0, help="port to serve on (default 0: a free one, printed)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the first dream (each reset takes the next)")
+    p.add_argument("--max-steps", type=_at_least(1), default=1000, help="steps after which a dream ends")
+    p.add_argument("--device")
+    p.set_defaults(fn=_play)
 
     p = sub.add_parser("analyze", help="what a run's world model learned: open-loop, spectral, Fourier and "
                                        "random-projection analyses in one HTML report")
