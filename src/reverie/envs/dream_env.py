@@ -50,7 +50,18 @@ from reverie.models.base import (
     reward_head,
 )
 
-__all__ = ["DreamEnv", "DreamVectorEnv"]
+__all__ = ["DreamEnv", "DreamVectorEnv", "image_frames", "torch_seed"]
+
+
+def torch_seed(rng: np.random.Generator) -> int:
+    """The torch seed a dream draws from its numpy generator before each model call (so a dream is
+    reproducible from one numpy seed)."""
+    return int(rng.integers(0, 2**62))
+
+
+def image_frames(frames: torch.Tensor) -> np.ndarray:
+    """Decoded images (floats on the 0-255 scale) as uint8, rounded and clamped."""
+    return frames.float().round().clamp(0, 255).cpu().numpy().astype(np.uint8)
 
 OBSERVATIONS = ("image", "features")
 
@@ -90,9 +101,6 @@ class _Dreamer:
         self.single_act_space: gym.Space = (gym.spaces.Discrete(spec.size) if spec.discrete
                                             else gym.spaces.Box(-1.0, 1.0, (spec.size,), np.float32))
 
-    def _torch_seed(self, rng: np.random.Generator) -> int:
-        return int(rng.integers(0, 2**62))
-
     @torch.no_grad()
     def start(self, rng: np.random.Generator, count: int) -> State:
         index = rng.integers(0, self.num_starts, size=count)
@@ -100,7 +108,7 @@ class _Dreamer:
         action = torch.zeros(count, 1, self.model.act_spec.size, device=self.device)
         is_first = torch.ones(count, 1, dtype=torch.bool, device=self.device)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._torch_seed(rng))
+            torch.manual_seed(torch_seed(rng))
             _, state = self.model.observe(obs, action, is_first, None)
         return state
 
@@ -120,7 +128,7 @@ class _Dreamer:
              ) -> tuple[State, np.ndarray, np.ndarray]:
         """(next state, reward ``[N]`` float64, terminated ``[N]`` bool)."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._torch_seed(rng))
+            torch.manual_seed(torch_seed(rng))
             state = self.model.step(state, action)
         reward = self.reward(state).float().cpu().numpy().astype(np.float64)
         cont = self.cont(state).float().cpu().numpy()
@@ -135,7 +143,7 @@ class _Dreamer:
 
     def _decode(self, state: State, key: str) -> np.ndarray:
         frames = decoder_head(self.model, "a dream's frames")(state)[key]
-        return frames.float().round().clamp(0, 255).cpu().numpy().astype(np.uint8)
+        return image_frames(frames)
 
     @torch.no_grad()
     def frame(self, state: State) -> np.ndarray | None:

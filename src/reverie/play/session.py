@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from gymnasium.utils.seeding import np_random
 
+from reverie.envs.dream_env import image_frames, torch_seed
 from reverie.envs.spaces import Env
 from reverie.models.base import (
     CONT,
@@ -143,7 +144,7 @@ class PlaySession:
         action = torch.zeros(1, 1, self.model.act_spec.size, device=self.device)
         is_first = torch.ones(1, 1, dtype=torch.bool, device=self.device)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._torch_seed())
+            torch.manual_seed(torch_seed(self._rng))
             _, self._state = self.model.observe(obs, action, is_first, None)
         dream = Side(self._decoded(self._state), None, None, 0.0 if self.reward else None, False)
         self._view = View(0, dream, real)
@@ -159,7 +160,7 @@ class PlaySession:
         model_action, env_action = self._check(action)
         assert self._state is not None, "a view comes with a state"
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._torch_seed())
+            torch.manual_seed(torch_seed(self._rng))
             self._state = self.model.step(self._state, model_action)
         reward = None if self.reward is None else float(self.reward(self._state).float().cpu()[0])
         cont = None if self.cont is None else float(self.cont(self._state).float().cpu()[0])
@@ -193,19 +194,10 @@ class PlaySession:
         a = np.clip(a.astype(np.float32), -1.0, 1.0)
         return torch.as_tensor(a[None], device=self.device), a
 
-    def _torch_seed(self) -> int:
-        return int(self._rng.integers(0, 2**62))
-
     def _decoded(self, state: State) -> dict[str, np.ndarray]:
         """The decoder's observation of ``state``: images as uint8 (rounded, clamped to [0, 255])."""
-        out: dict[str, np.ndarray] = {}
-        for key, value in self.decode(state).items():
-            value = value.float()
-            if self.model.obs_spec[key].is_image:
-                value = value.round().clamp(0, 255)
-            array = value.cpu().numpy()[0]
-            out[key] = array.astype(np.uint8) if self.model.obs_spec[key].is_image else array
-        return out
+        return {key: (image_frames(value) if self.model.obs_spec[key].is_image else value.float().cpu().numpy())[0]
+                for key, value in self.decode(state).items()}
 
     def _obs(self, step: Mapping[str, np.ndarray], env: Env) -> dict[str, np.ndarray]:
         return {k: np.asarray(step[k]) for k in env.obs_spec}
