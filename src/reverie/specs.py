@@ -38,10 +38,15 @@ class ActionSpec:
 
     ``discrete=True``: ``size`` choices, actions are integer indices.
     ``discrete=False``: ``size`` dimensions, actions are float32 in [-1, 1].
+    ``latent=True``: a model's latent codes, which only that model understands (see the field).
     """
 
     discrete: bool
     size: int
+    latent: bool = False
+    """Whether these are a model's own latent action codes (a latent-action model learned from observations
+    alone, :mod:`reverie.models.latent_action`), not an environment's actions: nothing sends them to an
+    environment."""
 
     def sample(self, rng: np.random.Generator, batch: int) -> np.ndarray:
         """Uniform random actions, ``[batch]`` int64 or ``[batch, size]`` float32."""

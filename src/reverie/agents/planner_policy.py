@@ -205,6 +205,9 @@ def planner_policy(agent: Agent, planner: str, overrides: Sequence[str] = ()) ->
     if model is None:
         raise PlanningError(f"agent '{agent.name}' has no world model that a planner can use; "
                             "evaluate it with --planner policy")
+    if model.act_spec.latent:
+        raise PlanningError(f"agent '{agent.name}' has a model driven by latent action codes, not the environment's "
+                            "actions: a plan on it cannot be sent to the environment; evaluate it with --planner policy")
     if planner == "prior":
         if overrides:
             raise PlanningError("the policy prior has no planner settings; drop --planner-arg")

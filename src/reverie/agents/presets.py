@@ -184,3 +184,14 @@ CSWM_PRESETS: dict[str, list[str]] = {
     # 1,024, 100 epochs (about 3 hours on one CPU core)
     "paper": [],
 }
+
+LAPO_PRESETS: dict[str, list[str]] = {
+    # seconds on MinAtar Breakout: a few hundred random steps, 20 Adam steps of a narrow model
+    "tiny": [
+        "model.codes=4", "model.code_size=4", "model.channels=8", "model.hidden=16", "updates=20",
+        "unit_updates=10", "eval_windows=100", "run.prefill=300", "run.batch_size=16", "run.replay_chunk=64",
+    ],
+    # MinAtar Breakout, 50,000 random steps, 8 codes, 4,000 Adam steps of batches of 64 windows of 3 frames
+    # (docs/notes/latent-actions.md)
+    "default": [],
+}

@@ -16,11 +16,12 @@ from reverie.agents.base import Agent
 from reverie.agents.cswm import CSWM, CSWMConfig
 from reverie.agents.diamond import Diamond, DiamondConfig
 from reverie.agents.dreamer import Dreamer, DreamerConfig
+from reverie.agents.latent_action import LatentAction, LatentActionConfig
 from reverie.agents.muzero import MuZero, MuZeroConfig
 from reverie.agents.pets import Pets, PetsConfig
 from reverie.agents.planet import Planet, PlanetConfig
 from reverie.agents.presets import DREAMER_PRESETS, MUZERO_PRESETS, PETS_PRESETS, PLANET_PRESETS, TDMPC2_PRESETS
-from reverie.agents.presets import CSWM_PRESETS, DIAMOND_PRESETS, WORLDMODELS_PRESETS
+from reverie.agents.presets import CSWM_PRESETS, DIAMOND_PRESETS, LAPO_PRESETS, WORLDMODELS_PRESETS
 from reverie.agents.tdmpc2 import TDMPC2, TDMPC2Config
 from reverie.agents.worldmodels import WorldModels, WorldModelsConfig
 from reverie.config import ConfigError, apply_overrides
@@ -100,6 +101,7 @@ AGENTS: dict[str, AgentEntry] = {
     "worldmodels": entry(WorldModels, WorldModelsConfig, WORLDMODELS_PRESETS),
     "diamond": entry(Diamond, DiamondConfig, DIAMOND_PRESETS),
     "cswm": entry(CSWM, CSWMConfig, CSWM_PRESETS),
+    "lapo": entry(LatentAction, LatentActionConfig, LAPO_PRESETS),
 }
 
 

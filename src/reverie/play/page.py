@@ -4,9 +4,10 @@ The script asks the server (:mod:`reverie.play.server`) for views and draws them
 the PNGs it sends, scaled up without smoothing; vector observations as a small plot per dimension over
 the episode (the dream solid, the real environment dashed), drawn on canvases from the JSON numbers.
 
-Keys: digits 0-9 pick those actions; the arrow keys pick actions 0-3 (left, right, up, down) when there
-are that many; with continuous actions, Space or Enter steps with the sliders' values; R resets with the
-next seed, and Enter in the seed box resets with the seed typed there.
+Keys: digits 0-9 pick those actions (or latent codes); the arrow keys pick actions 0-3 (left, right, up,
+down) when there are that many and they are the environment's; with continuous actions, Space or Enter
+steps with the sliders' values; R resets with the next seed, and Enter in the seed box resets with the seed
+typed there.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ function build() {
 
 document.addEventListener('keydown', e => {
   if (e.target.tagName === 'INPUT' && e.target.type !== 'range') return;
-  const arrows = {ArrowLeft: 0, ArrowRight: 1, ArrowUp: 2, ArrowDown: 3};
+  const arrows = S.labels ? {} : {ArrowLeft: 0, ArrowRight: 1, ArrowUp: 2, ArrowDown: 3};
   if (e.key === 'r' || e.key === 'R') { reset(); return; }
   if (S.actions !== null) {
     let a = /^[0-9]$/.test(e.key) ? Number(e.key) : arrows[e.key];
@@ -148,9 +149,13 @@ call('/view');
 """
 
 
-def controls(actions: int | None, dims: int) -> str:
-    """The action buttons (discrete actions; the arrow keys' symbols on the first four of at most four) or a
-    slider per dimension and a step button (continuous actions)."""
+def controls(actions: int | None, dims: int, labels: list[str] | None = None) -> str:
+    """The action buttons (discrete actions: named by ``labels`` where given, else by their index with the arrow
+    keys' symbols on the first four of at most four) or a slider per dimension and a step button (continuous
+    actions)."""
+    if actions is not None and labels is not None:
+        return "".join(f"<button data-action={a}>{html.escape(labels[a])}</button>"
+                       for a in range(actions)) + "</div><div id=sliders>"
     if actions is not None:
         arrows = ["\u2190", "\u2192", "\u2191", "\u2193"] if actions <= 4 else []
         return "".join(f"<button data-action={a}>{a}{' ' + arrows[a] if a < len(arrows) else ''}</button>"
@@ -162,7 +167,8 @@ def controls(actions: int | None, dims: int) -> str:
 
 def render_page(settings: Mapping[str, Any]) -> str:
     """The page for ``settings``: ``actions`` (the number of discrete actions, or None), ``dims`` (entries
-    of a continuous action), ``title``, and whether the model declares ``reward`` and ``cont``."""
+    of a continuous action), ``labels`` (the buttons' names, or None for action indices), ``title``, whether
+    the model declares ``reward`` and ``cont``, and whether the ``real`` environment is shown."""
     data = json.dumps(dict(settings)).replace("</", "<\\/")   # cannot close the script element
     title = html.escape(str(settings.get("title", "reverie play")))
     shown = ", ".join(name for name in ("reward", "cont") if settings.get(name)) or "no reward or continuation"
@@ -177,7 +183,7 @@ def render_page(settings: Mapping[str, Any]) -> str:
 <div class=stats></div><div class='end ended'></div></div>
 {real if settings.get("real") else ""}
 </div>
-<div id=controls><div id=buttons>{controls(settings.get("actions"), int(settings.get("dims", 0)))}</div>
+<div id=controls><div id=buttons>{controls(settings.get("actions"), int(settings.get("dims", 0)), settings.get("labels"))}</div>
 <button id=reset onclick="reset()">reset (next seed)</button> seed <input id=seed type=number min=0
 style="width:5em" title="type a seed and press Enter for that dream"></div>
 <div id=error></div>

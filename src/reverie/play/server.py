@@ -64,7 +64,7 @@ def create_app(session: PlaySession, seed: int = 0, title: str = "reverie play")
     app = Flask("reverie.play")
     settings = {"actions": session.actions, "dims": session.action_dims, "title": title,
                 "reward": session.reward is not None, "cont": session.cont is not None,
-                "real": session.make_env is not None}
+                "real": session.real, "labels": session.labels}
 
     def out(view: View) -> Response:
         return jsonify(view_json(view, images) | {"seed": seeds[0]})

@@ -5,6 +5,11 @@ environment can be made, the real environment beside it, stepped with the same a
 here: :mod:`reverie.play.server` only turns requests into :meth:`PlaySession.reset` / :meth:`PlaySession.step`
 and :class:`View` into JSON.
 
+A model driven by latent action codes (``act_spec.latent``: a latent-action model learned from observations
+alone, :mod:`reverie.models.latent_action`) is played with its codes: the buttons are ``code 0 .. code K-1``
+(:attr:`PlaySession.labels`), and the real environment, whose actions the codes are not, only gives the dream
+its first observation; it is not stepped beside it.
+
 The dream follows :class:`~reverie.envs.dream_env.DreamEnv`'s randomness exactly, so a session and a
 ``DreamEnv`` started from the same first observations, seed and actions imagine the same frames: ``reset(seed)``
 draws the start and a torch seed for filtering it from a generator seeded with ``seed``; each ``step`` draws a
@@ -92,6 +97,7 @@ class PlaySession:
         self.reward = reward_head(model, PURPOSE) if REWARD in caps else None
         self.cont = cont_head(model, PURPOSE) if CONT in caps else None
         self.make_env = make_env
+        self.latent = model.act_spec.latent
         self.starts = None if starts is None else {k: np.asarray(starts[k]) for k in model.obs_spec}
         self.env: Env | None = None
         self._state: State | None = None
@@ -108,6 +114,17 @@ class PlaySession:
         """The number of discrete actions, or None for continuous ones (see :attr:`action_dims`)."""
         spec = self.model.act_spec
         return spec.size if spec.discrete else None
+
+    @property
+    def labels(self) -> list[str] | None:
+        """The buttons' names where they are not the environment's action indices (latent codes), else None."""
+        return [f"code {k}" for k in range(self.model.act_spec.size)] if self.latent else None
+
+    @property
+    def real(self) -> bool:
+        """Whether the real environment is stepped beside the dream (it is made here, and the model's actions
+        are its actions)."""
+        return self.make_env is not None and not self.latent
 
     @property
     def action_dims(self) -> int:
@@ -136,6 +153,9 @@ class PlaySession:
             first = self.env.reset()
             starts = {k: np.asarray(first[k])[None] for k in self.model.obs_spec}
             real = Side(self._obs(first, self.env), 0.0, None, 0.0, False)
+            if not self.real:     # latent codes are no actions of the environment: it only gave the start
+                self.close()
+                real = None
         assert starts is not None, "the constructor keeps make_env or starts"
         self._rng, _ = np_random(seed)
         count = len(next(iter(starts.values())))

@@ -33,8 +33,9 @@ def write_end_of_run(run_dir: Path, agent: Agent, dream_env: Callable[[], Env] |
 
 
 def can_dream(agent: Agent) -> bool:
-    """Whether the agent's model can decode observations, which a dream needs."""
-    return agent.model is not None and has(agent.model, DECODER)
+    """Whether the agent's model can decode observations and is driven by the environment's actions, which a
+    dream of a real episode replays (a latent-action model's codes are not those actions)."""
+    return agent.model is not None and has(agent.model, DECODER) and not agent.model.act_spec.latent
 
 
 def write_learning_curve(run_dir: Path, out: Path | None = None) -> Path:
