@@ -1,0 +1,267 @@
+"""Latent actions learned from frames alone: the quantiser's straight-through gradients and codebook step by hand,
+a model that never reads the true actions, codes that recover a toy world's actions, the metrics on hand-made
+arrays, and `reverie train lapo` end to end with its dream played by codes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reverie.agents.base import StageWork
+from reverie.agents.latent_action import LatentAction, LatentActionConfig, windows_of
+from reverie.agents.registry import resolve_config
+from reverie.analysis.latent_actions import (code_action_agreement, frame_error, majority_mapping, nearest_code,
+                                             pairwise_spread)
+from reverie.models.base import DECODER, capabilities_of
+from reverie.models.latent_action import LatentActionModel, LatentActionModelConfig, VectorQuantizer
+from reverie.specs import ActionSpec, ArraySpec
+
+WIDTH = 10
+DOT = {"image": ArraySpec((1, WIDTH, 1), np.dtype(np.uint8))}
+
+
+# -- the quantiser ---------------------------------------------------------------------------------
+def two_codes() -> VectorQuantizer:
+    vq = VectorQuantizer(2, 2)
+    with torch.no_grad():
+        vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    return vq
+
+
+def test_the_quantiser_picks_the_nearest_code_and_passes_gradients_straight_through():
+    vq = two_codes()
+    z_e = torch.tensor([[0.2, 0.1], [0.9, 1.2]], requires_grad=True)
+    q = vq(z_e)
+    assert q.codes.tolist() == [0, 1]
+    torch.testing.assert_close(q.latent, torch.tensor([[0.0, 0.0], [1.0, 1.0]]))   # the codes themselves
+    weights = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    (q.latent * weights).sum().backward()
+    torch.testing.assert_close(z_e.grad, weights)              # as if there were no rounding
+    assert vq.codebook.grad is None                            # the forward model's loss moves no code
+
+
+def test_one_sgd_step_moves_each_code_halfway_to_its_latents_mean_and_commitment_moves_only_the_latents():
+    vq = two_codes()
+    z_e = torch.tensor([[0.2, 0.1], [0.9, 1.2]], requires_grad=True)
+    q = vq(z_e)
+    # codebook loss mean_N mean_D (z - e)^2: its gradient on e_k is -2 (z - e_k) / (N D) = -(z - e_k) / 2 here
+    torch.testing.assert_close(q.codebook, torch.tensor([(0.04 + 0.01) / 2, (0.01 + 0.04) / 2]))
+    q.codebook.mean().backward(retain_graph=True)
+    assert z_e.grad is None
+    with torch.no_grad():
+        vq.codebook -= 1.0 * vq.codebook.grad                  # SGD, learning rate 1
+    torch.testing.assert_close(vq.codebook.detach(), torch.tensor([[0.1, 0.05], [0.95, 1.1]]))
+    vq.codebook.grad = None
+    q.commitment.mean().backward()
+    assert vq.codebook.grad is None
+    torch.testing.assert_close(z_e.grad, torch.tensor([[0.1, 0.05], [-0.05, 0.1]]))   # 2 (z - e) / (N D)
+
+
+def test_a_code_that_falls_out_of_use_restarts_on_a_latent_of_the_batch():
+    vq = two_codes()
+    z_e = torch.tensor([[0.2, 0.1], [0.3, 0.0], [-0.1, 0.2]])
+    codes = vq(z_e).codes
+    assert codes.tolist() == [0, 0, 0]
+    # shares (1, 0); usage 0.5 * 0.5 + 0.5 * share = (0.75, 0.25): code 1 is below 0.6 / 2
+    moved = vq.restart_unused(z_e, codes, decay=0.5, threshold=0.6, generator=torch.Generator().manual_seed(0))
+    assert moved == 1
+    assert any(torch.equal(vq.codebook[1].detach(), row) for row in z_e)
+    torch.testing.assert_close(vq.usage, torch.tensor([0.75, 0.5]))
+    assert vq.restart_unused(z_e, codes, decay=0.5, threshold=0.1) == 0            # 0.25 is not below 0.05
+
+
+# -- a toy world: a dot that moves left, stays or moves right ---------------------------------------
+def dot_chunks(steps: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """A dot on a 1 x 10 strip moved by action 0 (left), 1 (stay) or 2 (right); an episode ends where the dot
+    reaches an end of the strip, so no action is ever blocked. Chunks of 100 steps as a replay keeps them."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((steps, 1, WIDTH, 1), np.uint8)
+    is_first = np.zeros(steps, bool)
+    action = np.zeros((steps, 3), np.float32)
+    pos, first = 0, True
+    for t in range(steps):
+        if first:
+            pos, a = int(rng.integers(2, WIDTH - 2)), 1
+        else:
+            a = int(rng.integers(0, 3))
+            pos += a - 1
+        image[t, 0, pos, 0], is_first[t], action[t, a] = 255, first, 1.0
+        first = pos in (0, WIDTH - 1)
+    cut = list(range(0, steps, 100))
+    return [{"image": image[s:s + 101], "is_first": is_first[s:s + 101], "action": action[s:s + 101]} for s in cut]
+
+
+class ListReplay:
+    def __init__(self, chunks):
+        self._chunks = chunks
+
+    def chunks(self, overlap: bool = False):
+        return iter(self._chunks)
+
+
+def work(chunks) -> StageWork:
+    return StageWork(replay=ListReplay(chunks), directory=None, make_env=None, num_envs=1, parallel=False, seed=0,
+                     agent_steps=0)
+
+
+def dot_agent(**settings) -> LatentAction:
+    cfg = resolve_config("lapo", "default", [f"{k}={v}" for k, v in settings.items()])
+    assert isinstance(cfg, LatentActionConfig)
+    torch.manual_seed(0)
+    return LatentAction(DOT, ActionSpec(True, 3), cfg)
+
+
+def finish(agent: LatentAction, chunks) -> list[dict[str, float]]:
+    reports = []
+    while True:
+        report = agent.advance(work(chunks))
+        reports.append(report.metrics)
+        if report.done:
+            return reports
+
+
+def test_windows_pad_an_episodes_start_with_its_first_frame_and_keep_the_true_action_aside():
+    # steps 0..5 of one stream; an episode starts at step 3
+    is_first = np.array([1, 0, 0, 1, 0, 0], bool)
+    chunk = {"image": np.arange(6)[:, None, None, None], "is_first": is_first,
+             "action": np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 2, 1]]}
+    data = windows_of([chunk], "image", context=2, discrete=True)
+    frames = data.frames[data.rows][..., 0, 0, 0].tolist()
+    assert frames == [[0, 0, 1], [0, 1, 2], [3, 3, 4], [3, 4, 5]]
+    assert data.actions.tolist() == [1, 2, 2, 1]
+
+
+def test_the_model_learns_from_frames_alone_and_the_true_actions_change_nothing():
+    agent = dot_agent(**{"updates": 6, "unit_updates": 3, "run.batch_size": 8})
+    chunks = dot_chunks(300, seed=0)
+    data = agent.data(work(chunks))
+    batch = agent.training_batch(data, torch.arange(4))
+    assert set(batch) == {"frames"} and batch["frames"].shape == (4, 3, 1, WIDTH, 1)
+    with pytest.raises(ValueError, match="learns from frames alone; its batch holds only 'frames'"):
+        agent.lam.loss({**batch, "action": torch.zeros(4, 3)})
+    # the same frames with other actions recorded: the very same training, bit for bit
+    shuffled = [dict(c, action=np.random.default_rng(1).permutation(c["action"])) for c in chunks]
+    first, second = dot_agent(**{"updates": 6, "unit_updates": 3}), dot_agent(**{"updates": 6, "unit_updates": 3})
+    for agent_, chunks_ in ((first, chunks), (second, shuffled)):
+        for _ in range(2):
+            agent_.advance(work(chunks_))
+    for (name, a), b in zip(first.lam.state_dict().items(), second.lam.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_on_a_toy_world_the_codes_recover_the_actions_and_the_dream_moves_the_dot():
+    agent = dot_agent(**{"model.codes": 4, "model.context": 1, "model.channels": 16, "model.hidden": 32,
+                         "model.code_size": 8, "updates": 600, "unit_updates": 200, "lr": 3e-3,
+                         "run.batch_size": 64, "holdout": 0.2})
+    reports = finish(agent, dot_chunks(3000, seed=0))
+    out = reports[-1]
+    assert out["lapo/eval/nmi"] > 0.8 and out["lapo/eval/accuracy"] > 0.95, out
+    assert out["lapo/eval/effect_accuracy"] > 0.95 and out["lapo/eval/probe"] > 0.95
+    # the latent carries the next frame: the baseline (no latent) can only spread the dot over three cells
+    assert out["lapo/eval/error"] < 0.05 * out["lapo/eval/error_baseline"]
+    assert out["lapo/eval/spread"] > 10 * out["lapo/eval/error"]
+    # the dream: from a dot at cell 4, each action's code puts it where that action would
+    mapping = [int(out[f"lapo/eval/map/{k}"]) for k in range(4)]
+    model = agent.lam
+    start = np.zeros((1, 1, 1, WIDTH, 1), np.uint8)
+    start[..., 4, :] = 255
+    _, state = model.observe({"image": torch.as_tensor(start)}, torch.zeros(1, 1, 4), torch.ones(1, 1, dtype=bool))
+    for action, cell in ((0, 3), (1, 4), (2, 5)):
+        code = mapping.index(action)
+        nxt = model.decode(model.step(state, torch.nn.functional.one_hot(torch.tensor([code]), 4).float()))
+        assert int(nxt["image"][0, 0, :, 0].argmax()) == cell
+
+
+# -- the metrics on hand-made arrays -----------------------------------------------------------------
+def test_agreement_of_hand_made_codes_and_actions():
+    perfect = code_action_agreement(np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0]),
+                                    np.array([1, 0, 0, 1]), np.array([0, 1, 1, 0]), num_codes=3)
+    assert perfect.nmi == pytest.approx(1.0) and perfect.ami == pytest.approx(1.0)
+    assert perfect.mapping.tolist() == [1, 0, 0]       # code 2 is never chosen: the most frequent action (a tie: 0)
+    assert perfect.accuracy == 1.0 and perfect.chance == 0.5 and perfect.used_codes == 2
+    # codes [0, 0, 0, 1] for actions [0, 0, 1, 1]: I = .5 ln(4/3) + .25 ln(2/3) + .25 ln 2, NMI = 2 I / (H_c + H_a)
+    mi = 0.5 * math.log(4 / 3) + 0.25 * math.log(2 / 3) + 0.25 * math.log(2)
+    h_codes, h_actions = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)), math.log(2)
+    partial = code_action_agreement(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1]),
+                                    np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1]), num_codes=2)
+    assert partial.nmi == pytest.approx(2 * mi / (h_codes + h_actions))
+    assert partial.mapping.tolist() == [0, 1] and partial.accuracy == 0.75
+    independent = code_action_agreement(np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1]),
+                                        np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1]), num_codes=2)
+    assert independent.nmi == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="equally long"):
+        majority_mapping(np.array([0, 1]), np.array([0]), 2)
+
+
+def test_spread_nearest_code_and_frame_error_by_hand():
+    # one start, three codes imagining one-cell frames 0, 1 and 3: squared distances 1, 9, 4
+    predictions = np.array([[[0.0], [1.0], [3.0]]])
+    assert pairwise_spread(predictions).tolist() == pytest.approx([14 / 3])
+    assert nearest_code(predictions, np.array([[2.4]])).tolist() == [2]
+    assert frame_error(np.array([[0.5, 1.0]]), np.array([[0.0, 0.0]])).tolist() == [1.25]
+    with pytest.raises(ValueError, match="K >= 2"):
+        pairwise_spread(np.zeros((2, 1, 3)))
+
+
+# -- the command and the dream played by codes -------------------------------------------------------
+@pytest.fixture(scope="module")
+def breakout_run(tmp_path_factory):
+    from reverie.cli import main
+
+    pytest.importorskip("minatar")
+    run_dir = tmp_path_factory.mktemp("lapo") / "breakout"
+    assert main(["train", "lapo", "--env", "minatar:breakout", "--preset", "tiny", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_the_command_trains_evaluates_on_held_out_windows_and_writes_no_replayed_dream(breakout_run):
+    import json
+
+    rows = [json.loads(line) for line in (breakout_run / "metrics.jsonl").read_text().splitlines()]
+    evaluation = next(r for r in rows if "lapo/eval/nmi" in r)
+    assert 0 <= evaluation["lapo/eval/nmi"] <= 1 and evaluation["lapo/eval/windows"] > 0
+    assert [r["lapo/unit"] for r in rows if "lapo/unit" in r] == [1.0, 2.0]
+    summary = json.loads((breakout_run / "summary.json").read_text())
+    assert summary["agent"] == "lapo" and "dream" not in summary["artifacts"]   # codes are not the env's actions
+
+
+def test_play_serves_the_codes_as_buttons_and_a_step_by_code_returns_a_frame(breakout_run):
+    from reverie import api
+    from reverie.play.server import create_app, open_session
+
+    model = api.load(breakout_run).model
+    assert model.act_spec == ActionSpec(True, 4, latent=True) and capabilities_of(model) == {DECODER}
+    session = open_session(breakout_run)
+    assert session.labels == ["code 0", "code 1", "code 2", "code 3"] and not session.real
+    view = session.reset(3)
+    assert view.real is None and view.dream.obs["image"].shape == (10, 10, 4)
+    for code in (0, 3, 1):
+        view = session.step(code)
+    assert view.step == 3 and view.dream.obs["image"].dtype == np.uint8
+
+    client = create_app(session, seed=1, title="breakout").test_client()
+    page = client.get("/").get_data(as_text=True)
+    assert "<button data-action=3>code 3</button>" in page and "id=real" not in page
+    out = client.post("/step", json={"action": 2}).get_json()
+    assert out["step"] == 1 and out["real"] is None
+    frame = Image.open(io.BytesIO(base64.b64decode(out["dream"]["images"]["image"])))
+    assert frame.size == (10, 10)
+    bad = client.post("/step", json={"action": 4})
+    assert bad.status_code == 400 and "[0, 4)" in bad.get_json()["error"]
+
+
+def test_a_planner_on_latent_codes_is_refused_in_one_sentence():
+    from reverie.agents.planner_policy import planner_policy
+    from reverie.planning import PlanningError
+
+    model = LatentActionModel(DOT, LatentActionModelConfig(codes=3, channels=4, hidden=8, code_size=2))
+    agent = SimpleNamespace(name="lapo", model=model, device=torch.device("cpu"), planner_defaults={}, discount=1.0)
+    with pytest.raises(PlanningError, match="driven by latent action codes, not the environment's actions"):
+        planner_policy(agent, "cem")
