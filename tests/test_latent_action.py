@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,13 +18,14 @@ from PIL import Image
 from reverie.agents.base import StageWork
 from reverie.agents.latent_action import LatentAction, LatentActionConfig, windows_of
 from reverie.agents.registry import resolve_config
-from reverie.analysis.latent_actions import (code_action_agreement, frame_error, majority_mapping, nearest_code,
-                                             pairwise_spread)
+from reverie.analysis.latent_actions import (code_action_agreement, frame_error, held_out_report, majority_mapping,
+                                             nearest_code, pairwise_spread)
 from reverie.models.base import DECODER, capabilities_of
 from reverie.models.latent_action import LatentActionModel, LatentActionModelConfig, VectorQuantizer
 from reverie.specs import ActionSpec, ArraySpec
 
 WIDTH = 10
+REPO = Path(__file__).resolve().parents[1]
 DOT = {"image": ArraySpec((1, WIDTH, 1), np.dtype(np.uint8))}
 
 
@@ -160,8 +162,11 @@ def test_on_a_toy_world_the_codes_recover_the_actions_and_the_dream_moves_the_do
     agent = dot_agent(**{"model.codes": 4, "model.context": 1, "model.channels": 16, "model.hidden": 32,
                          "model.code_size": 8, "updates": 600, "unit_updates": 200, "lr": 3e-3,
                          "run.batch_size": 64, "holdout": 0.2})
-    reports = finish(agent, dot_chunks(3000, seed=0))
-    out = reports[-1]
+    chunks = dot_chunks(3000, seed=0)
+    reports = finish(agent, chunks)
+    assert reports[-1]["lapo/unit"] == 3.0 and "loss/predict" in reports[-1]
+    data = agent.data(work(chunks))
+    out = held_out_report(agent.lam, data.frames, data.rows, data.actions, agent.split(len(data)), 5000).metrics("lapo/eval/")
     assert out["lapo/eval/nmi"] > 0.8 and out["lapo/eval/accuracy"] > 0.95, out
     assert out["lapo/eval/effect_accuracy"] > 0.95 and out["lapo/eval/probe"] > 0.95
     # the latent carries the next frame: the baseline (no latent) can only spread the dot over three cells
@@ -221,15 +226,25 @@ def breakout_run(tmp_path_factory):
     return run_dir
 
 
-def test_the_command_trains_evaluates_on_held_out_windows_and_writes_no_replayed_dream(breakout_run):
+def test_the_command_trains_and_the_evaluation_scores_the_held_out_windows(breakout_run, tmp_path, capsys):
+    import importlib.util
     import json
 
     rows = [json.loads(line) for line in (breakout_run / "metrics.jsonl").read_text().splitlines()]
-    evaluation = next(r for r in rows if "lapo/eval/nmi" in r)
-    assert 0 <= evaluation["lapo/eval/nmi"] <= 1 and evaluation["lapo/eval/windows"] > 0
     assert [r["lapo/unit"] for r in rows if "lapo/unit" in r] == [1.0, 2.0]
     summary = json.loads((breakout_run / "summary.json").read_text())
     assert summary["agent"] == "lapo" and "dream" not in summary["artifacts"]   # codes are not the env's actions
+    spec = importlib.util.spec_from_file_location("lapo_eval", REPO / "benchmarks" / "lapo_eval.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "eval.json"
+    capsys.readouterr()
+    assert script.main([str(breakout_run), "--windows", "50", "--json", str(out)]) == 0
+    assert "| breakout | " in capsys.readouterr().out
+    figures = json.loads(out.read_text())["breakout"]
+    assert 0 <= figures["nmi"] <= 1 and 20 <= figures["windows"] <= 30    # 10% of the 270-odd windows
+    assert figures["error"] > 0 and figures["error_baseline"] > 0 and figures["spread"] >= 0
 
 
 def test_play_serves_the_codes_as_buttons_and_a_step_by_code_returns_a_frame(breakout_run):

@@ -13,12 +13,10 @@ One ``reverie train lapo`` run is a staged pipeline (:class:`~reverie.agents.bas
    ``{"frames": ...}`` and nothing else (:meth:`LatentAction.training_batch`); the model refuses any other key.
    After every step, codes that fell out of use restart on a latent of the batch
    (:meth:`~reverie.models.latent_action.VectorQuantizer.restart_unused`).
-3. The evaluation: the last ``holdout`` of the windows (the newest, so mostly other episodes) is never
-   trained on; the finished model is scored on them (:func:`~reverie.analysis.latent_actions.latent_action_report`),
-   which is where the true actions come back: mutual information and mapping accuracy of codes and actions,
-   a linear probe, the forward model's error with its code and without a latent, the spread of the frames
-   imagined under different codes, and whether the code whose frame is nearest the real one names the action.
-   The figures are the last stage's metrics (``lapo/eval/...``).
+
+The newest ``holdout`` of the windows (mostly other episodes than the trained ones) is never trained on: the
+evaluation (``benchmarks/lapo_eval.py``, :func:`~reverie.analysis.latent_actions.held_out_report`) scores the
+finished model on them, and that is where the true actions come back.
 
 The model (:mod:`reverie.models.latent_action`) learns no policy: the agent acts uniformly at random, as the
 data were collected. Its use is the dream driven by codes: ``reverie play`` shows the codes as the buttons.
@@ -33,7 +31,6 @@ import numpy as np
 import torch
 
 from reverie.agents.base import ActOutput, AgentBase, StageReport, StageWork, Staged, gradient_step, precision_context
-from reverie.analysis.latent_actions import latent_action_report
 from reverie.config import ConfigError, Fraction, PositiveFloat, PositiveInt, check_ranges
 from reverie.models.latent_action import LatentActionModel, LatentActionModelConfig
 from reverie.run_config import RunConfig
@@ -132,7 +129,6 @@ class LatentAction(AgentBase):
         self.scales = {"predict": 1.0, "codebook": 1.0, "commitment": cfg.model.beta, "baseline": 1.0}
         self.unit = 0
         self.gradient_steps = 0
-        self.evaluated = False
         self._data: Windows | None = None
         self._rng = np.random.default_rng([cfg.run.seed, 7])
 
@@ -171,14 +167,10 @@ class LatentAction(AgentBase):
 
     def advance(self, work: StageWork) -> StageReport:
         cfg = self.cfg
-        if self.evaluated:
+        if self.unit >= self.units:
             return StageReport("done", {}, done=True)
         data = self.data(work)
         train = self.split(len(data))
-        if self.unit >= self.units:
-            metrics = self.evaluate(data, train) if train < len(data) else {}
-            self.evaluated = True
-            return StageReport("evaluation", metrics, evaluate=True, done=True)
         rng = np.random.default_rng([cfg.run.seed, 11, self.unit])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         steps = min(cfg.unit_updates, cfg.updates - self.unit * cfg.unit_updates)
@@ -191,7 +183,8 @@ class LatentAction(AgentBase):
         metrics = {k: v / steps for k, v in sums.items()}
         metrics.update({"lapo/unit": float(self.unit), "lapo/windows": float(train),
                         "lapo/gradient_steps": float(self.gradient_steps)})
-        return StageReport(f"unit {self.unit}/{self.units}", metrics)
+        done = self.unit >= self.units
+        return StageReport(f"unit {self.unit}/{self.units}", metrics, evaluate=done, done=done)
 
     def update_on(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, float]:
         """One Adam step on a training batch, then the restarts of unused codes."""
@@ -212,25 +205,11 @@ class LatentAction(AgentBase):
         used = float(len(torch.unique(out.codes)))
         return {**metrics, "lapo/restarted": float(restarted), "lapo/batch_codes": used}
 
-    def evaluate(self, data: Windows, train: int) -> dict[str, float]:
-        """The held-out figures (``lapo/eval/...``), see the module docstring."""
-        n = self.cfg.eval_windows
-        test_idx = np.arange(train, len(data))[:n]
-        fit_idx = np.linspace(0, train - 1, min(n, train)).round().astype(np.int64)
-        discrete = self.act_spec.discrete
-        frames = lambda idx: data.frames[data.rows[torch.as_tensor(idx)]]   # noqa: E731
-        self.lam.eval()
-        report = latent_action_report(self.lam, frames(fit_idx), data.actions[fit_idx] if discrete else None,
-                                      frames(test_idx), data.actions[test_idx] if discrete else None)
-        return report.metrics("lapo/eval/")
-
     # -- checkpoints -----------------------------------------------------------------------------
     def tensors(self) -> dict[str, dict[str, Any]]:
-        return {**super().tensors(), "progress": {"unit": self.unit, "gradient_steps": self.gradient_steps,
-                                                  "evaluated": self.evaluated}}
+        return {**super().tensors(), "progress": {"unit": self.unit, "gradient_steps": self.gradient_steps}}
 
     def load_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
         super().load_tensors(tensors)
         progress = tensors["progress"]
         self.unit, self.gradient_steps = int(progress["unit"]), int(progress["gradient_steps"])
-        self.evaluated = bool(progress["evaluated"])

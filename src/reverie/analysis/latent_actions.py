@@ -29,7 +29,7 @@ from torch import Tensor
 
 from reverie.models.latent_action import LatentActionModel, to_frames
 
-__all__ = ["CodeActionAgreement", "LatentActionReport", "code_action_agreement", "frame_error", "latent_action_report",
+__all__ = ["CodeActionAgreement", "LatentActionReport", "code_action_agreement", "frame_error", "held_out_report", "latent_action_report",
            "majority_mapping", "mapping_accuracy", "nearest_code", "pairwise_spread", "probe_accuracy"]
 
 
@@ -217,3 +217,19 @@ def latent_action_report(model: LatentActionModel, train: Tensor, train_actions:
         effect = code_action_agreement(fitted["codes"], train_actions, nearest, test_actions, k)
         probe = probe_accuracy(fitted["latents"], train_actions, held["latents"], test_actions)
     return LatentActionReport(agreement, probe, effect, error, baseline, spread, len(test))
+
+
+def held_out_report(model: LatentActionModel, frames: Tensor, rows: Tensor, actions: np.ndarray | None, train: int,
+                    limit: int) -> LatentActionReport:
+    """:func:`latent_action_report` on windows stored as frames ``[F, H, W, C]`` and rows ``[N, L + 1]`` (a
+    window's frames, oldest first) with true actions ``[N]`` (None: not discrete): the first ``limit`` windows
+    after the first ``train`` (those the model never trained on) are scored, the mapping fitted on ``limit``
+    windows spread evenly over the first ``train``."""
+    if not 0 < train < len(rows):
+        raise ValueError(f"held-out scoring needs windows on both sides of train={train}, out of {len(rows)}")
+    test = np.arange(train, len(rows))[:limit]
+    fit = np.linspace(0, train - 1, min(limit, train)).round().astype(np.int64)
+    take = lambda idx: frames[rows[torch.as_tensor(idx)]]     # noqa: E731
+    model.eval()
+    return latent_action_report(model, take(fit), None if actions is None else actions[fit],
+                                take(test), None if actions is None else actions[test])
