@@ -86,7 +86,7 @@ class WeightAnchor:
         before it, 0 before the first anchor."""
         if self.anchor is None or self.importance is None:
             return 0.0
-        before = float(self.penalty())
+        before = float(self.penalty().detach())
         for name, p in self.params.items():
             factor = (self.weight * self.importance[name]).clamp(max=1.0)
             p.sub_(factor * (p - self.anchor[name]))
