@@ -157,7 +157,7 @@ def test_anchor_penalty_is_zero_at_the_anchor_and_its_gradient_is_weight_times_f
     layer.zero_grad()
     penalty = anchor.penalty()
     penalty.backward()
-    assert float(penalty) == pytest.approx(expected)
+    assert float(penalty.detach()) == pytest.approx(expected)
     for name, p in layer.named_parameters():
         torch.testing.assert_close(p.grad, 0.2 * fisher[name] * offset[name])
     before = {n: p.detach().clone() for n, p in layer.named_parameters()}
