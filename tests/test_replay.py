@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reverie.replay import Replay, ReplayError, ReplayFormatError
+from reverie.replay.store import reservoir_key
 
 
 def episode_start(stream, t):
@@ -298,8 +299,8 @@ def test_reservoir_keeps_capacity_and_a_uniform_sample_over_time():
 def test_reservoir_keeps_exactly_the_smallest_keys(tmp_path):
     replay = Replay(tmp_path, capacity=40, seq_len=2, chunk_size=4, eviction="reservoir", seed=5)
     fill(replay, streams=1, steps=400)  # 100 complete chunks, none in progress
-    # Keys are drawn once per chunk from the second child of the seed's sequence.
-    keys = np.random.default_rng(np.random.SeedSequence(5).spawn(2)[1]).random(100)
+    # A chunk's key is a function of the seed and the chunk's (birth, stream).
+    keys = np.array([reservoir_key(5, 4 * j, 0) for j in range(100)])
     kept = sorted({t // 4 for _, t in stored_tags(replay)})
     # Complete chunks may use 40 - 1 * 4 = 36 steps: the 9 smallest keys of all 100.
     assert kept == sorted(np.argsort(keys)[:9].tolist())

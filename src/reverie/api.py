@@ -190,7 +190,9 @@ def default_run_dir(agent: str, cfg: AgentConfig, dataset: str | Path | None = N
     if dataset is not None:
         name = Path(str(dataset)).name.replace("/", "-") or "dataset"
         return Path("runs") / f"{agent}-offline-{name}-s{cfg.run.seed}"
-    safe = cfg.run.env.replace(":", "-").replace("/", "-")
+    safe = cfg.run.env
+    for char, to in ((":", "-"), ("/", "-"), (">", "_then_"), ("?", "-"), ("&", "-"), ("=", "")):
+        safe = safe.replace(char, to)   # a task sequence or a variant still names one plain folder
     return Path("runs") / f"{agent}-{safe}-{cfg.run.obs}-s{cfg.run.seed}"
 
 

@@ -42,7 +42,7 @@ def _train(args: argparse.Namespace) -> int:
 
     args.agent, overrides = _agent_and_overrides(args)
     for flag, key in (("env", "run.env"), ("obs", "run.obs"), ("steps", "run.steps"), ("seed", "run.seed"),
-                      ("device", "run.device")):
+                      ("device", "run.device"), ("switch_every", "run.continual.switch_every")):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -250,7 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an agent (resumes if the run folder holds the same run)")
     p.add_argument("agent", nargs="?", default=DEFAULT_AGENT, help="agent to train (default: dreamer)")
-    p.add_argument("--env", help="SUITE:TASK, e.g. gym:CartPole-v1, dmc:cartpole-swingup, atari:Pong")
+    p.add_argument("--env", help="SUITE:TASK, e.g. gym:CartPole-v1, dmc:cartpole-swingup, atari:Pong; a physics "
+                                 "variant gym:Pendulum-v1?g=4.0; a task sequence 'A>B>C' (quote it)")
+    p.add_argument("--switch-every", type=_at_least(1), metavar="STEPS",
+                   help="environment steps per task of a task sequence --env 'A>B>C' (default: --steps split evenly)")
     p.add_argument("--obs", choices=["state", "pixels"], help="observation type")
     p.add_argument("--steps", type=_at_least(1), help="environment steps to train for (at least 1)")
     p.add_argument("--seed", type=_at_least(0), help="seed of the environments, networks and replay (at least 0)")

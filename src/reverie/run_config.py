@@ -8,10 +8,40 @@ before anything is built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Optional, Protocol
 
-from reverie.config import NonNegativeInt, PositiveFloat, PositiveInt, check_ranges
+from reverie.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_ranges
+
+
+@dataclass(frozen=True)
+class ContinualConfig:
+    """Learning in a world that changes: task sequences, a regulariser against forgetting, a streaming budget
+    and a detector of changes in the world (see :mod:`reverie.training.continual`)."""
+
+    switch_every: Optional[PositiveInt] = None
+    """Environment steps per task of a task sequence (run.env 'A>B>C'); None: run.steps split evenly."""
+    regularizer: Literal["none", "l2", "ewc"] = "none"
+    """Pull the weights towards those at the last task switch after every update: l2 (every weight alike) or
+    ewc (each weight by its diagonal Fisher information, from the squared gradients of the updates before it)."""
+    reg_weight: Fraction = 0.01
+    """Fraction of its distance to the anchor a weight of average importance loses per update (l2, ewc)."""
+    fisher_decay: Fraction = 0.99
+    """Decay of the running mean of squared gradients that estimates the Fisher information (ewc)."""
+    updates_per_second: Optional[PositiveFloat] = None
+    """Wall-clock update budget: at most this many updates per second of the run (None: the replay ratio alone)."""
+    detect_change: bool = False
+    """Watch the world model's one-step prediction error on incoming data and log a world_change event when
+    a Page-Hinkley test on it fires."""
+    detect_every: PositiveInt = 16
+    """Agent steps between two measurements of the prediction error (each over the last run.seq_len steps)."""
+    detect_threshold: PositiveFloat = 25.0
+    """Page-Hinkley threshold, in standard deviations of the error measured before the change."""
+    detect_slack: NonNegativeFloat = 0.5
+    """Page-Hinkley drift allowance per measurement, in the same standard deviations."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass(frozen=True)
@@ -76,6 +106,9 @@ class RunConfig:
     loss and imagination rollout), paid once in the first update, which the run reports; eager where
     torch.compile does not work. Off by default: on the CPU measured the `default` update was 1.17x
     faster by median but paid minutes of compiling and an occasional slow update (BENCHMARKS.md)."""
+
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
+    """Task sequences, regularisation against forgetting, streaming budget, change detection."""
 
     def __post_init__(self) -> None:
         check_ranges(self)

@@ -20,11 +20,14 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from reverie.envs.checks import check_dm_observation, check_reward
 from reverie.envs.spaces import ActionSpec, ArraySpec, EnvError, Timing, make_step, unit_to_bounds
+from reverie.envs.variants import load_dmc_variant
 
 #: Camera per domain for pixel observations; domains not listed use camera 0.
 DEFAULT_CAMERAS = {"quadruped": 2}
@@ -79,6 +82,8 @@ class DmcEnv:
         seed: the task's random seed (initial states, noise).
         size: ``(height, width)`` of rendered frames.
         camera: camera id for frames; ``None`` picks :data:`DEFAULT_CAMERAS`.
+        variant: physics settings to change (cartpole's ``pole_length``, ``pole_mass``, ``cart_mass``;
+            see :mod:`reverie.envs.variants`); empty or None: the task as dm_control ships it.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class DmcEnv:
         seed: int | None = 0,
         size: tuple[int, int] = (64, 64),
         camera: int | None = None,
+        variant: Mapping[str, Any] | None = None,
     ):
         if obs not in ("state", "pixels"):
             raise EnvError(f"obs={obs!r} is not an observation mode for dmc: choose 'state' or 'pixels'")
@@ -102,7 +108,11 @@ class DmcEnv:
             )
             raise EnvError(f"dm_control has no task {task!r}{hint}")
         self.name = task
-        self._env = suite.load(domain, task_name, task_kwargs={"random": seed})
+        if variant:
+            self.name = f"{task}?{'&'.join(f'{k}={v}' for k, v in variant.items())}"
+            self._env = load_dmc_variant(domain, task_name, variant, seed)
+        else:
+            self._env = suite.load(domain, task_name, task_kwargs={"random": seed})
         self._pixels = obs == "pixels"
         self._size = (int(size[0]), int(size[1]))
         self._camera = DEFAULT_CAMERAS.get(domain, 0) if camera is None else int(camera)

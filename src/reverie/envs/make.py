@@ -8,7 +8,18 @@ name                                    environment
 ``dmc:cartpole-swingup``                dm_control suite ``DOMAIN-TASK``
 ``atari:Pong``                          ale-py ``ALE/Pong-v5``, sticky actions, pixels
 ``minatar:breakout``                    a MinAtar game: 10x10 boolean object channels
+``gym:Pendulum-v1?g=4.0``               a physics variant: ``key=value`` pairs joined by ``&``
+                                        go to ``gymnasium.make`` (any keyword the env takes)
+``dmc:cartpole-swingup?pole_length=1.5``  dm_control cartpole with its pole (``pole_length``,
+                                        ``pole_mass``) or cart (``cart_mass``) edited in its XML
+``gym:Pendulum-v1?g=10>gym:Pendulum-v1?g=4``  a task sequence (training runs only): ``>`` between
+                                        tasks, each trained for ``run.continual.switch_every``
+                                        env steps (``--switch-every``; default: ``run.steps``
+                                        split evenly), see :mod:`reverie.envs.sequence`
 ======================================  ===========================================
+
+Variants are parsed by :mod:`reverie.envs.variants`; a key the environment does not take is refused in
+one sentence listing the keys it does take.
 
 Suite defaults, used when ``obs`` or ``action_repeat`` is left at ``None``:
 ``obs`` is ``"state"`` for gym and dmc and ``"pixels"`` for atari (its only
@@ -25,6 +36,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from reverie.envs.spaces import Env, EnvError
+from reverie.envs.variants import check_gym_keys, split_variant
 
 if TYPE_CHECKING:
     from reverie.envs.batch import BatchEnv
@@ -89,6 +101,12 @@ def make_env(
         raise EnvError(f"unknown environment suite {suite!r} in {name!r}: choose one of {SUITES}{hint}")
     if not task:
         raise EnvError(f"environment name {name!r} names no task after '{suite}:'")
+    if ">" in name:
+        raise EnvError(f"{name!r} is a task sequence, which a training run steps through "
+                       "(reverie train --env 'A>B'); make_env builds one task: name one of them")
+    task, variant = split_variant(task)
+    if variant and suite in ("atari", "minatar"):
+        raise EnvError(f"{suite}:{task} takes no variant keys; physics variants exist for gym and dmc tasks")
     if obs is not None and obs not in OBS_MODES:
         raise EnvError(f"obs={obs!r} is not an observation mode: choose one of {OBS_MODES}")
     _check_positive(action_repeat, "action_repeat")
@@ -108,11 +126,13 @@ def make_env(
     elif suite == "dmc":
         from reverie.envs.dmc_env import DmcEnv
 
-        env = DmcEnv(task, obs=obs or "state", seed=seed, size=size)
+        env = DmcEnv(task, obs=obs or "state", seed=seed, size=size, variant=variant)
     else:
-        from reverie.envs.gym_env import GymEnv
+        from reverie.envs.gym_env import GymEnv, find_gym_spec
 
-        env = GymEnv(task, obs=obs or "state", seed=seed, image_size=size)
+        if variant:
+            check_gym_keys(task, find_gym_spec(task).entry_point, variant)
+        env = GymEnv(task, obs=obs or "state", seed=seed, image_size=size, **variant)
 
     from reverie.envs.wrappers import ActionRepeat, TimeLimit
 

@@ -19,13 +19,18 @@ so ``len(replay) <= capacity`` after every :meth:`add`.
 
 - ``eviction="fifo"``: the chunk with the earliest start goes first, and
   its file is deleted.
-- ``eviction="reservoir"``: every chunk gets an i.i.d. uniform key when it is
+- ``eviction="reservoir"``: every chunk gets a uniform key when it is
   started. Complete chunks may use ``capacity - N * chunk_size`` steps (the
   rest is reserved for the ``N`` in-progress chunks); beyond that the
   complete chunk with the largest key goes (file deleted). So the kept
   complete chunks are exactly the ``(capacity - N * chunk_size) //
   chunk_size`` chunks with the smallest keys among all complete chunks ever
-  added, a uniform random subset of them, plus the in-progress chunks.
+  added, a uniform random subset of them, plus the in-progress chunks: the
+  same distribution as Vitter's Algorithm R gives (every chunk seen is kept
+  with equal chance), in the random-key form, which needs no count of the
+  chunks seen. A chunk's key is a function of the seed and the chunk's name
+  alone (:func:`reservoir_key`) and is stored in its file, so a resumed run
+  keeps and drops exactly the chunks an uninterrupted one would.
   (Chunks cut short by a flush before a restart count as chunks too, which
   makes the subset uniform over chunks rather than exactly over steps.)
 
@@ -34,6 +39,7 @@ Not thread-safe: call it from one thread (the training loop).
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Iterator
@@ -41,12 +47,15 @@ from pathlib import Path
 
 import numpy as np
 
+from reverie.io import atomic_write_text
 from reverie.replay import chunkfile, selectors
 from reverie.replay.chunkfile import ChunkMeta, ChunkUnreadable
 from reverie.replay.errors import ReplayError, ReplayFormatError
 from reverie.replay.slots import Schema, SlotTable
 
 EVICTIONS = ("fifo", "reservoir")
+#: Where :meth:`Replay.flush` records the replay's clock, beside the chunk files.
+CLOCK_FILE = "clock.json"
 SAMPLINGS = ("uniform", "recency")
 
 
@@ -104,9 +113,9 @@ class Replay:
         self.compress = compress
         self.owner = owner
         self.directory = None if directory is None else Path(directory)
-        sample_seed, key_seed = np.random.SeedSequence(seed).spawn(2)
+        sample_seed, _ = np.random.SeedSequence(seed).spawn(2)
         self._sample_rng = np.random.default_rng(sample_seed)
-        self._key_rng = np.random.default_rng(key_seed)
+        self._seed = int(seed)
 
         self._table = SlotTable()
         self._num_streams = 0  # N, fixed by the first add
@@ -193,11 +202,15 @@ class Replay:
         return {key: array.reshape(-1, *array.shape[2:])[index] for key, array in table.data.items()}
 
     def flush(self) -> None:
-        """Write every chunk not yet on disk in full (the in-progress ones); adding may go on after."""
+        """Write every chunk not yet on disk in full (the in-progress ones) and the replay's clock; adding may
+        go on after."""
         if self.directory is None:
             return
         for slot in np.flatnonzero(self._table.used & (self._table.written < self._table.length)):
             self._write(int(slot))
+        # The newest chunks may have been evicted (a reservoir drops new chunks as often as old ones), so the
+        # files alone may understate the clock: a restart would name, and key, new chunks differently.
+        atomic_write_text(self.directory / CLOCK_FILE, json.dumps({"clock": self._clock}) + "\n")
 
     def __len__(self) -> int:
         """Steps stored, all streams together."""
@@ -323,7 +336,7 @@ class Replay:
             offset=self._stream_steps,
             stop=self._clock,
             streams=self._num_streams,
-            key=float(self._key_rng.random()),
+            key=reservoir_key(self._seed, self._clock, stream),
         )
         slot = self._table.open(meta, in_progress=True)
         self._table.link(slot)
@@ -378,6 +391,10 @@ class Replay:
                 f"(e.g. {leftovers[0].name}) are ignored and left in place",
                 stacklevel=3,
             )
+        try:
+            self._clock = max(self._clock, int(json.loads((directory / CLOCK_FILE).read_text())["clock"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass   # none yet (or damaged): the chunk files' own clocks below
         records: list[tuple[ChunkMeta, dict[str, np.ndarray]]] = []
         schema_source: tuple[Path, Schema] | None = None
         for path in sorted(directory.glob("*.npz")):
@@ -456,6 +473,12 @@ class Replay:
                 mass = np.cumsum(weights)
             self._cache = (counts, mass)
         return self._cache
+
+
+def reservoir_key(seed: int, birth: int, stream: int) -> float:
+    """The reservoir key of the chunk ``(birth, stream)``: uniform on [0, 1), independent across chunks, and the
+    same in every session of a run with this seed (a resumed run draws what an uninterrupted one would)."""
+    return float(np.random.default_rng([int(seed), int(birth), int(stream)]).random())
 
 
 def _check_positive_int(name: str, value: float) -> None:

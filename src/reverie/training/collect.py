@@ -64,6 +64,7 @@ class Collector:
         self.prev = np.zeros((n, envs.act_spec.size), np.float32)
         self.ep_return = np.zeros(n)
         self.ep_length = np.zeros(n, np.int64)
+        self.recorded: Mapping[str, np.ndarray] | None = None   # the step record() stored last
 
     @property
     def act_spec(self) -> ActionSpec:
@@ -81,6 +82,7 @@ class Collector:
         """Store ``step`` and the agent's ``extras`` for it; returns ``(return, agent steps)`` of every
         episode that ended with this step."""
         self.replay.add({**step, **extras})
+        self.recorded = step
         self.ep_return += step["reward"]
         self.ep_length += 1
         last = np.asarray(step["is_last"], bool)

@@ -126,6 +126,12 @@ class Mode(Protocol):
     def summary(self) -> dict[str, Any]:
         """What this mode adds to ``summary.json``."""
 
+    def mode_tensors(self) -> dict[str, dict[str, Any]]:
+        """Tensors of the mode's own to checkpoint beside the agent's (a regulariser's anchor), by section."""
+
+    def load_mode_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
+        """Restore :meth:`mode_tensors` from a loaded checkpoint's tensors (sections it does not find: nothing saved)."""
+
 
 class Topology(Protocol):
     """Whether this process trains alone or as one rank of several (see the module docstring)."""
@@ -209,6 +215,7 @@ class Driver:
         if found is not None:
             tensors, meta, _ = found
             self.agent.load_tensors(tensors)
+            self.mode.load_mode_tensors(tensors)
             self.counters = Counters(**meta["counters"])
             if "rng" in meta:
                 torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
@@ -339,7 +346,8 @@ class Driver:
             return
         meta = {"agent": self.agent.name, "config": to_dict(self.cfg), "counters": vars(c).copy(),
                 "rng": torch.get_rng_state().tolist(), "mode": self.mode.name}
-        save_checkpoint(self.folder.checkpoints, clock, self.agent.tensors(), meta, keep=2, pin=pin)
+        save_checkpoint(self.folder.checkpoints, clock, {**self.agent.tensors(), **self.mode.mode_tensors()}, meta,
+                        keep=2, pin=pin)
         if self.provenance is not None:
             self.provenance.save(clock)
 

@@ -134,6 +134,12 @@ class _Collecting:
             self.collector.close()
             self.collector = None
 
+    def mode_tensors(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def load_mode_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
+        pass
+
 
 class Online(_Collecting):
     """Collection with the agent's policy and the updates its schedule owes (see the module docstring)."""
@@ -169,16 +175,25 @@ class Online(_Collecting):
                 return []
             c.updates += 1
             return [agent.refit(self.replay)]
-        owed = int(done_since_prefill * run.num_envs * run.train_ratio / (run.batch_size * run.seq_len)) - c.updates
         out = []
-        for _ in range(max(owed, 0)):
+        for _ in range(max(self._owed(c, done_since_prefill), 0)):
             batch = _batch(agent, self.replay, run.batch_size)
             started = time.perf_counter()
-            out.append(agent.update(batch))
+            metrics = agent.update(batch)
             driver.updated(time.perf_counter() - started)
             c.updates += 1
+            out.append({**metrics, **self._after_update(driver)})
             failpoint("loop.update")
         return out
+
+    def _owed(self, c: Counters, done_since_prefill: int) -> int:
+        """Updates the replay ratio owes after ``done_since_prefill`` agent steps of training."""
+        run = self.run
+        return int(done_since_prefill * run.num_envs * run.train_ratio / (run.batch_size * run.seq_len)) - c.updates
+
+    def _after_update(self, driver: Driver) -> dict[str, float]:
+        """What follows every update (a subclass's regulariser); metrics to log beside the update's."""
+        return {}
 
     def summary(self) -> dict[str, Any]:
         return {}
@@ -294,6 +309,12 @@ class Offline:
         return Unit(train=[metrics])
 
     def close(self) -> None:
+        pass
+
+    def mode_tensors(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def load_mode_tensors(self, tensors: dict[str, dict[str, Any]]) -> None:
         pass
 
     def summary(self) -> dict[str, Any]:

@@ -20,12 +20,14 @@ from reverie.agents.base import Staged as StagedSchedule
 from reverie.agents.registry import AGENTS, agent_entry
 from reverie.config import ConfigError, load_config
 from reverie.envs import EnvError
+from reverie.envs.sequence import SEPARATOR, parse_sequence
 from reverie.run_config import AgentConfig, RunConfig
 from reverie.training.checkpoint import CheckpointError, load_latest
 from reverie.training.collect import EnvBatch
 from reverie.training.distributed import DataParallel, rank_seed
 from reverie.training.driver import SOLO, Driver, Mode, RunResult, Topology
-from reverie.training.env_factory import EnvFactory, action_repeat_of, env_factory
+from reverie.training.continual import Continual, wants_continual
+from reverie.training.env_factory import EnvFactory, action_repeat_of, env_factory, task_factories
 from reverie.training.hardware import keep_freed_memory, resolve_precision
 from reverie.training.lock import describe
 from reverie.training.modes import Offline, Online, Staged, collection_replay
@@ -118,8 +120,12 @@ def _train(agent_name: str, cfg: AgentConfig, run: RunConfig, run_dir: str | Pat
         run = dataset_run(data, run)
     resolved, why = _resolved(agent_name, cfg, run, say)
     make = env_factory(resolved.run)
+    sequence = parse_sequence(run.env, run.steps, run.continual.switch_every)
     if data is None:
         agent = build_agent(agent_name, resolved, make)   # checks the environment before touching the folder
+        continual = wants_continual(run, sequence)
+        if continual:
+            _check_continual(agent, task_factories(resolved.run), run, vector_env)
     else:
         agent = agent_entry(agent_name).build(data.obs_spec, data.act_spec, resolved, run.device)
         check_offline_agent(agent, agent_name)
@@ -153,6 +159,8 @@ def _train(agent_name: str, cfg: AgentConfig, run: RunConfig, run_dir: str | Pat
             replay = collection_replay(run, topology.replay_dir(folder))
             if isinstance(agent.schedule, StagedSchedule):
                 mode = Staged(run, make, repeat, replay, folder.path / "stages")
+            elif continual:
+                mode = Continual(run, task_factories(resolved.run), sequence, repeat, replay, agent)
             else:
                 mode = Online(run, make, repeat, replay, agent, vector_env=collector)
         driver = Driver(agent, cfg, run, folder, mode, eval_env, repeat, topology=topology, say=say, notes=notes,
@@ -160,6 +168,26 @@ def _train(agent_name: str, cfg: AgentConfig, run: RunConfig, run_dir: str | Pat
         return driver.run_to_end()
     finally:
         folder.release()
+
+
+def _check_continual(agent: Agent, tasks: list[EnvFactory], run: RunConfig, vector_env: Any) -> None:
+    """ConfigError for run.continual settings this run cannot follow; EnvError for tasks of a sequence
+    whose spaces differ from those the agent was built for."""
+    if isinstance(agent.schedule, StagedSchedule) or vector_env is not None:
+        what = "a staged agent" if vector_env is None else "a vector environment of your own"
+        raise ConfigError(f"task sequences and run.continual settings need online collection by reverie, "
+                          f"not {what}; train on one task with the run.continual defaults")
+    if len(tasks) < 2:
+        return
+    for name, make in zip(run.env.split(SEPARATOR), tasks):
+        probe = make(run.seed)
+        try:
+            if (probe.obs_spec, probe.act_spec) != (agent.obs_spec, agent.act_spec):
+                raise EnvError(f"the tasks of a sequence must share their spaces, but {name.strip()} gives "
+                               f"{probe.obs_spec}, {probe.act_spec} and the last task {agent.obs_spec}, "
+                               f"{agent.act_spec}")
+        finally:
+            probe.close()
 
 
 def _vector_collector(vector_env: Any, agent: Agent, run: RunConfig) -> EnvBatch:
