@@ -14,8 +14,8 @@ backward transfer    ``BWT = mean_{j < T-1} (R[T-1, j] - R[j, j])``             
 forward transfer     ``FWT = mean_{j >= 1} (R[j-1, j] - b[j])``                                   [1]
 ===================  ===========================================================================  ==========
 
-[1] Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory for Continual Learning" (GEM), section 2.
-[2] Chaudhry et al. 2018, "Riemannian Walk for Incremental Learning" (RWalk), section 4: forgetting of
+[1] Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory for Continual Learning" (GEM).
+[2] Chaudhry et al. 2018, "Riemannian Walk for Incremental Learning" (RWalk): forgetting of
 task ``j`` after the last task is its best score at any earlier point minus its final score. Continual
 World (Wolczyk et al. 2021) uses ``R[j, j] - R[T-1, j]`` instead (the score right after training on
 ``j``); where a task's best score is the one right after it was trained, the two agree. Forgetting is
