@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 _API = {
     "train": "reverie.api", "load": "reverie.api", "make_config": "reverie.api", "Run": "reverie.api",
     "Evaluation": "reverie.api", "batch_step": "reverie.api", "analyze": "reverie.api",
-    "imagine": "reverie.models.base", "plan": "reverie.planning", "make_env": "reverie.envs",
+    "merge": "reverie.api", "imagine": "reverie.models.base", "plan": "reverie.planning", "make_env": "reverie.envs",
 }
 
 __all__ = sorted(_API)

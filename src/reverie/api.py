@@ -14,8 +14,9 @@
     future = reverie.imagine(run.model, last, actions_ahead)        # the prior rolled forward [B, H]
     result = reverie.plan("cem", run.model, last, horizon=12)       # any planner that fits the model
     report = reverie.analyze("runs/cp")                             # what the model learned (HTML report)
+    reverie.merge(["runs/a", "runs/b"], method="ties", base="runs/cp", out="runs/ab")   # one model of two
 
-The command line (``reverie train / eval / dream / analyze / bench``) is a thin layer over these.
+The command line (``reverie train / eval / dream / analyze / merge / bench``) is a thin layer over these.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ from reverie.training.logger import read_metrics
 if TYPE_CHECKING:
     from reverie.analysis.report.run import RunAccess
 
-__all__ = ["Evaluation", "Run", "analyze", "batch_step", "default_run_dir", "make_config", "imagine", "load", "plan",
-           "train"]
+__all__ = ["Evaluation", "Run", "analyze", "batch_step", "default_run_dir", "make_config", "imagine", "load", "merge",
+           "plan", "train"]
 
 
 def make_config(agent: str = "dreamer", preset: str | None = None, overrides: Sequence[str] = (), **settings: Any) -> AgentConfig:
@@ -169,19 +170,22 @@ class Run:
 def train(agent: str = "dreamer", env: str | None = None, *, steps: int | None = None, seed: int | None = None,
           obs: str | None = None, preset: str | None = None, run_dir: str | Path | None = None,
           device: str | None = None, dataset: str | Path | None = None, overrides: Sequence[str] = (),
-          say: Callable[[str], None] | None = print, vector_env: Any = None, **settings: Any) -> Run:
+          say: Callable[[str], None] | None = print, vector_env: Any = None, init_from: str | Path | None = None,
+          **settings: Any) -> Run:
     """Train (or resume) ``agent`` and return its :class:`Run`.
 
     ``env``, ``steps``, ``seed``, ``obs`` and ``device`` set the run's keys of the same names; ``preset``
     and ``overrides``/``settings`` as in :func:`config`. ``run_dir`` defaults to
     ``runs/AGENT-ENV-OBS-sSEED`` (``runs/AGENT-offline-NAME-sSEED`` with a ``dataset``). Re-running the same
-    call on the same folder resumes it. ``say``: where messages go (None: nowhere, and no progress bar)."""
+    call on the same folder resumes it. ``say``: where messages go (None: nowhere, and no progress bar).
+    ``init_from``: a run folder of the same agent and architecture whose newest weights a new run starts from
+    (fine-tuning; recorded in the run's ``init_from.json``)."""
     flags = {"run.env": env, "run.steps": steps, "run.seed": seed, "run.obs": obs, "run.device": device}
     cfg = make_config(agent, preset, [*(f"{k}={v}" for k, v in flags.items() if v is not None), *overrides], **settings)
     if run_dir is None:
         run_dir = default_run_dir(agent, cfg, dataset)
     result = session.train(agent, cfg, run_dir, say=say or (lambda _: None), vector_env=vector_env,
-                           dataset=dataset, progress=say is not None)
+                           dataset=dataset, progress=say is not None, init_from=init_from)
     return Run(run_dir, device=device, result=result)
 
 
@@ -231,6 +235,21 @@ def analyze(run_dir: str | Path, run_dir_b: str | Path | None = None, *, checkpo
     paths = write_report(results[0], folder) if len(results) == 1 else write_compare(results[0], results[1], folder)
     return {"report": str(paths["html"]), "json": str(paths["json"]), "checkpoint_step": [r.step for r in results],
             "seconds": [round(sum(r.seconds.values()), 1) for r in results]}
+
+
+def merge(runs: Sequence[str | Path], *, method: str, out: str | Path, base: str | Path | None = None,
+          coef: float | None = None, coef_grid: Sequence[float] | None = None, trim: float = 0.2,
+          holdout_episodes: int = 2, device: str | None = None) -> dict[str, Any]:
+    """Merge ``runs`` (fine-tuned from ``base``) into the new run folder ``out`` by ``method`` (``average``,
+    ``task-arithmetic`` or ``ties``, see :mod:`reverie.models.merging`); task arithmetic's and TIES'
+    coefficient is ``coef`` or the one of ``coef_grid`` that predicts the runs' held-out replay best
+    (:mod:`reverie.training.merge_runs`); ``trim``: the fraction of each task vector TIES keeps. ``out`` opens
+    with :func:`load` like any run. Returns what ``out/merge.json`` records."""
+    from reverie.training.merge_runs import merge_runs
+
+    return merge_runs(list(runs), method, out, base=base, coef=coef, coef_grid=coef_grid, trim=trim,
+                      holdout_episodes=holdout_episodes, device=device,
+                      warn=lambda m: print(f"warning: {m}", file=sys.stderr))
 
 
 def run_access() -> RunAccess:

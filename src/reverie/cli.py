@@ -1,4 +1,4 @@
-"""The ``reverie`` command: train, eval, dream, config.
+"""The ``reverie`` command: train, eval, dream, analyze, merge, config.
 
 Every error a user can cause (unknown environment, mistyped config key,
 foreign or corrupt checkpoint, a run folder of another agent) is printed as
@@ -50,13 +50,16 @@ def _train(args: argparse.Namespace) -> int:
     if args.dataset is not None and args.nproc > 1:
         from reverie.config import ConfigError
         raise ConfigError("offline training (--dataset) runs in one process; drop --nproc")
+    if args.init_from is not None and args.nproc > 1:
+        from reverie.config import ConfigError
+        raise ConfigError("starting from another run's weights (--init-from) runs in one process; drop --nproc")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args, cfg)
     run_dir = Path(args.run_dir) if args.run_dir else api.default_run_dir(args.agent, cfg, args.dataset)
     # A scheduler's SIGTERM is treated like Ctrl-C: save a checkpoint, then stop.
     signal.signal(signal.SIGTERM, _interrupt)
     result = api.train(args.agent, preset=args.preset, run_dir=run_dir, dataset=args.dataset,
-                       overrides=overrides).result
+                       overrides=overrides, init_from=args.init_from).result
     assert result is not None, "a run that api.train trained carries its result"
     if os.environ.get("RANK", "0") != "0":   # ranks of a data-parallel run other than 0 report nothing
         return 0
@@ -156,6 +159,17 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from reverie import api
+
+    record = api.merge(args.runs, method=args.method, out=args.out, base=args.base, coef=args.coef,
+                       coef_grid=args.coef_grid, trim=args.trim, holdout_episodes=args.holdout_episodes,
+                       device=args.device)
+    print(json.dumps({k: record[k] for k in ("out", "method", "coef", "trim", "normalised_error_reduction")}
+                     | {"losses": record["losses"], "score": min(t["score"] for t in record["selection"]["tried"])}))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from reverie import api
     from reverie.suite import claim_overrides, find_suite, load_suite, pick, run_folder
@@ -217,6 +231,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from reverie.config import ConfigError
     from reverie.envs import EnvError
     from reverie.models import BatchError, CapabilityError
+    from reverie.models.merging import MergeError
     from reverie.play import PlayError
     from reverie.planning import PlanningError
     from reverie.replay import ReplayError
@@ -226,7 +241,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from reverie.training.run_dir import RunFolderError, RunLockedError
 
     return (ConfigError, EnvError, CheckpointError, RunFolderError, RunLockedError, ReplayError, PlanningError,
-            CapabilityError, BatchError, DatasetError, SuiteError, PlayError)
+            CapabilityError, BatchError, DatasetError, SuiteError, PlayError, MergeError)
 
 
 def _at_least(minimum: int):
@@ -267,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "gradients averaged)")
     p.add_argument("--dataset", help="train offline on a Minari dataset (id or folder, or a folder written by "
                                      "'reverie import'); --steps then counts updates")
+    p.add_argument("--init-from", metavar="RUN_DIR",
+                   help="start a new run from the newest weights of another run of the same agent and architecture "
+                        "(fine-tuning; optimiser states start fresh)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, see 'reverie config'")
     p.set_defaults(fn=_train)
 
@@ -325,6 +343,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: RUN_DIR/analysis)")
     p.add_argument("--device")
     p.set_defaults(fn=_analyze)
+
+    p = sub.add_parser("merge", help="merge runs fine-tuned from one base into a new run folder (average, task "
+                                     "arithmetic, TIES); the coefficient is chosen on held-out replay")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders to merge (at least two)")
+    p.add_argument("--method", choices=("average", "task-arithmetic", "ties"), required=True)
+    p.add_argument("--base", metavar="RUN_BASE", help="the run the others were fine-tuned from (needed by "
+                                                       "task-arithmetic and ties)")
+    p.add_argument("--out", required=True, metavar="RUN", help="the new run folder (must not exist)")
+    coef = p.add_mutually_exclusive_group()
+    coef.add_argument("--coef", type=float, help="the coefficient lambda (default: chosen from --coef-grid)")
+    coef.add_argument("--coef-grid", type=float, nargs="+", metavar="C",
+                      help="coefficients to choose from on held-out replay (default: 0.05 .. 1 for "
+                           "task-arithmetic, 0.1 .. 2 for ties)")
+    p.add_argument("--trim", type=float, default=0.2, help="ties: fraction of each task vector kept, by "
+                                                           "magnitude (default 0.2)")
+    p.add_argument("--holdout-episodes", type=_at_least(1), default=2,
+                   help="the newest episodes of each run's replay the coefficient is chosen on (default 2)")
+    p.add_argument("--device")
+    p.set_defaults(fn=_merge)
 
     p = sub.add_parser("bench", help="run a claim of the benchmark suite (benchmarks/suite.yaml) into runs/bench/ID")
     p.add_argument("claim", nargs="?", help="the claim's id (without one: list the claims)")

@@ -29,6 +29,7 @@ from reverie.training.driver import SOLO, Driver, Mode, RunResult, Topology
 from reverie.training.continual import Continual, wants_continual
 from reverie.training.env_factory import EnvFactory, action_repeat_of, env_factory, task_factories
 from reverie.training.hardware import keep_freed_memory, resolve_precision
+from reverie.training.init_from import read_base, start_from
 from reverie.training.lock import describe
 from reverie.training.modes import Offline, Online, Staged, collection_replay
 from reverie.training.offline import attach_dataset, check_offline_agent, dataset_env, dataset_run, read_dataset
@@ -86,18 +87,22 @@ def _resolved(agent_name: str, cfg: AgentConfig, run: RunConfig, say: Callable[[
 
 
 def train(agent_name: str, cfg: AgentConfig, run_dir: str | Path, say: Callable[[str], None] = print,
-          vector_env: Any = None, dataset: str | Path | None = None, progress: bool = True) -> RunResult:
+          vector_env: Any = None, dataset: str | Path | None = None, progress: bool = True,
+          init_from: str | Path | None = None) -> RunResult:
     """Train (or resume) ``agent_name`` with ``cfg`` in ``run_dir`` and write the end-of-run artifacts.
 
     ``dataset``: train offline on a Minari dataset (id or folder) or a folder written by ``reverie import``;
     ``run.steps`` then counts updates. ``vector_env``: a gymnasium ``VectorEnv`` of ``run.num_envs``
     environments to collect with instead of ``run.env`` (which still evaluates; see
     :mod:`reverie.envs.gym_vector`); the run closes it. ``progress``: show a progress bar (a line every
-    10 % where the output is no terminal). Inside a ``torchrun`` launch this process trains
+    10 % where the output is no terminal). ``init_from``: a run folder whose newest weights a new run starts
+    from (see :mod:`reverie.training.init_from`). Inside a ``torchrun`` launch this process trains
     as one rank of a data-parallel run (see :mod:`reverie.training.distributed`)."""
     parallel = DataParallel.from_env()
     if parallel is None:
-        return _train(agent_name, cfg, cfg.run, run_dir, say, SOLO, vector_env, dataset, progress)
+        return _train(agent_name, cfg, cfg.run, run_dir, say, SOLO, vector_env, dataset, progress, init_from)
+    if init_from is not None:
+        raise ConfigError("starting from another run's weights (--init-from) runs in one process; drop --nproc")
     if dataset is not None or vector_env is not None:
         raise ConfigError("offline training and a vector environment of your own run in one process; drop --nproc")
     device = parallel.init(cfg.run.device)
@@ -111,7 +116,7 @@ def train(agent_name: str, cfg: AgentConfig, run_dir: str | Path, say: Callable[
 
 def _train(agent_name: str, cfg: AgentConfig, run: RunConfig, run_dir: str | Path, say: Callable[[str], None],
            topology: Topology, vector_env: Any = None, dataset: str | Path | None = None,
-           progress: bool = True) -> RunResult:
+           progress: bool = True, init_from: str | Path | None = None) -> RunResult:
     _setup_torch(run)
     data = None
     if dataset is not None:   # the dataset's spaces (and environment, for evaluation) define the run
@@ -130,6 +135,7 @@ def _train(agent_name: str, cfg: AgentConfig, run: RunConfig, run_dir: str | Pat
         agent = agent_entry(agent_name).build(data.obs_spec, data.act_spec, resolved, run.device)
         check_offline_agent(agent, agent_name)
     collector = None if vector_env is None else _vector_collector(vector_env, agent, run)
+    base = None if init_from is None else read_base(init_from, agent, _warn)   # checked before the folder
     if isinstance(topology, DataParallel):
         topology.check(agent)
         folder = topology.open_folder(run_dir, agent_name, cfg)
@@ -138,6 +144,8 @@ def _train(agent_name: str, cfg: AgentConfig, run: RunConfig, run_dir: str | Pat
     try:
         if folder.stale_lock:
             say(f"taking over the lock of {describe(folder.stale_lock)}, which is no longer running")
+        if base is not None and start_from(folder, agent, base):
+            say(f"starting from the weights of {base.run} at step {base.step}")
         if run.precision == "auto":
             say(f"precision: {resolved.run.precision} ({why})")
         notes = {"run/precision_bf16": float(resolved.run.precision == "bf16"),
