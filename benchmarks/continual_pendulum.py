@@ -8,7 +8,7 @@ training on task ``i``) and prints, per method, the matrix and three figures com
 - forgetting: ``mean_{j < T-1} (max_{i < T-1} R[i][j] - R[T-1][j])`` (Chaudhry et al. 2018);
 - forward transfer: ``mean_{j >= 1} (R[j-1][j] - b_j)``, ``b_j`` the return before any training.
 
-(These move to the shared module of continual metrics, ``reverie.analysis.continual``, once it exists.)
+(computed by :func:`reverie.analysis.continual.continual_scores`).
 
 Example (about 25 minutes of one CPU core):
 
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from reverie.analysis.continual import continual_scores
 
 METHODS = {
     "fifo": ["run.replay_eviction=fifo"],
@@ -34,16 +34,10 @@ METHODS = {
 }
 
 
-def figures(scores: dict) -> dict[str, float]:
-    """Average performance, forgetting and forward transfer of a score matrix (see the module docstring)."""
-    r = np.asarray(scores["R"], float)                     # [T, T]
-    t = r.shape[0]
-    out = {"average": float(r[-1].mean())}
-    out["forgetting"] = float(np.mean([r[:-1, j].max() - r[-1, j] for j in range(t - 1)])) if t > 1 else 0.0
-    if scores.get("initial") is not None and t > 1:
-        b = np.asarray(scores["initial"], float)
-        out["forward_transfer"] = float(np.mean([r[j - 1, j] - b[j] for j in range(1, t)]))
-    return out
+def figures(scores: dict) -> dict[str, float | None]:
+    """Average performance, forgetting and forward transfer of a run's ``continual.json``."""
+    got = continual_scores(scores["R"], scores.get("initial"))
+    return {"average": got.average, "forgetting": got.forgetting, "forward_transfer": got.forward_transfer}
 
 
 def main() -> int:
@@ -76,7 +70,7 @@ def main() -> int:
     print(f"\n{env}, {args.steps_per_task} steps per task, replay capacity {args.capacity}")
     print(f"{'method':10s} {'average':>9s} {'forgetting':>11s} {'fwd transfer':>13s}")
     for method, res in results.items():
-        print(f"{method:10s} {res['average']:9.1f} {res['forgetting']:11.1f} {res.get('forward_transfer', float('nan')):13.1f}")
+        print(f"{method:10s} {res['average']:9.1f} {res['forgetting'] or float('nan'):11.1f} {res['forward_transfer'] or float('nan'):13.1f}")
     return 0
 
 
