@@ -73,7 +73,7 @@ class LeanScan(torch.autograd.Function):
     """:func:`parallel_scan` whose backward pass keeps only ``a`` and ``h`` (see the module docstring)."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
+    def forward(ctx: FunctionCtx, a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
         with torch.no_grad():
             h = parallel_scan(a, b, h0)
         ctx.save_for_backward(a, h, h0)
@@ -86,12 +86,11 @@ class LeanScan(torch.autograd.Function):
         # the gradient reaching h_t from every later step: a scan of the same form, run backwards in time
         a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], 1).conj()
         g = parallel_scan(a_next.flip(1), grad_h.flip(1)).flip(1)
-        first = torch.zeros_like(h[:, :1]) if h0 is None else h0[:, None].to(h.dtype)
-        grad_a = g * torch.cat([first, h[:, :-1]], 1).conj()
+        grad_a = g * torch.cat([h0[:, None].to(h.dtype), h[:, :-1]], 1).conj()
+        grad_h0 = a[:, 0].conj() * g[:, 0]
         if not a.is_complex() and grad_a.is_complex():
             grad_a = grad_a.real
-        grad_h0 = None if h0 is None else (a[:, 0].conj() * g[:, 0])
-        if grad_h0 is not None and not h0.is_complex() and grad_h0.is_complex():
+        if not h0.is_complex() and grad_h0.is_complex():
             grad_h0 = grad_h0.real
         need_a, need_b, need_h0 = ctx.needs_input_grad
         return grad_a if need_a else None, g if need_b else None, grad_h0 if need_h0 else None
@@ -103,6 +102,6 @@ def lean_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
     ``a`` and ``b`` must have the same shape ``[B, T, ...]`` (expand a shared decay first); ``h0 [B, ...]``."""
     if a.shape != b.shape:
         raise ValueError(f"lean_scan needs a and b of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    out = LeanScan.apply(a, b, h0)
+    out = LeanScan.apply(a, b, torch.zeros_like(b[:, 0]) if h0 is None else h0)
     assert isinstance(out, Tensor)
     return out
