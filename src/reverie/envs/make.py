@@ -8,12 +8,13 @@ name                                    environment
 ``dmc:cartpole-swingup``                dm_control suite ``DOMAIN-TASK``
 ``atari:Pong``                          ale-py ``ALE/Pong-v5``, sticky actions, pixels
 ``minatar:breakout``                    a MinAtar game: 10x10 boolean object channels
+``popgym:RepeatPreviousEasy``           a POPGym task: flattened vector observations
 ======================================  ===========================================
 
 Suite defaults, used when ``obs`` or ``action_repeat`` is left at ``None``:
-``obs`` is ``"state"`` for gym and dmc and ``"pixels"`` for atari (its only
+``obs`` is ``"state"`` for gym, dmc and popgym (its only mode) and ``"pixels"`` for atari (its only
 mode) and minatar (its grid as a ``[10, 10, C]`` image, see :mod:`reverie.envs.minatar_env`);
-``action_repeat`` is 1 for gym, dmc and minatar and 4 for atari, where it is
+``action_repeat`` is 1 for gym, dmc, minatar and popgym and 4 for atari, where it is
 ALE's frameskip. An explicit value is always used as given, so
 ``action_repeat=1`` on Atari really means every frame.
 """
@@ -29,7 +30,7 @@ from reverie.envs.spaces import Env, EnvError
 if TYPE_CHECKING:
     from reverie.envs.batch import BatchEnv
 
-SUITES = ("gym", "dmc", "atari", "minatar")
+SUITES = ("gym", "dmc", "atari", "minatar", "popgym")
 OBS_MODES = ("state", "pixels")
 
 
@@ -59,7 +60,7 @@ def make_env(
     """Build the environment ``name`` (``"SUITE:TASK"``, see the module docstring).
 
     Args:
-        name: ``"gym:..."``, ``"dmc:DOMAIN-TASK"``, ``"atari:GAME"`` or ``"minatar:GAME"``.
+        name: ``"gym:..."``, ``"dmc:DOMAIN-TASK"``, ``"atari:GAME"``, ``"minatar:GAME"`` or ``"popgym:TASK"``.
         obs: ``"state"`` or ``"pixels"``; ``None`` picks the suite default.
         seed: seeds the env's first reset (gym, atari) or its task (dmc).
         action_repeat: env steps per agent step, rewards summed; ``None`` picks
@@ -105,6 +106,12 @@ def make_env(
         from reverie.envs.minatar_env import MinAtarEnv
 
         env = MinAtarEnv(task, obs=obs or "pixels", seed=seed)
+    elif suite == "popgym":
+        from reverie.envs.popgym_env import PopGymEnv
+
+        if obs not in (None, "state"):
+            raise EnvError(f"POPGym's observations are vectors: {name!r} takes obs='state', not {obs!r}")
+        env = PopGymEnv(task, seed=seed)
     elif suite == "dmc":
         from reverie.envs.dmc_env import DmcEnv
 
