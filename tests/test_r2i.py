@@ -213,3 +213,27 @@ def test_the_option_is_a_config_switch_that_is_off_by_default_and_trains_a_world
     off = RSSMWorldModel({"vector": ArraySpec((4,), np.dtype(np.float32))}, ActionSpec(True, 2),
                          WorldModelConfig(rssm=RSSMConfig(deter=8, hidden=8, stoch=3, classes=4)))
     assert not off.rssm.embed_posterior and not off.rssm.core.lean_memory
+
+
+# -- the diagnosis's window coverage -----------------------------------------------------------------------
+def test_the_window_coverage_of_the_diagnosis_matches_counting_every_window_start():
+    import importlib.util
+    import pathlib
+    import sys
+
+    bench = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("memory_credit", bench / "memory_credit.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(bench))
+    k, n = 10, 30
+    T = k + 3
+    data = module.episodes(k, n, seed=0)
+    for seq_len in (8, 13, 20, 30):
+        starts = range(n * T - seq_len + 1)                    # every window of the stream of whole episodes
+        exact = np.mean([any(s <= b and b + T <= s + seq_len for b in range(0, n * T, T)) for s in starts])
+        assert module.coverage(data, seq_len, 8000, seed=1) == pytest.approx(exact, abs=0.025)
+    assert module.coverage(data, 8, 1000, seed=1) == 0.0
