@@ -17,8 +17,8 @@ of depth ``ceil(log2 T)``: :func:`parallel_scan` (the scans live in :mod:`reveri
 ``chunk > 0`` runs the scan inside chunks of that many steps and carries the state across chunks
 sequentially (:func:`chunked_scan`); :func:`loop_scan` is the step-by-step reference. With the RSSM's
 R2I option (``model.rssm.r2i``, which sets :attr:`SequenceCore.lean_memory`) the whole sequence is scanned
-by :func:`lean_scan`, whose backward pass keeps activation memory linear in T (``chunk`` is then unused). Episode starts
-(``is_first``) set ``a_t = 0``, which resets the memory to zero exactly at that step and
+by :func:`lean_scan`, whose backward pass keeps activation memory linear in T (``chunk`` is then unused).
+Episode starts (``is_first``) set ``a_t = 0``, which resets the memory to zero exactly at that step and
 lets the scan cross batch rows with different episode boundaries. Imagination and acting
 step the same recurrence one step at a time (:meth:`SSMDynamics.step`).
 
