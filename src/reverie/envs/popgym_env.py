@@ -1,4 +1,4 @@
-"""POPGym's partially observable tasks (Morad et al., 2023) through the ``popgym`` package: ``popgym:RepeatPreviousEasy``.
+"""POPGym's partially observable tasks (Morad et al., 2023), ``popgym:RepeatPreviousEasy``, from the ``popgym`` package.
 
 POPGym registers its environments with gymnasium as ``popgym-<Name><Difficulty>-v0``, Difficulty one of Easy,
 Medium, Hard: AutoEncode, RepeatPrevious, RepeatFirst, CountRecall, PositionOnlyCartPole, PositionOnlyPendulum,
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from reverie.envs.packages import missing_package
-from reverie.envs.spaces import ActionSpec, ArraySpec, EnvError, Timing, default_obs_names, discrete_index, make_step
-from reverie.envs.spaces import unit_to_bounds
+from reverie.envs.spaces import (ActionSpec, ArraySpec, EnvError, Timing, default_obs_names, discrete_index, make_step,
+                                 unit_to_bounds)
 
 __all__ = ["PopGymEnv", "popgym_ids"]
 
@@ -64,7 +64,8 @@ class PopGymEnv:
         name = _task_name(task)
         if name not in names:
             close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else "see reverie.envs.popgym_env.popgym_ids()"
+            hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close
+                    else "see reverie.envs.popgym_env.popgym_ids()")
             raise EnvError(f"POPGym has no task {task!r}; {hint}")
         self.name = f"popgym:{name}"
         self._env = gym.make(PREFIX + name + SUFFIX, disable_env_checker=True)
