@@ -1,13 +1,16 @@
 """World-model update time against sequence length, and imagination speed, for each sequence dynamics.
 
     python benchmarks/bench_sequence.py [--preset default] [--lengths 64 256 1024] [--batch 8]
-        [--variants gru ssm ssm-chunk64 ssm-loop transformer] [--repeats 3] [--starts 256] [key=value ...]
+        [--variants gru ssm ssm-chunk64 ssm-loop ssm-r2i gru-r2i transformer] [--repeats 3] [--starts 256] [key=value ...]
 
 One update = the Dreamer world model's loss on a batch ``[batch, T]`` of random vector observations
 (8 dims, 2 discrete actions, an episode start at t = 0), backward and an Adam step
 (:func:`reverie.agents.dreamer.rssm_update`); the median of ``--repeats`` after one warm-up.
 ``ssm-chunk64`` scans chunks of 64 steps, ``ssm-loop`` chunks of 1 step (the step-by-step
-recurrence of the same model). Imagination: ``--starts`` states filtered over 64 steps, then
+recurrence of the same model), ``ssm-r2i`` and ``gru-r2i`` R2I's design (``model.rssm.r2i=true``: the
+posterior from the embedding alone, the SSM's scan with a backward pass whose memory is linear in T). Each update
+line also gives ``saved_mb``: the bytes of the distinct storages autograd keeps for the backward pass of the
+world model's loss on that batch (measured with saved-tensor hooks; deterministic, unlike the time). Imagination: ``--starts`` states filtered over 64 steps, then
 15 prior steps with random actions, without gradients; imagined steps per second = starts * 15 / s.
 ``--grad`` also times the same rollout with gradients, then its backward (the sum of the imagined features
 differentiated with respect to the actions and the weights, as Dreamer's actor learns for continuous actions
@@ -37,6 +40,8 @@ VARIANTS = {
     "ssm": ["model.dynamics=ssm"],
     "ssm-chunk64": ["model.dynamics=ssm", "model.ssm.chunk=64"],
     "ssm-loop": ["model.dynamics=ssm", "model.ssm.chunk=1"],
+    "ssm-r2i": ["model.dynamics=ssm", "model.rssm.r2i=true"],
+    "gru-r2i": ["model.dynamics=gru", "model.rssm.r2i=true"],
     "transformer": ["model.dynamics=transformer"],
 }
 OBS = {"vector": ArraySpec((8,), np.dtype(np.float32))}
@@ -50,6 +55,20 @@ def random_batch(batch: int, steps: int, gen: torch.Generator) -> Batch:
                  action=torch.eye(2)[torch.randint(0, 2, (batch, steps), generator=gen)],
                  reward=torch.randn(batch, steps, generator=gen), is_first=first,
                  is_last=torch.zeros(batch, steps, dtype=torch.bool), is_terminal=torch.zeros(batch, steps, dtype=torch.bool))
+
+
+def saved_mb(wm: RSSMWorldModel, batch: Batch) -> float:
+    """Megabytes of the distinct storages autograd keeps for the backward pass of ``wm.loss(batch)``."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        wm.loss(batch)
+    return sum(storages.values()) / 1e6
 
 
 def main() -> None:
@@ -81,7 +100,8 @@ def main() -> None:
                 if i:
                     times.append(time.perf_counter() - start)
             print(json.dumps({"variant": name, "what": "update", "batch": args.batch, "seq_len": steps,
-                              "s_per_update": round(statistics.median(times), 4), "rssm_params": params}), flush=True)
+                              "s_per_update": round(statistics.median(times), 4), "rssm_params": params,
+                              "saved_mb": round(saved_mb(wm, batch), 2)}), flush=True)
         with torch.no_grad():
             ctx = random_batch(args.starts, 64, gen)
             _, state = wm.observe(ctx.obs, ctx.action, ctx.is_first)

@@ -1,7 +1,8 @@
 """The memory suite against the cue's delay k, for each sequence dynamics: does the world model remember?
 
 For every k (``gym:reverie/MemoryCue-k{k}-v0``: a cue at step 0, k random distractors, a query; the action
-answering the query earns 1 if it names the cue) and every ``model.dynamics`` (gru, ssm, transformer):
+answering the query earns 1 if it names the cue) and every ``model.dynamics`` (gru, ssm, transformer; ``ssm-r2i``
+and ``gru-r2i`` with R2I's design, ``model.rssm.r2i=true``):
 
 1. collect ``--episodes`` episodes of the real environment with uniformly random actions (the same episodes
    for every dynamics), each stored as one sequence of its k + 3 steps;
@@ -45,7 +46,15 @@ from reverie.agents.registry import resolve_config
 from reverie.envs.make import make_env
 from reverie.models import Batch
 
-DYNAMICS = ("gru", "ssm", "transformer")
+DYNAMICS = ("gru", "ssm", "transformer", "ssm-r2i", "gru-r2i")
+"""The variants: a ``model.dynamics`` name, or one with ``-r2i`` for R2I's design (``model.rssm.r2i=true``: the
+posterior from the embedding alone; the SSM's scan with memory linear in T)."""
+
+
+def variant_overrides(variant: str) -> list[str]:
+    """The config overrides of a variant of :data:`DYNAMICS`."""
+    dynamics, _, r2i = variant.partition("-")
+    return [f"model.dynamics={dynamics}", *(["model.rssm.r2i=true"] if r2i else [])]
 
 
 def episodes(k: int, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -78,7 +87,7 @@ def episodes(k: int, n: int, seed: int) -> dict[str, np.ndarray]:
 
 def build(k: int, dynamics: str, args) -> Dreamer:
     cfg = resolve_config("dreamer", args.preset, [
-        "run.env=gym:reverie/MemoryCue-v0", f"model.dynamics={dynamics}", f"run.batch_size={args.batch}",
+        "run.env=gym:reverie/MemoryCue-v0", *variant_overrides(dynamics), f"run.batch_size={args.batch}",
         f"run.seq_len={k + 3}", f"run.seed={args.seed}", f"model.transformer.context={args.context or 16 * -(-(k + 3) // 16)}",
         *args.override])
     env = make_env(cfg.run.env, seed=args.seed)

@@ -391,7 +391,7 @@ def test_parallel_worker_errors_come_back_and_close_ends_workers():
 @pytest.mark.parametrize(
     "name, kwargs, pattern",
     [
-        ("foo:Bar", {}, r"unknown environment suite 'foo'.*\('gym', 'dmc', 'atari', 'minatar'\)"),
+        ("foo:Bar", {}, r"unknown environment suite 'foo'.*\('gym', 'dmc', 'atari', 'minatar', 'popgym'\)"),
         ("CartPole-v1", {}, r"'gym:CartPole-v1'"),
         ("gym:CartPole-v9", {}, r"no environment 'CartPole-v9'; did you mean 'CartPole-v1'"),
         ("gym:CartPol-v1", {}, r"did you mean 'CartPole-v1'"),

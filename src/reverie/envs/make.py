@@ -16,15 +16,16 @@ name                                    environment
                                         tasks, each trained for ``run.continual.switch_every``
                                         env steps (``--switch-every``; default: ``run.steps``
                                         split evenly), see :mod:`reverie.envs.sequence`
+``popgym:RepeatPreviousEasy``           a POPGym task: flattened vector observations
 ======================================  ===========================================
 
 Variants are parsed by :mod:`reverie.envs.variants`; a key the environment does not take is refused in
 one sentence listing the keys it does take.
 
 Suite defaults, used when ``obs`` or ``action_repeat`` is left at ``None``:
-``obs`` is ``"state"`` for gym and dmc and ``"pixels"`` for atari (its only
+``obs`` is ``"state"`` for gym, dmc and popgym (its only mode) and ``"pixels"`` for atari (its only
 mode) and minatar (its grid as a ``[10, 10, C]`` image, see :mod:`reverie.envs.minatar_env`);
-``action_repeat`` is 1 for gym, dmc and minatar and 4 for atari, where it is
+``action_repeat`` is 1 for gym, dmc, minatar and popgym and 4 for atari, where it is
 ALE's frameskip. An explicit value is always used as given, so
 ``action_repeat=1`` on Atari really means every frame.
 """
@@ -41,7 +42,7 @@ from reverie.envs.variants import check_gym_keys, split_variant
 if TYPE_CHECKING:
     from reverie.envs.batch import BatchEnv
 
-SUITES = ("gym", "dmc", "atari", "minatar")
+SUITES = ("gym", "dmc", "atari", "minatar", "popgym")
 OBS_MODES = ("state", "pixels")
 
 
@@ -71,7 +72,7 @@ def make_env(
     """Build the environment ``name`` (``"SUITE:TASK"``, see the module docstring).
 
     Args:
-        name: ``"gym:..."``, ``"dmc:DOMAIN-TASK"``, ``"atari:GAME"`` or ``"minatar:GAME"``.
+        name: ``"gym:..."``, ``"dmc:DOMAIN-TASK"``, ``"atari:GAME"``, ``"minatar:GAME"`` or ``"popgym:TASK"``.
         obs: ``"state"`` or ``"pixels"``; ``None`` picks the suite default.
         seed: seeds the env's first reset (gym, atari) or its task (dmc).
         action_repeat: env steps per agent step, rewards summed; ``None`` picks
@@ -105,7 +106,7 @@ def make_env(
         raise EnvError(f"{name!r} is a task sequence, which a training run steps through "
                        "(reverie train --env 'A>B'); make_env builds one task: name one of them")
     task, variant = split_variant(task)
-    if variant and suite in ("atari", "minatar"):
+    if variant and suite in ("atari", "minatar", "popgym"):
         raise EnvError(f"{suite}:{task} takes no variant keys; physics variants exist for gym and dmc tasks")
     if obs is not None and obs not in OBS_MODES:
         raise EnvError(f"obs={obs!r} is not an observation mode: choose one of {OBS_MODES}")
@@ -123,6 +124,12 @@ def make_env(
         from reverie.envs.minatar_env import MinAtarEnv
 
         env = MinAtarEnv(task, obs=obs or "pixels", seed=seed)
+    elif suite == "popgym":
+        from reverie.envs.popgym_env import PopGymEnv
+
+        if obs not in (None, "state"):
+            raise EnvError(f"POPGym's observations are vectors: {name!r} takes obs='state', not {obs!r}")
+        env = PopGymEnv(task, seed=seed)
     elif suite == "dmc":
         from reverie.envs.dmc_env import DmcEnv
 

@@ -49,6 +49,12 @@ class RSSMConfig:
     """Uniform mixture in the categorical probabilities."""
     min_std: float = 0.1
     """Floor of the Gaussian latent's standard deviation."""
+    r2i: bool = False
+    """R2I's design (Samsonov et al., 2024) for any sequence core: the posterior from the observation's
+    embedding alone, never from ``deter``, so the core runs over a training sequence's inputs
+    ``[z_{t-1}, a_{t-1}]`` at once (the SSM by a parallel scan whose memory is linear in T, resets inside the
+    sequence handled by the scan; the GRU still steps). Off: the core decides (the GRU's posterior sees
+    ``deter``; the SSM's and transformer's do not, the SSM scanning with Hillis-Steele)."""
 
 
 class RSSM(nn.Module):
@@ -69,7 +75,10 @@ class RSSM(nn.Module):
         self.img_in = MLP(stoch_flat + action_dim, None, cfg.hidden, 1)
         self.core = build_core(dynamics, cfg.hidden, cfg.deter, settings)
         self.prior_head = MLP(cfg.deter, dist_out, cfg.hidden, 1)
-        post_in = embed_dim if self.core.parallel_posterior else cfg.deter + embed_dim
+        self.core.lean_memory = cfg.r2i
+        self.embed_posterior = cfg.r2i or self.core.parallel_posterior
+        """Whether the posterior sees the embedding alone (R2I, or a core with ``parallel_posterior``)."""
+        post_in = embed_dim if self.embed_posterior else cfg.deter + embed_dim
         self.post_head = MLP(post_in, dist_out, cfg.hidden, 1)
         self.feat_dim = cfg.deter + stoch_flat
 
@@ -170,13 +179,13 @@ class RSSM(nn.Module):
         embed ``[B, T, E]``, action ``[B, T, A]`` (leading into step t), is_first ``[B, T]``.
         Returns (posterior states ``[B, T]``, last posterior state ``[B]``). The prior is not
         computed inside the loop: only ``deter`` is sequential, so :meth:`prior` can be applied
-        to all posterior ``deter`` at once afterwards. A core whose posterior sees only the embedding
-        (``parallel_posterior``) runs over the whole sequence at once; otherwise the posterior at step t
-        feeds the core's input at t + 1, and filtering steps through time.
+        to all posterior ``deter`` at once afterwards. Where the posterior sees only the embedding
+        (``r2i``, or a core with ``parallel_posterior``) the core runs over the whole sequence at once;
+        otherwise the posterior at step t feeds the core's input at t + 1, and filtering steps through time.
         """
         b, t = embed.shape[:2]
         current = self.initial(b, embed.device) if state is None else state_entries(state)
-        if self.core.parallel_posterior:
+        if self.embed_posterior:
             return self._observe_parallel(embed, action, is_first, current, sample)
         keep = (~is_first.bool()).float()  # [B, T]
         # One host sync per sequence to learn where episodes start, instead of masking every step. Compiled
@@ -199,9 +208,9 @@ class RSSM(nn.Module):
 
     def _observe_parallel(self, embed: Tensor, action: Tensor, is_first: Tensor, state: Mapping[str, Tensor],
                           sample: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """:meth:`observe` for a core with ``parallel_posterior`` (the SSM, the transformer): posteriors from the
-        embeddings, then the core over all inputs ``[z_{t-1}, a_{t-1}]`` at once (zeroed at episode starts,
-        like the stepped filter's)."""
+        """:meth:`observe` where the posterior sees the embedding alone (``r2i``; the SSM, the transformer):
+        posteriors from the embeddings, then the core's :meth:`~SequenceCore.sequence` over all inputs
+        ``[z_{t-1}, a_{t-1}]`` at once (zeroed at episode starts, like the stepped filter's)."""
         post = self._dist_state(self.post_head(embed), sample)                      # [B, T, ...]
         keep = (~is_first.bool()).to(embed.dtype)                                   # [B, T]
         prev = torch.cat([state["stoch"][:, None].to(post["stoch"].dtype), post["stoch"][:, :-1]], 1)

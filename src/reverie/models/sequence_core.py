@@ -17,11 +17,14 @@ Every core offers:
   computes it with :meth:`~SequenceCore.step` one step at a time; a core with a faster form (a parallel
   scan, masked attention) overrides it with one that gives the same numbers.
 
-and declares two properties the RSSM acts on:
+and declares the properties the RSSM acts on:
 
 - ``parallel_posterior``: whether the RSSM's posterior is computed from the observation's embedding alone,
   so that :meth:`~SequenceCore.sequence` runs over all steps of a training batch at once (the SSM, the
   transformer); otherwise the posterior sees ``deter`` and filtering steps through time (the GRU);
+- ``lean_memory`` (set by the RSSM's R2I option, ``model.rssm.r2i``): whether :meth:`~SequenceCore.sequence`
+  keeps its activation memory linear in the sequence length where its fast form would not (the SSM's scan);
+  the numbers are the same either way;
 - :attr:`~SequenceCore.markov_in_deter`: whether the next ``deter`` is a function of ``deter`` and the input
   alone, which gives the RSSM a transition map on ``deter`` (spectral analysis). It follows from the
   contract: a step reads nothing but its input and its memory, so a core with no ``memory_keys`` has it.
@@ -54,7 +57,10 @@ class SequenceCore(nn.Module, ABC):
     """The state entries the core adds beside ``deter``."""
     parallel_posterior: bool = False
     """Whether the RSSM computes the posterior from the embedding alone and runs :meth:`sequence` over
-    all steps at once (True), or lets the posterior see ``deter`` and steps through time (False)."""
+    all steps at once (True), or lets the posterior see ``deter`` and steps through time (False). The RSSM's
+    R2I option computes the posterior from the embedding alone for every core."""
+    lean_memory: bool = False
+    """Whether :meth:`sequence` keeps activation memory linear in T (the RSSM's R2I option sets it)."""
 
     def __init__(self, hidden: int, deter: int):
         super().__init__()

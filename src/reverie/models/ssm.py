@@ -13,10 +13,12 @@ and only the resets make ``a_t`` vary in time. The output ``y_t = C h_t + D * u_
 residual GELU projection.
 
 Training runs the recurrence over a whole sequence with a parallel (Hillis-Steele) scan
-of depth ``ceil(log2 T)``: :func:`parallel_scan`. ``chunk > 0`` runs the scan inside
-chunks of that many steps and carries the state across chunks sequentially
-(:func:`chunked_scan`); :func:`loop_scan` is the step-by-step reference. Episode starts
-(``is_first``) set ``a_t = 0``, which resets the memory to zero exactly at that step and
+of depth ``ceil(log2 T)``: :func:`parallel_scan` (the scans live in :mod:`reverie.models.scan`).
+``chunk > 0`` runs the scan inside chunks of that many steps and carries the state across chunks
+sequentially (:func:`chunked_scan`); :func:`loop_scan` is the step-by-step reference. With the RSSM's
+R2I option (``model.rssm.r2i``, which sets :attr:`SequenceCore.lean_memory`) the whole sequence is scanned
+by :func:`lean_scan`, whose backward pass keeps activation memory linear in T (``chunk`` is then unused).
+Episode starts (``is_first``) set ``a_t = 0``, which resets the memory to zero exactly at that step and
 lets the scan cross batch rows with different episode boundaries. Imagination and acting
 step the same recurrence one step at a time (:meth:`SSMDynamics.step`).
 
@@ -35,7 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reverie.config import ConfigError, NonNegativeInt, PositiveFloat, PositiveInt, check_ranges
+from reverie.models.scan import chunked_scan, lean_scan, loop_scan, parallel_scan
 from reverie.models.sequence_core import CoreSettings, SequenceCore
+
+__all__ = ["SSMConfig", "SSMDynamics", "SSMLayer", "chunked_scan", "lean_scan", "loop_scan", "parallel_scan"]
 
 
 @dataclass(frozen=True)
@@ -62,43 +67,6 @@ class SSMConfig:
         check_ranges(self)
         if self.dt_min > self.dt_max:
             raise ConfigError(f"model.ssm.dt_min ({self.dt_min}) must not exceed model.ssm.dt_max ({self.dt_max})")
-
-
-def loop_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
-    """Reference: ``h_t = a_t * h_{t-1} + b_t`` step by step over axis 1; ``a, b [B, T, ...]``, ``h0 [B, ...]``."""
-    h = torch.zeros_like(b[:, 0]) if h0 is None else h0
-    out = []
-    for t in range(a.shape[1]):
-        h = a[:, t] * h + b[:, t]
-        out.append(h)
-    return torch.stack(out, 1)
-
-
-def parallel_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
-    """The same recurrence as :func:`loop_scan` with a Hillis-Steele scan: ``ceil(log2 T)`` rounds.
-
-    The pairs ``(a, b)`` compose associatively, ``(a1, b1) then (a2, b2) = (a2 a1, a2 b1 + b2)``;
-    after round ``r`` position t holds the composition of steps ``t - 2^r + 1 .. t``.
-    """
-    if h0 is not None:
-        b = torch.cat([(a[:, :1] * h0[:, None] + b[:, :1]), b[:, 1:]], 1)
-    steps, d = a.shape[1], 1
-    while d < steps:
-        b = torch.cat([b[:, :d], a[:, d:] * b[:, :-d] + b[:, d:]], 1)
-        a = torch.cat([a[:, :d], a[:, d:] * a[:, :-d]], 1)
-        d *= 2
-    return b
-
-
-def chunked_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk: int = 64) -> Tensor:
-    """:func:`parallel_scan` inside chunks of ``chunk`` steps, the state carried from chunk to chunk:
-    ``T log(chunk)`` work instead of ``T log T``, ``T / chunk`` sequential rounds."""
-    out, h = [], h0
-    for s in range(0, a.shape[1], chunk):
-        part = parallel_scan(a[:, s:s + chunk], b[:, s:s + chunk], h)
-        h = part[:, -1]
-        out.append(part)
-    return torch.cat(out, 1)
 
 
 class SSMLayer(nn.Module):
@@ -184,6 +152,8 @@ class SSMDynamics(SequenceCore):
         return {"ssm": torch.zeros(batch, len(self.layers), parts * self.state_size, device=device)}
 
     def _scan(self, a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+        if self.lean_memory:
+            return lean_scan(a, b, h0)
         if self.cfg.chunk == 1:
             return loop_scan(a, b, h0)
         if self.cfg.chunk > 1:
