@@ -1,14 +1,21 @@
-"""The run's environment as a picklable ``seed -> Env`` factory, with the suite's action repeat."""
+"""The run's environment as a picklable ``seed -> Env`` factory, with the suite's action repeat.
+
+A multitask run (several names in ``run.env``, see :mod:`reverie.envs.multitask`) gets a
+:class:`TaskFactory`: called with a seed it builds the first task (what probes the specs), and
+:meth:`TaskFactory.task` gives each task's own padded factory, which collection and evaluation use.
+"""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Callable
 
-from reverie.envs import Env, make_env
+from reverie.envs import Env, EnvError, make_env
+from reverie.envs.multitask import PaddedTask, TaskLayout, split_tasks, task_layout
 from reverie.run_config import RunConfig
 
-__all__ = ["SUITE_ACTION_REPEAT", "EnvFactory", "action_repeat_of", "env_factory"]
+__all__ = ["SUITE_ACTION_REPEAT", "EnvFactory", "TaskFactory", "action_repeat_of", "env_factory", "stream_factory"]
 
 #: Action repeat per suite when the config leaves it unset.
 SUITE_ACTION_REPEAT = {"atari": 4, "dmc": 2}
@@ -18,15 +25,67 @@ EnvFactory = Callable[[int], Env]
 
 
 def action_repeat_of(run: RunConfig) -> int:
-    """The run's action repeat: ``run.action_repeat``, else the suite's default (atari 4, dmc 2, else 1)."""
-    return run.action_repeat or SUITE_ACTION_REPEAT.get(run.env.partition(":")[0], 1)
+    """The run's action repeat: ``run.action_repeat``, else the suite's default (atari 4, dmc 2, else 1); the
+    tasks of a multitask run must agree on it."""
+    if run.action_repeat:
+        return run.action_repeat
+    repeats = {name: SUITE_ACTION_REPEAT.get(name.partition(":")[0], 1) for name in split_tasks(run.env)}
+    if len(set(repeats.values())) > 1:
+        said = ", ".join(f"{name} {repeat}" for name, repeat in repeats.items())
+        raise EnvError(f"the tasks' suites repeat actions differently by default ({said}); set run.action_repeat")
+    return next(iter(repeats.values()))
+
+
+@dataclass(frozen=True)
+class TaskFactory:
+    """The environments of a multitask run: ``factory(seed)`` is the first task; ``task(k)`` task ``k``'s."""
+
+    layout: TaskLayout
+    """The shared specs and each task's place in them."""
+    own: tuple[EnvFactory, ...]
+    """Each task's own (unpadded) factory."""
+
+    def __call__(self, seed: int) -> Env:
+        return self.task(0)(seed)
+
+    def task(self, index: int) -> EnvFactory:
+        """Task ``index``'s factory, speaking the layout's specs."""
+        return functools.partial(_padded, self.own[index], index, self.layout)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.layout.names
+
+
+def stream_factory(make: EnvFactory, stream: int) -> EnvFactory:
+    """The factory of collection stream ``stream``: ``make`` itself, or task ``stream % K`` of a multitask run."""
+    if isinstance(make, TaskFactory):
+        return make.task(stream % len(make.names))
+    return make
 
 
 def env_factory(run: RunConfig) -> EnvFactory:
-    """A picklable ``seed -> Env`` for the run's environment (subprocess collection pickles it)."""
+    """A picklable ``seed -> Env`` for the run's environment (subprocess collection pickles it); a
+    :class:`TaskFactory` for several (each task is built once here to read its specs)."""
     size = (run.image_size, run.image_size)
-    return functools.partial(_make, run.env, run.obs, action_repeat_of(run), size, run.time_limit)
+    names = split_tasks(run.env)
+    repeat = action_repeat_of(run)
+    own = tuple(functools.partial(_make, name, run.obs, repeat, size, run.time_limit) for name in names)
+    if len(names) == 1:
+        return own[0]
+    specs = []
+    for make in own:
+        probe = make(run.seed)
+        try:
+            specs.append((probe.obs_spec, probe.act_spec))
+        finally:
+            probe.close()
+    return TaskFactory(task_layout(names, specs), own)
 
 
 def _make(name: str, obs: str, repeat: int, size: tuple[int, int], time_limit: int | None, seed: int) -> Env:
     return make_env(name, obs=obs, seed=seed, action_repeat=repeat, size=size, time_limit=time_limit)
+
+
+def _padded(own: EnvFactory, index: int, layout: TaskLayout, seed: int) -> Env:
+    return PaddedTask(own(seed), index, layout)
