@@ -221,6 +221,18 @@ def test_train_two_tasks_end_to_end_and_refusals(tmp_path, capsys):
     assert (by_task[0]["action"][:, 1] == 0).all() and (by_task[1]["action"][:, 1] != 0).any()
     assert main([*args, "--steps", "160"]) == 0                                # resumes
     assert "resuming" in capsys.readouterr().out
+    assert main(["eval", str(run_dir), "--episodes", "1"]) == 0                # every task, each on its own
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["episodes"] == 2 and set(out["tasks"]) == {"gym:Pendulum-v1", "gym:LunarLanderContinuous-v3"}
+    assert out["return_mean"] == pytest.approx(np.mean([t["return_mean"] for t in out["tasks"].values()]))
+    # reverie analyze: two episodes visit both tasks; each task's shares over the two experts sum to 1
+    assert main(["analyze", str(run_dir), "--episodes", "2", "--only", "experts"]) == 0
+    capsys.readouterr()
+    experts = json.loads((run_dir / "analysis" / "analysis.json").read_text())["sections"]["experts"]
+    assert experts["applies"] and experts["data"]["load_balance_loss"] >= 1 - 1e-5
+    usage = experts["data"]["usage"]
+    assert set(usage) == {"gym:Pendulum-v1", "gym:LunarLanderContinuous-v3"}
+    assert all(len(u) == 2 and abs(sum(u) - 1) < 1e-5 for u in usage.values())
     assert main(["train", "tdmpc2", "--preset", "tiny", "--env", "gym:Pendulum-v1,gym:CartPole-v1",
                  "--run-dir", str(tmp_path / "kinds")]) == 2
     assert "a multitask run trains tasks of one action kind" in capsys.readouterr().err

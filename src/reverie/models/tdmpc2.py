@@ -49,7 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reverie.config import ConfigError
-from reverie.models.base import POLICY, REWARD, TRANSITION, VALUE, State, TransitionMap, transition_map
+from reverie.models.base import (POLICY, REWARD, ROUTING, TRANSITION, VALUE, CapabilityError, State, TransitionMap,
+                                 transition_map)
 from reverie.models.codecs import MultiEncoder
 from reverie.models.moe import RoutedDynamics, Routing
 from reverie.models.state import state_entries
@@ -162,6 +163,7 @@ class TDMPC2Model(nn.Module):
     """Implements :class:`reverie.models.base.WorldModel` (capabilities: reward, value, policy, transition)."""
 
     capabilities = frozenset({REWARD, VALUE, POLICY, TRANSITION})
+    """The class's; an instance with mixture-of-experts dynamics adds ``routing``."""
     bins: Tensor
     """The two-hot support ``[bins]`` in symlog space (a buffer)."""
 
@@ -194,6 +196,8 @@ class TDMPC2Model(nn.Module):
         self.qs = QEnsemble(cfg.num_q, d + a + t, u, cfg.bins, cfg.dropout)
         self.register_buffer("bins", symlog_bins(cfg.bins, cfg.vmin, cfg.vmax), persistent=False)
         self.tasks = obs_spec[TASK_KEY].shape[0] if self.multitask else 0
+        if cfg.experts:
+            self.capabilities = self.capabilities | {ROUTING}
         if self.multitask:   # made last, so that a one-task model is initialised as before multitask existed
             self.task_table = nn.Parameter(torch.randn(self.tasks, t))
 
@@ -313,6 +317,14 @@ class TDMPC2Model(nn.Module):
 
     def reward(self, state: State) -> Tensor:
         return state_entries(state)["reward"]
+
+    def routing(self, state: State, action: Tensor) -> Routing:
+        """The mixture-of-experts dynamics' routing of the step from ``state [N]`` at ``action [N, A]``."""
+        entries = state_entries(state)
+        _, routing = self.next_routed(entries["latent"], action, self.task_of(entries))
+        if routing is None:
+            raise CapabilityError("this TD-MPC2 model's dynamics is one dense MLP (model.experts=0); it routes nothing")
+        return routing
 
     def value(self, state: State) -> Tensor:
         """Mean of two random Q heads at an action sampled from the policy (TD-MPC2's terminal value)."""

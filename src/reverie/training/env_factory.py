@@ -1,8 +1,8 @@
 """The run's environment as a picklable ``seed -> Env`` factory, with the suite's action repeat.
 
 A multitask run (several names in ``run.env``, see :mod:`reverie.envs.multitask`) gets a
-:class:`TaskFactory`: called with a seed it builds the first task (what probes the specs), and
-:meth:`TaskFactory.task` gives each task's own padded factory, which collection and evaluation use.
+:class:`TaskFactory`: :meth:`TaskFactory.task` gives each task's own padded factory, which collection
+and evaluation use; called with a seed it builds one of the tasks (all speak the same specs).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def action_repeat_of(run: RunConfig) -> int:
 
 @dataclass(frozen=True)
 class TaskFactory:
-    """The environments of a multitask run: ``factory(seed)`` is the first task; ``task(k)`` task ``k``'s."""
+    """The environments of a multitask run: ``task(k)`` is task ``k``'s factory; ``factory(seed)`` builds task
+    ``seed % K`` (so that consecutive seeds, as ``reverie analyze`` plays them, visit every task)."""
 
     layout: TaskLayout
     """The shared specs and each task's place in them."""
@@ -46,7 +47,7 @@ class TaskFactory:
     """Each task's own (unpadded) factory."""
 
     def __call__(self, seed: int) -> Env:
-        return self.task(0)(seed)
+        return self.task(seed % len(self.names))(seed)
 
     def task(self, index: int) -> EnvFactory:
         """Task ``index``'s factory, speaking the layout's specs."""
