@@ -2,14 +2,17 @@
 change nothing a task does, routing and the load-balancing loss against hand-computed values, balanced
 replay batches, the refusals, and ``reverie train tdmpc2 --env A,B`` end to end."""
 
-import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from reverie import api
 from reverie.cli import main
 from reverie.envs import EnvError
 from reverie.envs.multitask import PaddedTask, split_tasks, task_layout
@@ -19,7 +22,6 @@ from reverie.models.tdmpc2 import TaskCode, TDMPC2Model, TDMPC2ModelConfig
 from reverie.replay import Replay
 from reverie.replay.selectors import balanced_shares
 from reverie.specs import ACTION_MASK_KEY, TASK_KEY, ActionSpec, ArraySpec
-from reverie.training.checkpoint import load_latest
 
 F32 = np.dtype(np.float32)
 SMALL = TDMPC2ModelConfig(latent=16, enc_units=16, units=16, num_q=2, bins=21, task_dim=4)
@@ -54,20 +56,41 @@ class Toy:
         pass
 
 
+#: The last commit before multitask training existed.
+BEFORE = "1486263"
+RUN = """
+import hashlib, json, sys
+from reverie import api
+from reverie.training.checkpoint import load_latest
+run = api.train("tdmpc2", preset="tiny", run_dir=sys.argv[1], say=None,
+                overrides=["run.steps=120", "run.env=gym:Pendulum-v1"])
+weights = load_latest(sys.argv[1] + "/checkpoints", expected_agent="tdmpc2", device="cpu", warn=print)[0]["model"]
+digest = hashlib.sha256()
+for key in sorted(weights):
+    digest.update(key.encode())
+    digest.update(weights[key].detach().cpu().contiguous().numpy().tobytes())
+print(json.dumps([digest.hexdigest(), run.result.eval_return, run.result.counters.updates]))
+"""
+
+
 def test_one_task_trains_bit_for_bit_as_before_multitask_existed(tmp_path):
-    """Recorded from the commit before multitask training existed (same command, same machine image): the final
-    weights' SHA-256, the evaluation return and the number of updates of a tiny Pendulum run."""
-    run = api.train("tdmpc2", preset="tiny", run_dir=tmp_path / "one", say=None,
-                    overrides=["run.steps=120", "run.env=gym:Pendulum-v1"])
-    found = load_latest(tmp_path / "one" / "checkpoints", expected_agent="tdmpc2", device="cpu", warn=print)
-    weights = found[0]["model"]
-    digest = hashlib.sha256()
-    for key in sorted(weights):
-        digest.update(key.encode())
-        digest.update(weights[key].detach().cpu().contiguous().numpy().tobytes())
-    assert run.result.counters.updates == 35
-    assert run.result.eval_return == -1119.916794627905
-    assert digest.hexdigest() == "0ab34636dccac91065f97b6a3629fc2ad812af760901317e384b443b44fc2cd5"
+    """The same tiny Pendulum run by the code of the commit before multitask training and by this code, on this
+    machine: the final weights' SHA-256, the evaluation return and the number of updates are equal (on the
+    machine this was written on: 0ab34636..., -1119.916794627905 and 35)."""
+    repo = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{BEFORE}^{{commit}}"],
+                                                     capture_output=True).returncode != 0:
+        pytest.skip(f"commit {BEFORE} (before multitask training) is not in this checkout's history")
+    archive = subprocess.run(["git", "-C", str(repo), "archive", BEFORE, "src"], capture_output=True, check=True)
+    (tmp_path / "before").mkdir()
+    subprocess.run(["tar", "-x", "-C", str(tmp_path / "before")], input=archive.stdout, check=True)
+    results = []
+    for name, src in (("before", tmp_path / "before" / "src"), ("now", repo / "src")):
+        env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+        out = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / f"run-{name}")], env=env, capture_output=True,
+                             text=True, check=True, timeout=600)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert results[1][2] > 0 and results[0] == results[1]
 
 
 def test_tasks_are_padded_to_the_largest_specs_and_use_only_their_own_actions():
