@@ -115,10 +115,11 @@ def test_mppi_on_frozen_linear_dynamics_reaches_the_riccati_optimum():
     a_mat = torch.eye(d) * 0.9 + torch.diag(torch.full((d - 1,), 0.2), 1)
     b_mat = torch.linspace(0.2, 1.0, d)[:, None]
     q_mat, r, p_final = torch.eye(d) * 0.1, 0.5, torch.eye(d) * 0.3
-    model.next = lambda z, a: z @ a_mat.T + a @ b_mat.T
-    model.reward_logits = lambda z, a: exact_logits(-((z @ q_mat) * z).sum(-1) - r * (a ** 2).sum(-1), model.bins)
-    model.q_logits = lambda z, a, heads=None, members=None: exact_logits(-((z @ p_final) * z).sum(-1), model.bins
-                                                                          ).expand(2, *z.shape[:-1], -1)
+    model.next = lambda z, a, task=None: z @ a_mat.T + a @ b_mat.T
+    model.reward_logits = lambda z, a, task=None: exact_logits(-((z @ q_mat) * z).sum(-1) - r * (a ** 2).sum(-1),
+                                                               model.bins)
+    model.q_logits = lambda z, a, heads=None, members=None, task=None: exact_logits(
+        -((z @ p_final) * z).sum(-1), model.bins).expand(2, *z.shape[:-1], -1)
     p, gains = p_final, []
     for _ in range(3):
         k = torch.linalg.solve(r + b_mat.T @ p @ b_mat, b_mat.T @ p @ a_mat)
@@ -167,14 +168,14 @@ def test_consistency_loss_is_zero_for_a_model_that_predicts_its_target_exactly()
     encoded = agent.wm.encode(batch.obs).detach()             # [B, T, D]: what each step's target is
     calls = []
 
-    def exact_next(z, action):
+    def exact_next(z, action, task=None):
         calls.append(None)
-        return encoded[:, len(calls)] + 0.0 * z               # keeps the graph, predicts the target
-    agent.wm.next = exact_next
+        return encoded[:, len(calls)] + 0.0 * z, None         # keeps the graph, predicts the target
+    agent.wm.next_routed = exact_next
     metrics = agent.update(batch)
     assert metrics["loss/consistency"] == 0.0 and len(calls) == 3
     assert np.isfinite(metrics["loss/reward"]) and np.isfinite(metrics["loss/value"])
-    del agent.wm.next                                         # a wrong prediction costs something
+    del agent.wm.next_routed                                  # a wrong prediction costs something
     assert small_agent().update(batch)["loss/consistency"] > 0
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -38,7 +38,7 @@ from reverie.planning import plan
 from reverie.run_config import AgentConfig
 from reverie.training import session
 from reverie.training.driver import RunResult
-from reverie.training.env_factory import EnvFactory
+from reverie.training.env_factory import EnvFactory, TaskFactory
 from reverie.training.logger import read_metrics
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ class Evaluation:
     step: int
     planner: str
     acting: str
+    tasks: dict[str, np.ndarray] = field(default_factory=dict)
+    """A multitask run's returns of each task (``returns`` holds them all, task after task)."""
 
     @property
     def mean(self) -> float:
@@ -75,8 +77,12 @@ class Evaluation:
 
     def as_dict(self) -> dict[str, Any]:
         """What ``reverie eval`` prints."""
-        return {"return_mean": self.mean, "return_std": self.std, "episodes": int(len(self.returns)),
-                "step": self.step, "planner": self.planner, "acting": self.acting}
+        out = {"return_mean": self.mean, "return_std": self.std, "episodes": int(len(self.returns)),
+               "step": self.step, "planner": self.planner, "acting": self.acting}
+        if self.tasks:
+            out["tasks"] = {name: {"return_mean": float(r.mean()), "return_std": float(r.std())}
+                            for name, r in self.tasks.items()}
+        return out
 
 
 class Run:
@@ -150,8 +156,13 @@ class Run:
 
         actor = prepare_acting(self.agent, acting, planner, list(planner_args))
         base = (self.config.run.seed + 50_000) if seed is None else seed
-        returns, _ = run_episodes(actor, [functools.partial(self._loaded[2], base + i) for i in range(episodes)])
-        return Evaluation(returns, self.checkpoint_step, planner, acting)
+        make = self._loaded[2]
+        if not isinstance(make, TaskFactory):
+            returns, _ = run_episodes(actor, [functools.partial(make, base + i) for i in range(episodes)])
+            return Evaluation(returns, self.checkpoint_step, planner, acting)
+        tasks = {name: run_episodes(actor, [functools.partial(make.task(k), base + i) for i in range(episodes)])[0]
+                 for k, name in enumerate(make.names)}   # a multitask run: ``episodes`` in every task
+        return Evaluation(np.concatenate(list(tasks.values())), self.checkpoint_step, planner, acting, tasks)
 
     def dream(self, out: str | Path | None = None, context: int = 5, horizon: int = 45) -> tuple[Path, dict]:
         """One greedy episode observed for ``context`` steps and imagined for ``horizon`` from the actions
@@ -195,8 +206,9 @@ def default_run_dir(agent: str, cfg: AgentConfig, dataset: str | Path | None = N
         name = Path(str(dataset)).name.replace("/", "-") or "dataset"
         return Path("runs") / f"{agent}-offline-{name}-s{cfg.run.seed}"
     safe = cfg.run.env
-    for char, to in ((":", "-"), ("/", "-"), (">", "_then_"), ("?", "-"), ("&", "-"), ("=", "")):
-        safe = safe.replace(char, to)   # a task sequence or a variant still names one plain folder
+    for char, to in ((":", "-"), ("/", "-"), (",", "+"), (">", "_then_"), ("?", "-"), ("&", "-"), ("=", "")):
+        safe = safe.replace(char, to)   # a sequence, a variant or a multitask run's
+        # tasks (joined by +) still name one plain folder
     return Path("runs") / f"{agent}-{safe}-{cfg.run.obs}-s{cfg.run.seed}"
 
 

@@ -70,8 +70,9 @@ def _train(args: argparse.Namespace) -> int:
         print(f"\n{args.agent} on {cfg.run.env} ({cfg.run.obs}): {c.env_steps} env steps, {c.updates} updates, "
               f"{c.episodes} episodes in {c.wall_time / 60:.1f} min")
     if result.eval_return is not None:
+        tasks = cfg.run.env.count(",") + 1
         print(f"evaluation return: {result.eval_return:.1f} +- {result.eval_return_std:.1f} "
-              f"over {cfg.run.eval_episodes} episodes")
+              f"over {cfg.run.eval_episodes} episodes" + (f" of each of {tasks} tasks" if tasks > 1 else ""))
     for name, path in result.artifacts.items():
         print(f"{name}: {path}")
     print(f"run folder: {result.run_dir}")

@@ -49,7 +49,8 @@ class RunConfig:
     """Environment, budget, data flow and bookkeeping of one training run."""
 
     env: str = "gym:CartPole-v1"
-    """Environment as SUITE:TASK, e.g. gym:CartPole-v1, dmc:cartpole-swingup, atari:Pong."""
+    """Environment as SUITE:TASK, e.g. gym:CartPole-v1, dmc:cartpole-swingup, atari:Pong; several separated by
+    commas train one multitask agent on all of them (TD-MPC2; see reverie.envs.multitask)."""
     obs: Literal["state", "pixels"] = "state"
     """Observation type: state vectors or 64x64 pixels."""
     steps: PositiveInt = 20_000
@@ -57,7 +58,7 @@ class RunConfig:
     seed: NonNegativeInt = 0
     """Seed of the environments, the networks and the replay sampler."""
     num_envs: PositiveInt = 1
-    """Environments stepped together for collection."""
+    """Environments stepped together for collection (of each task, in a multitask run)."""
     parallel_envs: Optional[bool] = None
     """Step the collection environments in subprocesses, overlapped with the updates (None: for pixel
     observations, whose rendering would stall the learner, not for state vectors, where a process

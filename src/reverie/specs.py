@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ActionSpec", "ArraySpec"]
+__all__ = ["ACTION_MASK_KEY", "ActionSpec", "ArraySpec", "TASK_KEY"]
+
+#: Observation key of a multitask run's task identity: float32 one-hot ``[K]`` (see :mod:`reverie.envs.multitask`).
+TASK_KEY = "task"
+#: Observation key of a multitask run's action mask: float32 ``[A]``, 1 on the task's own action dimensions,
+#: 0 on the padding.
+ACTION_MASK_KEY = "action_mask"
 
 
 @dataclass(frozen=True)

@@ -252,6 +252,9 @@ class AgentBase:
     extras_spec: Mapping[str, ArraySpec] = {}
     #: whether ``run.compile=true`` compiles this agent's update (it then does so in ``__init__``)
     compilable: ClassVar[bool] = False
+    #: whether it trains on several tasks at once: it reads the task and action-mask keys that a multitask
+    #: run adds to the observations (:mod:`reverie.envs.multitask`) and keeps padded action dimensions at zero
+    multitask: ClassVar[bool] = False
     discount = 1.0
     planner_defaults: Mapping[str, PlannerSettings] = {}
     model: WorldModel | None = None

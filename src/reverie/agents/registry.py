@@ -39,6 +39,8 @@ class AgentClass(Protocol[C_contra]):
 
     compilable: bool
     """Whether ``run.compile=true`` compiles its update."""
+    multitask: bool
+    """Whether it trains on several tasks at once (``run.env`` naming several, see :mod:`reverie.envs.multitask`)."""
 
     def __call__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: C_contra,
                  device: str | torch.device = ...) -> Agent: ...
@@ -50,6 +52,10 @@ class AgentBuilder(Protocol):
     @property
     def compilable(self) -> bool:
         """Whether ``run.compile=true`` compiles the update of the agents it builds."""
+
+    @property
+    def multitask(self) -> bool:
+        """Whether the agents it builds train on several tasks at once."""
 
     def __call__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: AgentConfig,
                  device: str | torch.device = ...) -> Agent: ...
@@ -65,6 +71,10 @@ class Builder(Generic[C]):
     @property
     def compilable(self) -> bool:
         return self.agent_cls.compilable
+
+    @property
+    def multitask(self) -> bool:
+        return self.agent_cls.multitask
 
     def __call__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: AgentConfig,
                  device: str | torch.device = "cpu") -> Agent:

@@ -19,7 +19,14 @@ optimisers. Every update, on sequences of H + 1 steps:
 4. the target Q heads move towards the online ones by ``tau`` (Polyak averaging).
 
 Transitions that cross an episode boundary inside a sampled sequence (reverie's replay streams
-episodes back to back) are masked out of every loss. The agent computes in float32 whatever
+episodes back to back) are masked out of every loss.
+
+Multitask (``run.env`` naming several tasks; :mod:`reverie.envs.multitask`): every network reads the task's
+embedding (:class:`~reverie.models.tdmpc2.TDMPC2Model`), each sampled sequence stays in one task, and the
+update logs each task's consistency loss (``task<k>/loss/consistency``, ``k`` the task's place in
+``run.env``); actions sent to the environments are 0 on a task's padded dimensions. With mixture-of-experts
+dynamics (``model.experts``) the Switch load-balancing loss joins the model's losses (``balance_coef``) and
+the share of each task's dynamics inputs routed to each expert is logged (``task<k>/moe/expert<e>``). The agent computes in float32 whatever
 ``run.precision`` says: bf16 autocast made an update no faster at the default size.
 """
 
@@ -38,11 +45,12 @@ from reverie.agents.base import ActOutput, AgentBase, ReplayRatio, gradient_step
 from reverie.agents.planner_policy import PlannerPolicy
 from reverie.config import ConfigError, Fraction, NonNegativeFloat, PositiveFloat, check_ranges
 from reverie.models import Batch
-from reverie.models.tdmpc2 import TDMPC2Model, TDMPC2ModelConfig
+from reverie.agents.tdmpc2_report import routing_report, task_report
+from reverie.models.tdmpc2 import TaskCode, TDMPC2Model, TDMPC2ModelConfig
 from reverie.nn import TwoHotDist, polyak_update
 from reverie.planning import MPPISettings
 from reverie.run_config import RunConfig
-from reverie.specs import ActionSpec, ArraySpec
+from reverie.specs import ACTION_MASK_KEY, ActionSpec, ArraySpec
 
 __all__ = ["RunningScale", "TDMPC2", "TDMPC2Config", "tdmpc2_planner", "tdmpc2_run"]
 
@@ -90,6 +98,8 @@ class TDMPC2Config:
     """Loss weight rho^t of unrolled step t."""
     tau: Fraction = 0.01
     """Polyak rate of the target Q heads and of the running Q scale."""
+    balance_coef: NonNegativeFloat = 0.01
+    """Weight of the load-balancing loss of mixture-of-experts dynamics (model.experts > 0; Switch's 0.01)."""
     run: RunConfig = field(default_factory=tdmpc2_run)
     """Environment, budget and bookkeeping."""
 
@@ -123,6 +133,7 @@ class TDMPC2(AgentBase):
 
     name = "tdmpc2"
     schedule = ReplayRatio()
+    multitask = True
 
     def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: TDMPC2Config,
                  device: str | torch.device = "cpu"):
@@ -154,7 +165,8 @@ class TDMPC2(AgentBase):
         # while collecting, TD-MPC2 executes an elite drawn by weight plus the refitted std's noise
         self.exploring = PlannerPolicy(self.wm, "mppi", dataclasses.replace(cfg.planner, sample_action=True),
                                        device=self.device, name="tdmpc2+mppi")
-        self.scales = {"consistency": cfg.consistency_coef, "reward": cfg.reward_coef, "value": cfg.value_coef}
+        self.scales = {"consistency": cfg.consistency_coef, "reward": cfg.reward_coef, "value": cfg.value_coef,
+                       "balance": cfg.balance_coef}
         self.updates = 0
 
     # -- acting --------------------------------------------------------------------------------
@@ -164,9 +176,12 @@ class TDMPC2(AgentBase):
     @torch.no_grad()
     def act(self, step: dict[str, np.ndarray], state: Any, explore: bool) -> ActOutput:
         if self.cfg.acting == "plan":
-            return (self.exploring if explore else self.planning).act(step, state, False)
-        latent = self.wm.features(observe_step(self.wm, step, None, self.device))                # [N, D]
-        dist = self.wm.policy_dist(latent)
+            out = (self.exploring if explore else self.planning).act(step, state, False)
+            if ACTION_MASK_KEY not in step:
+                return out
+            mask = np.asarray(step[ACTION_MASK_KEY], np.float32)     # a task's padded dimensions stay 0
+            return out._replace(env_action=out.env_action * mask, action=out.action * mask)
+        dist = self.wm.policy(observe_step(self.wm, step, None, self.device))                   # masked already
         action = (dist.sample() if explore else dist.mode()).float()
         return ActOutput(to_env_action(action, self.act_spec), action.cpu().numpy(), None, {})
 
@@ -181,47 +196,56 @@ class TDMPC2(AgentBase):
         alive = 1.0 - batch.is_terminal[:, 1:horizon + 1].float()
         valid = torch.cumprod(1.0 - batch.is_first[:, 1:horizon + 1].float(), 1)          # inside one episode
         weight = cfg.rho ** torch.arange(horizon, device=self.device, dtype=torch.float32)
+        task = wm.task_of({k: v[:, 0] for k, v in obs.items()})   # [B]: a sequence stays in its task
+        over = None if task is None else task.over(reward.shape)                          # [B, H]
 
         with torch.no_grad():
             next_z = wm.encode({k: v[:, 1:] for k, v in obs.items()})                     # [B, H, D]
-            next_action = wm.policy_dist(next_z).sample()
-            target = reward + self.discount * alive * wm.q_value(next_z, next_action, "min", self.target_q)
+            next_action = wm.policy_dist(next_z, over).sample()
+            target = reward + self.discount * alive * wm.q_value(next_z, next_action, "min", self.target_q, task=over)
 
         wm.train()   # dropout in the Q heads while learning only
         try:
             z = wm.encode({k: v[:, 0] for k, v in obs.items()})
-            zs = [z]
+            zs, routings = [z], []
             consistency = torch.zeros_like(valid[:, 0])                                  # [B]
             for t in range(horizon):
-                z = wm.next(z, action[:, t])
+                z, routing = wm.next_routed(z, action[:, t], task)
                 consistency = consistency + weight[t] * valid[:, t] * ((z - next_z[:, t]) ** 2).mean(-1)
                 zs.append(z)
+                routings.append(routing)
             before = torch.stack(zs[:-1], 1)                                              # [B, H, D]
             rw = weight * valid                                                           # [B, H]
-            reward_loss = (rw * two_hot_ce(wm.reward_logits(before, action), reward, wm.bins)).sum(1)
-            q_ce = two_hot_ce(wm.q_logits(before, action), target.unsqueeze(0).expand(cfg.model.num_q, -1, -1),
-                              wm.bins)                                                    # [E, B, H]
+            reward_loss = (rw * two_hot_ce(wm.reward_logits(before, action, over), reward, wm.bins)).sum(1)
+            q_ce = two_hot_ce(wm.q_logits(before, action, task=over),
+                              target.unsqueeze(0).expand(cfg.model.num_q, -1, -1), wm.bins)  # [E, B, H]
             value_loss = (rw * q_ce.mean(0)).sum(1)
             losses = {"consistency": consistency / horizon, "reward": reward_loss / horizon,
                       "value": value_loss / horizon}
+            balance, usage = routing_report(routings, valid, task)
+            if balance is not None:
+                losses["balance"] = balance
             metrics = gradient_step(losses, self.scales, self.optimizers["model_opt"], wm.parameters(),
                                     cfg.grad_clip, prefix="model/")
         finally:
             wm.eval()
 
-        metrics.update(self._update_policy(torch.stack(zs, 1).detach(), valid))
+        metrics.update(usage)
+        metrics.update(task_report(losses["consistency"].detach(), task))
+        metrics.update(self._update_policy(torch.stack(zs, 1).detach(), valid, task))
         polyak_update(self.target_q, wm.qs, cfg.tau)
         self.updates += 1
         metrics["model/td_target"] = float(target.mean())
         return metrics
 
-    def _update_policy(self, zs: Tensor, valid: Tensor) -> dict[str, float]:
-        """One step on the policy loss over latents ``zs [B, H + 1, D]``, Q heads frozen."""
+    def _update_policy(self, zs: Tensor, valid: Tensor, task: TaskCode | None) -> dict[str, float]:
+        """One step on the policy loss over latents ``zs [B, H + 1, D]`` (of tasks ``task [B]``), Q heads frozen."""
         cfg, wm = self.cfg, self.wm
+        over = None if task is None else task.over(zs.shape[:-1])
         wm.qs.requires_grad_(False)
         try:
-            action, log_prob = wm.policy_dist(zs).sample_with_log_prob()
-            q = wm.q_value(zs, action, "mean")                                            # [B, H + 1]
+            action, log_prob = wm.policy_dist(zs, over).sample_with_log_prob()
+            q = wm.q_value(zs, action, "mean", task=over)                                 # [B, H + 1]
             self.scale.update(q[:, 0])
             steps = zs.shape[1]
             weight = cfg.rho ** torch.arange(steps, device=zs.device, dtype=torch.float32)

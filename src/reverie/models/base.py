@@ -56,6 +56,7 @@ from typing import Callable, Iterable, Mapping, Protocol, cast, runtime_checkabl
 import torch
 from torch import Tensor
 
+from reverie.models.moe import Routing
 from reverie.models.state import State, stack_states, state_batch, state_entries
 from reverie.specs import ActionSpec, ArraySpec
 
@@ -65,13 +66,14 @@ DECODER = "decoder"
 VALUE = "value"
 POLICY = "policy"
 TRANSITION = "transition"
+ROUTING = "routing"
 #: Every capability a model may declare, and the method that provides it.
 CAPABILITIES: dict[str, str] = {REWARD: "reward", CONT: "cont", DECODER: "decode", VALUE: "value",
-                                POLICY: "policy", TRANSITION: "transition"}
+                                POLICY: "policy", TRANSITION: "transition", ROUTING: "routing"}
 
 __all__ = [
-    "CAPABILITIES", "CONT", "DECODER", "POLICY", "REWARD", "TRANSITION", "VALUE", "ActionDistribution", "CapabilityError",
-    "Dynamics", "HasCont", "HasDecoder", "HasPolicy", "HasReward", "HasTransition", "HasValue", "ModelWithHeads",
+    "CAPABILITIES", "CONT", "DECODER", "POLICY", "REWARD", "ROUTING", "TRANSITION", "VALUE", "ActionDistribution", "CapabilityError",
+    "Dynamics", "HasCont", "HasDecoder", "HasPolicy", "HasReward", "HasRouting", "HasTransition", "HasValue", "ModelWithHeads",
     "State", "TransitionMap", "WorldModel", "capabilities_of", "cont_head", "decoder_head", "has", "imagine",
     "memory_keys_of", "policy_head", "require", "reward_head", "transition_head", "value_head",
     "stack_states", "transition_map", "with_heads", "without_memory",
@@ -187,6 +189,14 @@ class HasTransition(Protocol):
     def transition(self, state: State, action: Tensor) -> tuple[Tensor, TransitionMap]:
         """``(z [N, D], f)``: the deterministic latent of ``state`` and the prior step's deterministic part at
         ``action`` as a map of it."""
+        ...
+
+
+class HasRouting(Protocol):
+    """A model with the ``routing`` capability: mixture-of-experts dynamics (:mod:`reverie.models.moe`)."""
+
+    def routing(self, state: State, action: Tensor) -> Routing:
+        """Where the prior step from ``state [N]`` at ``action [N, A]`` routes its N inputs among the experts."""
         ...
 
 

@@ -13,6 +13,17 @@ Five networks on a latent ``z`` of size D (all MLPs with LayerNorm):
 The model learns only through :mod:`reverie.agents.tdmpc2` (latent consistency, reward and TD
 losses); it has no ``decoder`` and no ``cont``.
 
+Multitask (TD-MPC2's recipe; observations that carry the ``task`` and ``action_mask`` keys a multitask run
+adds, see :mod:`reverie.envs.multitask`): a learned task embedding of ``task_dim`` entries (rows of norm at
+most 1, as TD-MPC2's ``max_norm=1``) is concatenated to the input of the encoder's latent layer, the dynamics,
+reward, Q heads and policy; every action entering a network is multiplied by the task's mask, and the
+policy's padded dimensions are 0 (:class:`~reverie.nn.TanhNormal` with a mask), so padded dimensions change
+nothing. The state then carries ``task [..., K]`` and ``action_mask [..., A]`` beside the latent.
+
+``experts > 0`` replaces the dynamics MLP by a mixture of experts (:mod:`reverie.models.moe`) routed on
+``[latent, action, task embedding]``; :meth:`TDMPC2Model.next_routed` returns its routing for the
+load-balancing loss.
+
 Differences from the reference networks: vector observations go through reverie's
 :class:`~reverie.models.codecs.MultiEncoder` (symlog inputs, SiLU where TD-MPC2 has Mish), and
 images through its conv encoder; hidden layers are reverie's :class:`~reverie.nn.MLP` (SiLU).
@@ -31,20 +42,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reverie.config import ConfigError
-from reverie.models.base import POLICY, REWARD, TRANSITION, VALUE, State, TransitionMap, transition_map
+from reverie.models.base import (POLICY, REWARD, ROUTING, TRANSITION, VALUE, CapabilityError, State, TransitionMap,
+                                 transition_map)
 from reverie.models.codecs import MultiEncoder
+from reverie.models.moe import RoutedDynamics, Routing
 from reverie.models.state import state_entries
 from reverie.nn import MLP, SimNorm, TanhNormal, TwoHotDist, symlog_bins
-from reverie.specs import ActionSpec, ArraySpec
+from reverie.specs import ACTION_MASK_KEY, TASK_KEY, ActionSpec, ArraySpec
 
-__all__ = ["QEnsemble", "TDMPC2Model", "TDMPC2ModelConfig"]
+__all__ = ["QEnsemble", "TDMPC2Model", "TDMPC2ModelConfig", "TaskCode"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,29 @@ class TDMPC2ModelConfig:
     """Upper bound of the policy's log-std."""
     cnn_depth: int = 32
     """Channels of the first conv layer (pixel observations only)."""
+    task_dim: int = 96
+    """Entries of the learned task embedding (multitask runs only; TD-MPC2's 96)."""
+    experts: int = 0
+    """Experts of a mixture-of-experts dynamics network (0: one dense MLP, TD-MPC2's)."""
+    top_k: int = 2
+    """Experts each dynamics input is routed to (with ``experts > 0``)."""
+
+
+class TaskCode(NamedTuple):
+    """Which task each row belongs to: ``onehot [..., K]`` and the task's action ``mask [..., A]``."""
+
+    onehot: Tensor
+    mask: Tensor
+
+    def over(self, lead: tuple[int, ...] | torch.Size) -> TaskCode:
+        """Broadcast to the leading axes ``lead`` (a task of ``[B]`` rows over ``[B, T]``, say)."""
+        return TaskCode(*(_broadcast(x, lead) for x in self))
+
+
+def _broadcast(x: Tensor, lead: tuple[int, ...] | torch.Size) -> Tensor:
+    while x.dim() - 1 < len(lead):
+        x = x.unsqueeze(-2)
+    return x.expand(*lead, x.shape[-1])
 
 
 def _latent_layer(in_dim: int, cfg: TDMPC2ModelConfig) -> nn.Module:
@@ -127,6 +163,7 @@ class TDMPC2Model(nn.Module):
     """Implements :class:`reverie.models.base.WorldModel` (capabilities: reward, value, policy, transition)."""
 
     capabilities = frozenset({REWARD, VALUE, POLICY, TRANSITION})
+    """The class's; an instance with mixture-of-experts dynamics adds ``routing``."""
     bins: Tensor
     """The two-hot support ``[bins]`` in symlog space (a buffer)."""
 
@@ -144,86 +181,157 @@ class TDMPC2Model(nn.Module):
         self.act_spec = act_spec
         self.cfg = cfg
         self.feat_size = cfg.latent
+        self.multitask = TASK_KEY in obs_spec
+        if self.multitask and ACTION_MASK_KEY not in obs_spec:
+            raise ConfigError(f"observations with a {TASK_KEY!r} key need an {ACTION_MASK_KEY!r} key beside it")
         a, d, u = act_spec.size, cfg.latent, cfg.units
-        self.embed = MultiEncoder(self.obs_spec, cfg.enc_units, cfg.enc_layers, cfg.cnn_depth)
-        self.to_latent = _latent_layer(self.embed.out_dim, cfg)
-        self.dynamics = nn.Sequential(MLP(d + a, None, u, 2), _latent_layer(u, cfg))
-        self.reward_head = MLP(d + a, cfg.bins, u, 2, zero_out=True)
-        self.pi = MLP(d, 2 * a, u, 2)
-        self.qs = QEnsemble(cfg.num_q, d + a, u, cfg.bins, cfg.dropout)
+        t = cfg.task_dim if self.multitask else 0
+        own = {k: v for k, v in self.obs_spec.items() if k not in (TASK_KEY, ACTION_MASK_KEY)}
+        self.embed = MultiEncoder(own, cfg.enc_units, cfg.enc_layers, cfg.cnn_depth)
+        self.to_latent = _latent_layer(self.embed.out_dim + t, cfg)
+        self.dynamics: nn.Module = (RoutedDynamics(d + a + t, u, cfg.experts, cfg.top_k, _latent_layer(u, cfg))
+                                    if cfg.experts else nn.Sequential(MLP(d + a + t, None, u, 2), _latent_layer(u, cfg)))
+        self.reward_head = MLP(d + a + t, cfg.bins, u, 2, zero_out=True)
+        self.pi = MLP(d + t, 2 * a, u, 2)
+        self.qs = QEnsemble(cfg.num_q, d + a + t, u, cfg.bins, cfg.dropout)
         self.register_buffer("bins", symlog_bins(cfg.bins, cfg.vmin, cfg.vmax), persistent=False)
+        self.tasks = obs_spec[TASK_KEY].shape[0] if self.multitask else 0
+        if cfg.experts:
+            self.capabilities = self.capabilities | {ROUTING}
+        if self.multitask:   # made last, so that a one-task model is initialised as before multitask existed
+            self.task_table = nn.Parameter(torch.randn(self.tasks, t))
 
     # -- the networks --------------------------------------------------------------------------
     def encoders(self) -> list[nn.Module]:
         """The modules that map observations to latents (TD-MPC2 trains them at a lower learning rate)."""
         return [self.embed, self.to_latent]
 
+    def task_of(self, entries: Mapping[str, Tensor]) -> TaskCode | None:
+        """The task of observations or states that carry ``task`` and ``action_mask`` (None for one task)."""
+        return TaskCode(entries[TASK_KEY].float(), entries[ACTION_MASK_KEY].float()) if self.multitask else None
+
+    def task_embedding(self, onehot: Tensor) -> Tensor:
+        """``onehot [..., K]`` -> ``[..., task_dim]``: rows of the table, each scaled to norm at most 1."""
+        table = self.task_table / self.task_table.norm(dim=-1, keepdim=True).clamp_min(1.0)
+        return onehot.to(table.dtype) @ table
+
+    def _with_task(self, x: Tensor, task: TaskCode | None) -> Tensor:
+        """``x [..., F]`` with the task embedding concatenated (``x`` itself for one task)."""
+        if task is None:
+            return x
+        return torch.cat([x, self.task_embedding(_broadcast(task.onehot, x.shape[:-1])).to(x.dtype)], -1)
+
+    def _za(self, z: Tensor, action: Tensor, task: TaskCode | None) -> Tensor:
+        """``[z, action * mask, task embedding]``: what the dynamics, reward and Q heads read."""
+        action = action.to(z.dtype)
+        if task is not None:
+            action = action * _broadcast(task.mask, action.shape[:-1]).to(z.dtype)
+        return self._with_task(torch.cat([z, action], -1), task)
+
     def encode(self, obs: Mapping[str, Tensor]) -> Tensor:
         """Observations ``{key: [..., *shape]}`` -> latents ``[..., D]``."""
-        return self.to_latent(self.embed(dict(obs)))
+        return self.to_latent(self._with_task(self.embed(dict(obs)), self.task_of(obs)))
 
-    def next(self, z: Tensor, action: Tensor) -> Tensor:
+    def next(self, z: Tensor, action: Tensor, task: TaskCode | None = None) -> Tensor:
         """Dynamics: ``z [..., D]``, ``action [..., A]`` -> next ``z [..., D]``."""
-        return self.dynamics(torch.cat([z, action.to(z.dtype)], -1))
+        return self.next_routed(z, action, task)[0]
 
-    def reward_logits(self, z: Tensor, action: Tensor) -> Tensor:
+    def next_routed(self, z: Tensor, action: Tensor, task: TaskCode | None = None) -> tuple[Tensor, Routing | None]:
+        """:meth:`next` and, for mixture-of-experts dynamics, the routing of its ``prod(...)`` inputs."""
+        x = self._za(z, action, task)
+        if isinstance(self.dynamics, RoutedDynamics):
+            return self.dynamics(x)
+        return self.dynamics(x), None
+
+    def reward_logits(self, z: Tensor, action: Tensor, task: TaskCode | None = None) -> Tensor:
         """``[..., bins]`` logits of the reward of taking ``action`` in ``z``."""
-        return self.reward_head(torch.cat([z, action.to(z.dtype)], -1))
+        return self.reward_head(self._za(z, action, task))
 
     def q_logits(self, z: Tensor, action: Tensor, heads: nn.Module | None = None,
-                 members: Tensor | None = None) -> Tensor:
+                 members: Tensor | None = None, task: TaskCode | None = None) -> Tensor:
         """``[num_q, ..., bins]`` logits of every Q head, or ``[M, ..., bins]`` of heads ``members [M]``
         (``heads``: another ensemble of the same shape, e.g. an EMA target)."""
-        return (heads or self.qs)(torch.cat([z, action.to(z.dtype)], -1), members)
+        return (heads or self.qs)(self._za(z, action, task), members)
 
     def expectation(self, logits: Tensor) -> Tensor:
         """The mean of two-hot distributions: ``[..., bins]`` -> ``[...]``."""
         return TwoHotDist(logits, self.bins).mean()
 
     def q_value(self, z: Tensor, action: Tensor, reduce: Literal["min", "mean"], heads: nn.Module | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
+                generator: torch.Generator | None = None, task: TaskCode | None = None) -> Tensor:
         """The min or mean of two randomly chosen Q heads (one choice for the whole batch): ``[...]``."""
         pick = torch.randperm(self.cfg.num_q, generator=generator)[:2].to(z.device)
-        q = self.expectation(self.q_logits(z, action, heads, pick))                   # [2, ...]
+        q = self.expectation(self.q_logits(z, action, heads, pick, task))             # [2, ...]
         return q.min(0).values if reduce == "min" else q.mean(0)
 
-    def policy_dist(self, z: Tensor) -> TanhNormal:
-        """The policy prior at latents ``z [..., D]``."""
-        mean, raw = self.pi(z).chunk(2, -1)
+    def policy_dist(self, z: Tensor, task: TaskCode | None = None) -> TanhNormal:
+        """The policy prior at latents ``z [..., D]`` (0 on a task's padded action dimensions)."""
+        mean, raw = self.pi(self._with_task(z, task)).chunk(2, -1)
         low, high = self.cfg.log_std_min, self.cfg.log_std_max
-        return TanhNormal(mean, low + 0.5 * (high - low) * (torch.tanh(raw) + 1))
+        mask = None if task is None else _broadcast(task.mask, mean.shape[:-1])
+        return TanhNormal(mean, low + 0.5 * (high - low) * (torch.tanh(raw) + 1), mask)
 
     # -- the world-model contract --------------------------------------------------------------
     def initial(self, batch: int) -> dict[str, Tensor]:
-        """Uniform groups (the SimNorm of zeros) and no reward."""
+        """Uniform groups (the SimNorm of zeros) and no reward (multitask: no task, every action dimension)."""
         latent = torch.full((batch, self.cfg.latent), 1.0 / self.cfg.simnorm_group, device=self.bins.device)
-        return {"latent": latent, "reward": torch.zeros(batch, device=latent.device)}
+        state = {"latent": latent, "reward": torch.zeros(batch, device=latent.device)}
+        if self.multitask:
+            state[TASK_KEY] = torch.zeros(batch, self.tasks, device=latent.device)
+            state[ACTION_MASK_KEY] = torch.ones(batch, self.act_spec.size, device=latent.device)
+        return state
 
     def observe(self, obs: Mapping[str, Tensor], action: Tensor, is_first: Tensor,
                 state: State | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Each step's latent is the encoding of its own observation: ``[B, T]`` and the last ``[B]``."""
         latent = self.encode(obs)
         states = {"latent": latent, "reward": torch.zeros(latent.shape[:-1], device=latent.device)}
+        task = self.task_of(obs)
+        if task is not None:
+            states.update({TASK_KEY: task.onehot, ACTION_MASK_KEY: task.mask})
         return states, {k: v[:, -1] for k, v in states.items()}
 
     def step(self, state: State, action: Tensor) -> dict[str, Tensor]:
-        z = state_entries(state)["latent"]
-        return {"latent": self.next(z, action), "reward": self.expectation(self.reward_logits(z, action))}
+        entries = state_entries(state)
+        z, task = entries["latent"], self.task_of(entries)
+        out = {"latent": self.next(z, action, task), "reward": self.expectation(self.reward_logits(z, action, task))}
+        if task is not None:
+            out.update({TASK_KEY: task.onehot, ACTION_MASK_KEY: task.mask})
+        return out
 
     def features(self, state: State) -> Tensor:
         return state_entries(state)["latent"]
 
     def transition(self, state: State, action: Tensor) -> tuple[Tensor, TransitionMap]:
-        """``(latent [N, D], f)`` with ``f`` the dynamics network at ``action``."""
-        return state_entries(state)["latent"], transition_map(self.next, action)
+        """``(latent [N, D], f)`` with ``f`` the dynamics network at ``action`` (multitask: in each state's task;
+        called on fewer rows, in the first state's)."""
+        entries = state_entries(state)
+        task = self.task_of(entries)
+        if task is None:
+            return entries["latent"], transition_map(self.next, action)
+
+        def step(z: Tensor, a: Tensor) -> Tensor:
+            rows = task if z.shape[0] == task.onehot.shape[0] else TaskCode(*(x[:1].expand(z.shape[0], -1) for x in task))
+            return self.next(z, a, rows)
+        return entries["latent"], transition_map(step, action)
 
     def reward(self, state: State) -> Tensor:
         return state_entries(state)["reward"]
 
+    def routing(self, state: State, action: Tensor) -> Routing:
+        """The mixture-of-experts dynamics' routing of the step from ``state [N]`` at ``action [N, A]``."""
+        entries = state_entries(state)
+        _, routing = self.next_routed(entries["latent"], action, self.task_of(entries))
+        if routing is None:
+            raise CapabilityError("this TD-MPC2 model's dynamics is one dense MLP (model.experts=0); it routes nothing")
+        return routing
+
     def value(self, state: State) -> Tensor:
         """Mean of two random Q heads at an action sampled from the policy (TD-MPC2's terminal value)."""
-        z = state_entries(state)["latent"]
-        return self.q_value(z, self.policy_dist(z).sample(), "mean")
+        entries = state_entries(state)
+        z, task = entries["latent"], self.task_of(entries)
+        return self.q_value(z, self.policy_dist(z, task).sample(), "mean", task=task)
 
     def policy(self, state: State) -> TanhNormal:
-        return self.policy_dist(state_entries(state)["latent"])
+        entries = state_entries(state)
+        return self.policy_dist(entries["latent"], self.task_of(entries))

@@ -169,27 +169,34 @@ class TanhNormal:
     ``mean``, ``log_std``: ``[..., A]`` of the Gaussian before the squash. ``sample`` is reparameterised
     (gradients flow into mean and std); :meth:`sample_with_log_prob` also returns the log-density computed
     from the drawn noise, which stays finite where ``atanh`` of a saturated action would not.
+
+    ``mask [..., A]`` (0 or 1; a multitask run's padded action dimensions): actions are 0 where it is 0,
+    and only the dimensions where it is 1 count in the log-density (TD-MPC2 masks its multitask policy so).
     """
 
-    def __init__(self, mean: Tensor, log_std: Tensor):
+    def __init__(self, mean: Tensor, log_std: Tensor, mask: Tensor | None = None):
         self.mean = mean.float()
         self.log_std = log_std.float()
+        self.mask = None if mask is None else mask.float()
+
+    def _masked(self, x: Tensor) -> Tensor:
+        return x if self.mask is None else x * self.mask
 
     def mode(self) -> Tensor:
-        return torch.tanh(self.mean)
+        return self._masked(torch.tanh(self.mean))
 
     def sample_with_log_prob(self, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """(action ``[..., A]``, its log-density ``[...]``)."""
         eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        action = torch.tanh(self.mean + eps * self.log_std.exp())
+        action = self._masked(torch.tanh(self.mean + eps * self.log_std.exp()))
         return action, self._log_prob(eps, action)
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         return self.sample_with_log_prob(generator)[0]
 
     def _log_prob(self, eps: Tensor, action: Tensor) -> Tensor:
-        gaussian = (-0.5 * eps ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        return gaussian - torch.log(F.relu(1 - action ** 2) + 1e-6).sum(-1)
+        gaussian = self._masked(-0.5 * eps ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return gaussian - self._masked(torch.log(F.relu(1 - action ** 2) + 1e-6)).sum(-1)
 
     def log_prob(self, action: Tensor) -> Tensor:
         action = action.float().clamp(-1 + 1e-6, 1 - 1e-6)

@@ -81,6 +81,37 @@ def draw_uniform(
     return slot, offset
 
 
+def balanced_shares(batch: int, groups: int) -> np.ndarray:
+    """How many of ``batch`` sequences each of ``groups`` groups gets: equal shares, the remainder one each
+    to the first groups. ``[groups]`` int64 summing to ``batch``."""
+    return batch // groups + (np.arange(groups) < batch % groups).astype(np.int64)
+
+
+def draw_balanced(
+    counts: np.ndarray, group: np.ndarray, groups: int, rng: np.random.Generator, batch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``batch`` starts, :func:`balanced_shares` of them from each group, uniform over the valid starts of
+    that group (with replacement), group 0's first.
+
+    Args:
+        counts: ``[S]`` valid starts per slot.
+        group: ``[S]`` the group of each slot, in ``[0, groups)``.
+
+    Returns:
+        ``(slot [batch], offset [batch])`` int64. ValueError naming a group with no valid start.
+    """
+    slots, offsets = [], []
+    for g, share in enumerate(balanced_shares(batch, groups)):
+        own = np.where(group == g, counts, 0)
+        cumulative = np.cumsum(own)
+        if cumulative.size == 0 or cumulative[-1] <= 0:
+            raise ValueError(f"group {g} holds no sequence yet")
+        slot, offset = draw_uniform(own, cumulative, rng, int(share))
+        slots.append(slot)
+        offsets.append(offset)
+    return np.concatenate(slots), np.concatenate(offsets)
+
+
 def draw_weighted(
     counts: np.ndarray, cumulative_weight: np.ndarray, rng: np.random.Generator, batch: int
 ) -> tuple[np.ndarray, np.ndarray]:

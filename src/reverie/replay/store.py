@@ -81,6 +81,10 @@ class Replay:
         owner: this process is the folder's only writer (the training loop,
             which holds the run folder's lock): temporary files of a killed
             write are removed on loading instead of being left in place.
+        groups: balance every batch over ``groups`` groups of streams (stream
+            ``i`` is in group ``i % groups``; a multitask run's tasks): each
+            group gets an equal share, uniform over its own sequences (see
+            :func:`~reverie.replay.selectors.draw_balanced`). 1: no groups.
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class Replay:
         recency_exponent: float = 1.0,
         compress: bool = False,
         owner: bool = False,
+        groups: int = 1,
     ) -> None:
         for name, value in (("capacity", capacity), ("seq_len", seq_len), ("chunk_size", chunk_size)):
             _check_positive_int(f"Replay {name}", value)
@@ -102,6 +107,9 @@ class Replay:
             raise ReplayError(f"Replay eviction must be one of {EVICTIONS}, got {eviction!r}")
         if sampling not in SAMPLINGS:
             raise ReplayError(f"Replay sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        _check_positive_int("Replay groups", groups)
+        if groups > 1 and sampling != "uniform":
+            raise ReplayError(f"Replay groups={groups} balances uniform sampling only, not sampling={sampling!r}")
         if not recency_exponent > 0:
             raise ReplayError(f"Replay recency_exponent must be positive, got {recency_exponent!r}")
         self.capacity = int(capacity)
@@ -112,6 +120,7 @@ class Replay:
         self.recency_exponent = float(recency_exponent)
         self.compress = compress
         self.owner = owner
+        self.groups = int(groups)
         self.directory = None if directory is None else Path(directory)
         sample_seed, _ = np.random.SeedSequence(seed).spawn(2)
         self._sample_rng = np.random.default_rng(sample_seed)
@@ -195,9 +204,17 @@ class Replay:
                 f"the replay holds no sequence of seq_len={self.seq_len} steps yet "
                 f"({self._size} steps in {int(self._table.used.sum())} chunks); collect more before sampling"
             )
-        draw = selectors.draw_uniform if self.sampling == "uniform" else selectors.draw_weighted
-        slot, offset = draw(counts, mass, self._sample_rng, int(batch_size))
         table = self._table
+        if self.groups > 1:
+            try:
+                slot, offset = selectors.draw_balanced(counts, table.stream % self.groups, self.groups,
+                                                       self._sample_rng, int(batch_size))
+            except ValueError as err:
+                raise ReplayError(f"the replay cannot balance a batch over {self.groups} groups of streams: "
+                                  f"{err}; collect more before sampling") from None
+        else:
+            draw = selectors.draw_uniform if self.sampling == "uniform" else selectors.draw_weighted
+            slot, offset = draw(counts, mass, self._sample_rng, int(batch_size))
         index = selectors.gather_index(slot, offset, self.seq_len, table.length, table.next, table.width)
         return {key: array.reshape(-1, *array.shape[2:])[index] for key, array in table.data.items()}
 

@@ -20,8 +20,8 @@ from reverie.envs import BatchEnv
 from reverie.envs.spaces import check_finite
 from reverie.replay import Replay
 from reverie.run_config import RunConfig
-from reverie.specs import ActionSpec, ArraySpec
-from reverie.training.env_factory import EnvFactory
+from reverie.specs import ACTION_MASK_KEY, ActionSpec, ArraySpec
+from reverie.training.env_factory import EnvFactory, stream_factory
 
 __all__ = ["Collector", "EnvBatch", "open_envs", "parallel_collection"]
 
@@ -49,9 +49,10 @@ def parallel_collection(run: RunConfig) -> bool:
 
 
 def open_envs(run: RunConfig, make_env: EnvFactory, agent_steps: int) -> BatchEnv:
-    """``run.num_envs`` environments of ``make_env``, seeded by the run's seed and how far it has come."""
-    return BatchEnv([functools.partial(make_env, run.seed + 100 * i + agent_steps) for i in range(run.num_envs)],
-                    parallel=parallel_collection(run))
+    """``run.num_envs`` environments of ``make_env``, seeded by the run's seed and how far it has come (in a
+    multitask run environment ``i`` is task ``i % K``)."""
+    return BatchEnv([functools.partial(stream_factory(make_env, i), run.seed + 100 * i + agent_steps)
+                     for i in range(run.num_envs)], parallel=parallel_collection(run))
 
 
 class Collector:
@@ -72,21 +73,25 @@ class Collector:
 
     def current(self, env_step: int) -> dict[str, np.ndarray]:
         """The step the environments are at, with the model-space action that led into it (zero at an
-        episode's first step), checked for NaN and infinity (named with ``env_step`` if found)."""
+        episode's first step; its padded dimensions zero in a multitask run), checked for NaN and infinity
+        (named with ``env_step`` if found)."""
         self.prev[self.step["is_first"]] = 0.0
+        if ACTION_MASK_KEY in self.step:   # what the task really used: its padding stays zero in the replay
+            self.prev = self.prev * self.step[ACTION_MASK_KEY]
         step = dict(self.step, action=self.prev)
         check_finite(step, self.envs.obs_spec, f" at environment step {env_step}")
         return step
 
-    def record(self, step: Mapping[str, np.ndarray], extras: Mapping[str, np.ndarray]) -> list[tuple[float, int]]:
-        """Store ``step`` and the agent's ``extras`` for it; returns ``(return, agent steps)`` of every
-        episode that ended with this step."""
+    def record(self, step: Mapping[str, np.ndarray], extras: Mapping[str, np.ndarray]
+               ) -> list[tuple[float, int, int]]:
+        """Store ``step`` and the agent's ``extras`` for it; returns ``(return, agent steps, environment
+        index)`` of every episode that ended with this step."""
         self.replay.add({**step, **extras})
         self.recorded = step
         self.ep_return += step["reward"]
         self.ep_length += 1
         last = np.asarray(step["is_last"], bool)
-        done = [(float(self.ep_return[i]), int(self.ep_length[i])) for i in np.flatnonzero(last)]
+        done = [(float(self.ep_return[i]), int(self.ep_length[i]), int(i)) for i in np.flatnonzero(last)]
         self.ep_return[last] = 0.0
         self.ep_length[last] = 0
         return done

@@ -32,12 +32,13 @@ import torch
 
 from reverie.agents.base import Agent, Refit
 from reverie.config import to_dict
+from reverie.envs.multitask import split_tasks
 from reverie.failpoints import failpoint
 from reverie.replay import Replay
 from reverie.run_config import AgentConfig, RunConfig
 from reverie.training.artifacts import write_end_of_run
 from reverie.training.checkpoint import load_latest, save_checkpoint
-from reverie.training.env_factory import EnvFactory
+from reverie.training.env_factory import EnvFactory, TaskFactory
 from reverie.training.evaluate import run_episodes
 from reverie.training.logger import Log, MetricsLogger, read_metrics
 from reverie.training.progress import Display, Progress, Silent
@@ -78,8 +79,9 @@ class RunResult:
 class Unit:
     """What one unit of a mode's work did, for the driver to log."""
 
-    episodes: list[tuple[int, float, int]] = field(default_factory=list)
-    """``(clock, return, agent steps)`` of every episode that ended, with the clock it ended at."""
+    episodes: list[tuple[int, float, int, int]] = field(default_factory=list)
+    """``(clock, return, agent steps, environment index)`` of every episode that ended, with the clock it
+    ended at (in a multitask run environment ``i`` plays task ``i % K``)."""
     train: list[dict[str, float]] = field(default_factory=list)
     """Metrics of the updates made; summarised and logged every ``run.log_every`` on the clock."""
     log: dict[str, Any] | None = None
@@ -185,7 +187,8 @@ _EPISODE_KEYS = {"step", "train/episode_return", "train/episode_length"}
 
 def _kept_episode(until: int, row: dict) -> bool:
     """A metrics row of an episode that ended by step ``until`` (kept in a resumed run's replay)."""
-    return row["step"] <= until and set(row) <= _EPISODE_KEYS
+    return row["step"] <= until and all(k in _EPISODE_KEYS or (k.startswith("train/") and k.endswith(
+        "/episode_return")) for k in row)
 
 
 class Driver:
@@ -205,6 +208,8 @@ class Driver:
         self.provenance = Provenance(folder.path, self.run.device) if topology.is_main else None
         self.first_update_timed = not self.notes.get("run/compiled")   # a compiled update: say what compiling cost
         self._pending: list[dict[str, float]] = []      # update metrics not yet logged
+        self.tasks = split_tasks(run.env)                # a multitask run's tasks, by index
+        self.task_eval: dict[str, float] = {}            # a multitask run's latest return of each task
 
     # -- resuming ------------------------------------------------------------------------------
     def resume(self) -> tuple[bool, int]:
@@ -273,9 +278,12 @@ class Driver:
     def _account(self, unit: Unit, logger: Log, progress: Display) -> None:
         """Log what ``unit`` did, evaluate and checkpoint when due."""
         c, run, clock = self.counters, self.run, self.mode.clock(self.counters)
-        for at, ret, length in unit.episodes:
+        for at, ret, length, env in unit.episodes:
             c.episodes += 1
-            logger.log(at, {"train/episode_return": ret, "train/episode_length": length * self.action_repeat})
+            row = {"train/episode_return": ret, "train/episode_length": length * self.action_repeat}
+            if len(self.tasks) > 1:
+                row[f"train/{self.tasks[env % len(self.tasks)]}/episode_return"] = ret
+            logger.log(at, row)
             progress.episode(ret)
         if unit.train:
             self.topology.after_updates(self.agent)
@@ -323,10 +331,22 @@ class Driver:
             self.latest_eval = self.latest_eval or (float("nan"), float("nan"))
             return
         seeds = [run.seed + 10_000 + 1000 * clock + i for i in range(run.eval_episodes)]
-        returns, _ = run_episodes(self.agent, [functools.partial(self.eval_env, s) for s in seeds])
-        self.latest_eval = (float(returns.mean()), float(returns.std()))
+        if not isinstance(self.eval_env, TaskFactory):
+            returns, _ = run_episodes(self.agent, [functools.partial(self.eval_env, s) for s in seeds])
+            self.latest_eval = (float(returns.mean()), float(returns.std()))
+            logger.log(clock, {"eval/return": self.latest_eval[0], "eval/return_std": self.latest_eval[1],
+                               "eval/episodes": len(returns), "time/wall_s": c.wall_time})
+            return
+        # every task plays run.eval_episodes episodes; the run's return (and std) is over the tasks' means
+        row: dict[str, float] = {}
+        for k, name in enumerate(self.eval_env.names):
+            returns, _ = run_episodes(self.agent, [functools.partial(self.eval_env.task(k), s) for s in seeds])
+            row.update({f"eval/{name}/return": float(returns.mean()), f"eval/{name}/return_std": float(returns.std())})
+        means = [row[f"eval/{name}/return"] for name in self.eval_env.names]
+        self.latest_eval = (float(np.mean(means)), float(np.std(means)))
+        self.task_eval = {k: v for k, v in row.items() if k.endswith("/return")}
         logger.log(clock, {"eval/return": self.latest_eval[0], "eval/return_std": self.latest_eval[1],
-                           "eval/episodes": len(returns), "time/wall_s": c.wall_time})
+                           "eval/episodes": run.eval_episodes * len(means), **row, "time/wall_s": c.wall_time})
 
     def _milestones(self) -> int:
         """How many of the run.keep_checkpoints evenly spaced points of run.steps the run has passed."""
@@ -385,4 +405,4 @@ class Driver:
             "agent": self.agent.name, "mode": self.mode.name, "env": run.env, "obs": run.obs,
             "env_steps": c.env_steps, "updates": c.updates, "episodes": c.episodes,
             "wall_time_s": round(c.wall_time, 1), "eval/return": result.eval_return,
-            "eval/return_std": result.eval_return_std, **self.mode.summary(), **extra}))
+            "eval/return_std": result.eval_return_std, **self.task_eval, **self.mode.summary(), **extra}))

@@ -8,6 +8,7 @@ import numpy as np
 
 from reverie.agents.base import Actor
 from reverie.envs import BatchEnv, Env
+from reverie.specs import ACTION_MASK_KEY
 
 
 def run_episodes(agent: Actor, env_fns: list[Callable[[], Env]], explore: bool = False,
@@ -39,6 +40,8 @@ def run_episodes(agent: Actor, env_fns: list[Callable[[], Env]], explore: bool =
             env_action, _, state, _ = agent.act(step, state, explore)
             prev = envs.act_spec.to_model(env_action)
             step = envs.step(env_action)
+            if ACTION_MASK_KEY in step:   # a multitask run's task used its own action dimensions only
+                prev = prev * step[ACTION_MASK_KEY]
         if not record:
             return returns, None
         return returns, [{k: np.stack([s[k] for s in steps]) for k in steps[0]} for steps in episodes]

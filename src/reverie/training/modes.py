@@ -34,6 +34,7 @@ import numpy as np
 
 from reverie.agents.base import Agent, Refit, ReplayRatio, StageReport, StageWork
 from reverie.agents.base import Staged as StagedSchedule
+from reverie.envs.multitask import split_tasks
 from reverie.envs.random_actions import HeldRandomActions, RandomRuns
 from reverie.failpoints import failpoint
 from reverie.models.batch import Batch
@@ -47,9 +48,10 @@ __all__ = ["Offline", "Online", "Staged", "collection_replay"]
 
 
 def collection_replay(run: RunConfig, directory: Path) -> Replay:
-    """The replay a collecting mode writes (this process holds the run folder's lock)."""
+    """The replay a collecting mode writes (this process holds the run folder's lock); a multitask run's
+    batches hold an equal share of every task (stream ``i`` collects task ``i % K``)."""
     return Replay(directory, capacity=run.replay_capacity, seq_len=run.seq_len, chunk_size=run.replay_chunk,
-                  eviction=run.replay_eviction, seed=run.seed, owner=True)
+                  eviction=run.replay_eviction, seed=run.seed, owner=True, groups=len(split_tasks(run.env)))
 
 
 def _no_extras(agent: Agent, n: int) -> dict[str, np.ndarray]:
@@ -100,7 +102,7 @@ class _Collecting:
         self.random = (HeldRandomActions(self.collector.act_spec, self.run.num_envs, self.hold, self.rng)
                        if self.hold != (1, 1) else None)
 
-    def _collect(self, driver: Driver, act: bool) -> tuple[list[tuple[int, float, int]], list[dict[str, float]]]:
+    def _collect(self, driver: Driver, act: bool) -> tuple[list[tuple[int, float, int, int]], list[dict[str, float]]]:
         """One agent step of every environment (the agent's action if ``act``, else a random one) and the
         updates owed meanwhile; returns the episodes that ended and the updates' metrics."""
         c, run, col, agent = driver.counters, self.run, self.collector, driver.agent
@@ -114,7 +116,7 @@ class _Collecting:
             env_action = self.random() if self.random is not None else col.act_spec.sample(self.rng, run.num_envs)
             extras = _no_extras(agent, run.num_envs)
         # what the agent computed on this step (a search policy, say) is stored beside it
-        ended = [(c.env_steps, ret, length) for ret, length in col.record(step, extras)]
+        ended = [(c.env_steps, ret, length, env) for ret, length, env in col.record(step, extras)]
         col.send(env_action)
         c.agent_steps += 1
         c.env_steps += run.num_envs * self.action_repeat

@@ -21,6 +21,7 @@ from reverie.agents.registry import AGENTS, agent_entry
 from reverie.config import ConfigError, load_config
 from reverie.envs import EnvError
 from reverie.envs.sequence import SEPARATOR, parse_sequence
+from reverie.envs.multitask import split_tasks
 from reverie.run_config import AgentConfig, RunConfig
 from reverie.training.checkpoint import CheckpointError, load_latest
 from reverie.training.collect import EnvBatch
@@ -123,12 +124,19 @@ def _train(agent_name: str, cfg: AgentConfig, run: RunConfig, run_dir: str | Pat
         data = read_dataset(dataset)
         cfg = replace(cfg, run=dataset_run(data, cfg.run))
         run = dataset_run(data, run)
+    tasks = split_tasks(run.env)
+    if len(tasks) > 1 and data is None:
+        _check_multitask(agent_name, tasks, vector_env)
+        run = replace(run, num_envs=run.num_envs * len(tasks))   # run.num_envs environments of every task
     resolved, why = _resolved(agent_name, cfg, run, say)
     make = env_factory(resolved.run)
     sequence = parse_sequence(run.env, run.steps, run.continual.switch_every)
     if data is None:
         agent = build_agent(agent_name, resolved, make)   # checks the environment before touching the folder
         continual = wants_continual(run, sequence)
+        if continual and len(tasks) > 1:
+            raise ConfigError("run.continual settings (regularizer, updates_per_second, detect_change) follow one "
+                              "task or a task sequence, not several tasks at once; drop them or name one task")
         if continual:
             _check_continual(agent, task_factories(resolved.run), run, vector_env)
     else:
@@ -196,6 +204,16 @@ def _check_continual(agent: Agent, tasks: list[EnvFactory], run: RunConfig, vect
                                f"{agent.act_spec}")
         finally:
             probe.close()
+
+
+def _check_multitask(agent_name: str, tasks: tuple[str, ...], vector_env: Any) -> None:
+    """ConfigError unless ``agent_name`` trains on several tasks at once and nothing else stands in the way."""
+    if not agent_entry(agent_name).build.multitask:
+        able = sorted(name for name, entry in AGENTS.items() if entry.build.multitask)
+        raise ConfigError(f"run.env names {len(tasks)} tasks, but multitask training is built for "
+                          f"{', '.join(able)} only; train {agent_name} on one environment")
+    if vector_env is not None:
+        raise ConfigError("a vector environment of your own collects one environment; name one task in run.env")
 
 
 def _vector_collector(vector_env: Any, agent: Agent, run: RunConfig) -> EnvBatch:

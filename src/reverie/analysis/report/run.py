@@ -17,7 +17,9 @@ runs every analysis the model's capabilities allow (each from :mod:`reverie.anal
   :func:`~reverie.analysis.fourier.learning_order` per frequency band and the spectral radius per checkpoint;
 - ``fidelity``: dream fidelity (:mod:`.fidelity`): fixed policies and the agent's own played for ``--episodes``
   episodes each in the environment and in the model's dream, ranked on both sides (needs ``reward`` and
-  ``cont``).
+  ``cont``);
+- ``experts``: for mixture-of-experts dynamics (needs ``routing``), each task's share of inputs per expert
+  (:mod:`.experts`); left out of the report of a model without it unless ``--only`` names it.
 
 The sections are built in :mod:`.sections`, :mod:`.dynamics` and :mod:`.over_training`; :mod:`.html`
 writes them out. Run folders are reached through a :class:`RunAccess`: the training shell's own functions
@@ -44,6 +46,7 @@ import numpy as np
 
 from reverie.agents.base import Agent
 from reverie.analysis.report.dynamics import spectral_section
+from reverie.analysis.report.experts import experts_section
 from reverie.analysis.report.fidelity import fidelity_section
 from reverie.analysis.report.over_training import Checkpoints, checkpoints_section
 from reverie.analysis.report.sections import (
@@ -57,7 +60,9 @@ from reverie.analysis.report.sections import (
     visited,
 )
 from reverie.config import ConfigError
+from reverie.envs.multitask import split_tasks
 from reverie.envs.spaces import Env, Timing
+from reverie.models.base import ROUTING, has
 from reverie.run_config import RunConfig
 from reverie.specs import ArraySpec
 
@@ -322,6 +327,9 @@ def analyze_run(access: RunAccess, run_dir: str | Path, *, checkpoint: int | Non
                                 load=lambda path: access.load_checkpoint(path, name, device=agent.device)[0])
             sections[a] = checkpoints_section(agent, ckpts, eps, r, agent.discount, dt, step, current, max_states,
                                               cfg.run.seed)
+        elif a == "experts":   # shown for a model that routes, or when --only asks for it
+            if has(model, ROUTING) or only != ANALYSES:
+                sections[a] = experts_section(model, eps, states, split_tasks(cfg.run.env), agent.device)
         elif a == "fidelity":
             env = make(base + episodes)
             try:

@@ -38,11 +38,12 @@ __all__ = [
     "visited",
 ]
 
-ANALYSES = ("open_loop", "spectral", "fourier", "projection", "checkpoints", "fidelity")
+ANALYSES = ("open_loop", "spectral", "fourier", "projection", "checkpoints", "fidelity", "experts")
 TITLES = {"open_loop": "Open-loop prediction", "spectral": "Oscillations and spectrum of the learned dynamics",
           "fourier": "Fourier analysis of trajectories", "projection": "Random projections of latent states",
           "checkpoints": "Over training (pinned checkpoints)",
-          "fidelity": "Dream fidelity: policies ranked in the dream and in reality"}
+          "fidelity": "Dream fidelity: policies ranked in the dream and in reality",
+          "experts": "Mixture of experts: who routes where"}
 
 
 @dataclass
