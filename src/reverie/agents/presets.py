@@ -24,7 +24,7 @@ DREAMER_PRESETS: dict[str, list[str]] = {
         "model.units=128", "model.layers=1", "model.cnn_depth=16", "model.lr=3e-4",
         "model.reward_bins=63", "model.cont_scale=5",
         "behavior.units=128", "behavior.layers=1", "behavior.actor_lr=1e-4", "behavior.critic_lr=3e-4",
-        "behavior.gamma=0.99", "behavior.critic_bins=63",
+        "behavior.critic_bins=63",
         "run.steps=15000", "run.batch_size=16", "run.seq_len=32", "run.train_ratio=128", "run.threads=1",
         "run.eval_every=2500", "run.checkpoint_every=2500", "run.log_every=500",
     ],
