@@ -55,8 +55,8 @@ def goals_for(goal: State, rows: int) -> State:
 def goal_model(model: WorldModel, agent: str) -> LatentGoalModel:
     """``model`` as a :class:`LatentGoalModel`, or GoalError naming ``agent`` in one sentence."""
     if not isinstance(model, LatentGoalModel):
-        raise GoalError(f"agent '{agent}' has a world model ({type(model).__name__}) with no latent goal cost, so "
-                        "it cannot plan toward a goal; --goal needs one that has it (cswm)")
+        raise GoalError(f"agent '{agent}' has a world model with no latent goal cost, so it cannot plan toward a "
+                        "goal; --goal needs a model that has one (cswm)")
     return model
 
 
