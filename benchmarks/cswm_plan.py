@@ -17,7 +17,7 @@ Methods, each on the same goals:
   the squared distance summed over slots between each imagined state and the goal's encoding), the agent's
   settings (:data:`reverie.agents.cswm.GOAL_PLANNERS`);
 - ``P true``: the same planner and settings on the true rules
-  (:class:`reverie.envs.shapes_dynamics.ShapesGoalDynamics`: minus the squared distance in grid cells summed
+  (:class:`reverie.envs.shapes.ShapesGoalDynamics`: minus the squared distance in grid cells summed
   over objects), what the planner does with a perfect model;
 - ``random``: uniformly random actions.
 """
@@ -34,8 +34,7 @@ import numpy as np
 import torch
 
 import reverie
-from reverie.envs.shapes import Shapes
-from reverie.envs.shapes_dynamics import ShapesGoalDynamics
+from reverie.envs.shapes import Shapes, ShapesGoalDynamics
 from reverie.models.base import Dynamics, WorldModel
 from reverie.models.latent_goal import GoalReward, goal_model
 from reverie.models.state import State, map_state

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from reverie.cli import main
-from reverie.envs.shapes import Shapes
-from reverie.envs.shapes_dynamics import ShapesGoalDynamics, push
+from reverie.envs.shapes import Shapes, ShapesGoalDynamics, push
 from reverie.models.cswm import CSWMModel, CSWMModelConfig
 from reverie.models.latent_goal import GoalError, GoalReward, LatentGoalModel, goals_for
 from reverie.planning import CEMSettings, ShootingSettings, cem, shooting

@@ -25,7 +25,10 @@ BatchNorm as one batch, not two.
 Ablations (config options, the paper's Table 1 rows): ``interactions=False`` (no GNN: each slot moves by
 its own MLP), ``slots=1`` (no factored state: one slot for the whole image) and ``objective="decoder"``
 (no contrastive loss: the same encoder and GNN trained through a decoder in pixel space,
-:mod:`reverie.models.cswm_decoder`, as the reference code's ``--decoder``).
+:class:`SlotDecoder`, as the reference code's ``--decoder``: each slot's embedding passes one MLP to a map at
+the extractor's resolution, the K maps a 1 x 1 and a 10 x 10 / stride 10 transposed convolution back to the
+image; the loss is the binary cross-entropy of the observation decoded from its encoding plus that of the
+next observation decoded from the predicted ``z + T(z, a)``, summed over pixels, averaged over the batch).
 
 State (world-model contract): ``objects [..., K, D]``; ``features`` flattens it to ``[..., K * D]``.
 Capabilities: ``transition`` (the GNN step, deterministic), and ``decoder`` when trained with one. No
@@ -46,12 +49,11 @@ from torch import Tensor, nn
 from reverie.config import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt, check_ranges
 from reverie.models.base import DECODER, TRANSITION, State, TransitionMap, transition_map
 from reverie.models.codecs import split_keys
-from reverie.models.cswm_decoder import SlotDecoder, reconstruction_loss, to_image
 from reverie.models.state import state_entries
 from reverie.specs import ActionSpec, ArraySpec
 
-__all__ = ["CSWMModel", "CSWMModelConfig", "ObjectExtractor", "TransitionGNN", "contrastive_loss", "energy",
-           "goal_distance"]
+__all__ = ["CSWMModel", "CSWMModelConfig", "ObjectExtractor", "SlotDecoder", "TransitionGNN", "contrastive_loss",
+           "energy", "goal_distance", "reconstruction_loss"]
 
 #: How much smaller than the image the object maps of each extractor size are
 EXTRACTOR_STRIDE = {"small": 10, "medium": 5, "large": 1}
@@ -165,6 +167,39 @@ class TransitionGNN(nn.Module):
         elif self.edge is not None:     # one slot: no other slot sends it a message
             parts.append(z.new_zeros(*z.shape[:-1], self.hidden))
         return self.node(torch.cat(parts, -1))
+
+
+class SlotDecoder(nn.Module):
+    """Slot states ``[N, K, D]`` -> image logits ``[N, C, H, W]``: the small extractor run backwards (one MLP
+    shared by the slots to each slot's map ``[H / s, W / s]``, then 1 x 1 and s x s / stride s transposed
+    convolutions from the K maps to the image's channels)."""
+
+    def __init__(self, embedding: int, slots: int, hidden: int, channels: int, out_channels: int,
+                 map_shape: tuple[int, int], stride: int):
+        super().__init__()
+        self.slots, self.map_shape = slots, map_shape
+        cells = map_shape[0] * map_shape[1]
+        self.mlp = _mlp(embedding, hidden, cells)
+        self.up = nn.Sequential(nn.ConvTranspose2d(slots, channels, 1), nn.ReLU(),
+                                nn.ConvTranspose2d(channels, out_channels, stride, stride=stride))
+
+    def forward(self, z: Tensor) -> Tensor:
+        lead = z.shape[:-2]
+        maps = self.mlp(z.reshape(-1, *z.shape[-2:]))                           # [N, K, h * w]
+        logits = self.up(maps.reshape(-1, self.slots, *self.map_shape))         # [N, C, H, W]
+        return logits.reshape(*lead, *logits.shape[1:])
+
+
+def reconstruction_loss(logits: Tensor, image: Tensor) -> Tensor:
+    """``sum over pixels of BCE(sigmoid(logits), image / 255)``, averaged over the batch: logits ``[N, C, H, W]``,
+    image ``[N, H, W, C]`` (uint8) -> ``[]``."""
+    target = image.permute(0, 3, 1, 2).to(logits.dtype) / 255.0
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / logits.shape[0]
+
+
+def to_image(logits: Tensor) -> Tensor:
+    """Logits ``[..., C, H, W]`` -> an image ``[..., H, W, C]`` in [0, 255] (float)."""
+    return torch.sigmoid(logits).movedim(-3, -1) * 255.0
 
 
 class CSWMModel(nn.Module):
