@@ -94,7 +94,7 @@ def test_the_decoder_learns_to_reconstruct_shapes_images():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(terms["reconstruction"]))
+        losses.append(float(terms["reconstruction"].detach()))
     # per image: 7,500 binary cross-entropies; the loss falls fivefold, and below that of the best uniform
     # grey (the mean intensity everywhere), so the slots tell the decoder where the coloured objects are
     assert losses[-1] < 0.2 * losses[0]
