@@ -219,6 +219,14 @@ def test_a_dreamer_model_is_searched_by_mcts_through_its_actor_critic(cartpole_r
     assert out["planner"] == "mcts" and out["return_mean"] >= 8     # CartPole lasts at least 8 steps
 
 
+def test_a_goal_for_a_model_without_a_latent_goal_cost_is_one_sentence(cartpole_run, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(cartpole_run), "--episodes", "1", "--planner", "cem", "--goal", "walk:2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: agent 'dreamer' has a world model with no latent goal cost, so it cannot plan toward a "
+                   "goal; --goal needs a model that has one (cswm)")
+
+
 def test_an_agent_with_an_unknown_schedule_is_refused(tmp_path, monkeypatch):
     from reverie.agents.registry import resolve_config
     from reverie.training import session

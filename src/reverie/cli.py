@@ -130,6 +130,14 @@ def _eval(args: argparse.Namespace) -> int:
     if args.planner not in PLANNER_CHOICES:   # before loading anything
         raise PlanningError(f"unknown planner {args.planner!r}; choose one of {', '.join(PLANNER_CHOICES)}")
     run = api.load(args.run_dir, device=args.device)
+    if args.goal is not None:
+        from reverie.training.goal_eval import goal_evaluation
+
+        if args.acting != "eager":
+            raise PlanningError("--goal plans with the eager acting path only; drop --acting")
+        print(json.dumps(goal_evaluation(run.agent, run.env, args.goal, args.planner, args.episodes,
+                                         args.planner_args or [], seed=run.config.run.seed + 50_000)))
+        return 0
     result = run.evaluate(args.episodes, planner=args.planner, acting=args.acting, planner_args=args.planner_args or [])
     print(json.dumps(result.as_dict()))
     return 0
@@ -232,6 +240,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from reverie.config import ConfigError
     from reverie.envs import EnvError
     from reverie.models import BatchError, CapabilityError
+    from reverie.models.latent_goal import GoalError
     from reverie.models.merging import MergeError
     from reverie.play import PlayError
     from reverie.planning import PlanningError
@@ -242,7 +251,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from reverie.training.run_dir import RunFolderError, RunLockedError
 
     return (ConfigError, EnvError, CheckpointError, RunFolderError, RunLockedError, ReplayError, PlanningError,
-            CapabilityError, BatchError, DatasetError, SuiteError, PlayError, MergeError)
+            CapabilityError, BatchError, DatasetError, SuiteError, PlayError, MergeError, GoalError)
 
 
 def _at_least(minimum: int):
@@ -276,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="run folder (default: runs/AGENT-ENV-OBS-sSEED)")
     p.add_argument("--preset", help="named settings (dreamer: tiny, default, xs, s, m; planet, pets, muzero: "
                                     "tiny, default; tdmpc2: tiny, default, 5m; worldmodels: tiny, default, "
-                                    "takecover, paper; cswm: tiny, default, paper)")
+                                    "takecover, paper; cswm: tiny, default, default-no-gnn, default-k1, default-ae, paper)")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--nproc", type=_at_least(1), default=1,
                    help="learner processes (data-parallel through torchrun: own environments and replay each, "
@@ -313,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--acting", choices=("eager", "compiled", "int8"), default="eager",
                    help="acting path: eager (default), compiled (torch.compile) or int8 (dynamically quantised "
                         "linear layers, CPU)")
+    p.add_argument("--goal", metavar="FILE.npy|walk:T",
+                   help="plan toward a goal observation in the model's latent space (models with a latent goal "
+                        "cost: cswm): a .npy observation for every episode, or walk:T, each episode's own goal T "
+                        "random actions from its start; prints the fraction of goals reached")
     p.set_defaults(fn=_eval)
 
     p = sub.add_parser("dream", help="real vs imagined futures from an open-loop rollout")

@@ -19,7 +19,9 @@ nothing.
 
 The model (:mod:`reverie.models.cswm`) learns no policy: the agent acts uniformly at random, as the data
 were collected. Its use is the latent model itself: ranking its multi-step predictions
-(``benchmarks/cswm_eval.py``, :mod:`reverie.analysis.ranking`) and planning in its latent space.
+(``benchmarks/cswm_eval.py``, :mod:`reverie.analysis.ranking`) and planning toward a goal observation in its
+latent space (``reverie eval RUN --planner cem --goal ...``, :mod:`reverie.training.goal_eval`, with the
+settings of :data:`GOAL_PLANNERS`).
 """
 
 from __future__ import annotations
@@ -35,10 +37,20 @@ import torch
 from reverie.agents.base import ActOutput, AgentBase, StageReport, StageWork, Staged, precision_context
 from reverie.config import ConfigError, PositiveFloat, PositiveInt, check_ranges
 from reverie.models.cswm import CSWMModel, CSWMModelConfig
+from reverie.planning import CEMSettings, PlannerSettings, ShootingSettings
 from reverie.run_config import RunConfig
 from reverie.specs import ActionSpec, ArraySpec
 
-__all__ = ["CSWM", "CSWMConfig", "Transitions", "transitions_of"]
+__all__ = ["CSWM", "CSWMConfig", "GOAL_PLANNERS", "Transitions", "transitions_of"]
+
+#: Planner settings toward a goal (``reverie eval RUN --planner cem --goal ...``; the model has no reward, so
+#: these are its only planning): short horizons, since every step's cost is the energy to the goal and a
+#: replan follows every action; sized so that a plan for 100 goals at once takes seconds on one core
+#: (docs/notes/cswm.md has the measurements).
+GOAL_PLANNERS: dict[str, PlannerSettings] = {
+    "cem": CEMSettings(horizon=5, candidates=256, elites=25, iterations=4),
+    "shooting": ShootingSettings(horizon=5, candidates=1024),
+}
 
 
 def _cswm_run() -> RunConfig:
@@ -116,6 +128,7 @@ class CSWM(AgentBase):
         self.model = self.cswm
         self.modules = {"cswm": self.cswm}
         self.optimizers = {"opt": torch.optim.Adam(self.cswm.parameters(), lr=cfg.lr)}
+        self.planner_defaults = GOAL_PLANNERS
         self.schedule = Staged(offline=True)   # the epochs read the replay alone: a dataset may fill it
         self.epoch = 0
         self.gradient_steps = 0

@@ -180,6 +180,13 @@ CSWM_PRESETS: dict[str, list[str]] = {
     # margin 1, sigma 0.5; narrower MLPs (128, not 512) and 30 epochs, not 100, to fit one CPU core in
     # about 10 minutes (docs/notes/cswm.md)
     "default": ["model.hidden=128", "model.channels=16", "epochs=30"],
+    # the paper's ablations (Table 1) on `default`'s budget: no GNN (each object moves by its own MLP, no edges)
+    "default-no-gnn": ["model.hidden=128", "model.channels=16", "epochs=30", "model.interactions=false"],
+    # one object slot for the whole image; its embedding has the five slots' total size (1 x 10 = 5 x 2)
+    "default-k1": ["model.hidden=128", "model.channels=16", "epochs=30", "model.slots=1", "model.embedding=10"],
+    # no contrastive loss: the same encoder and GNN trained through a decoder in pixel space (the reference
+    # code's --decoder baseline)
+    "default-ae": ["model.hidden=128", "model.channels=16", "epochs=30", "model.objective=decoder"],
     # the paper's 2D shapes run (the dataclass defaults): 1,000 episodes of 100 steps, hidden 512, batches of
     # 1,024, 100 epochs (about 3 hours on one CPU core)
     "paper": [],

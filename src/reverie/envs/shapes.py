@@ -15,6 +15,12 @@ hand-built test); otherwise they are drawn uniformly over distinct cells from th
 generator. ``info["positions"]`` (int64 ``[num_objects, 2]``) is the true state after every reset and
 step.
 
+The rules as batched dynamics a planner can search: :func:`push` applies one push to N configurations at
+once (tensors), and :class:`ShapesGoalDynamics` is a :class:`~reverie.models.base.Dynamics` on true
+configurations (state: positions ``[N, K, 2]``, int64) whose reward is minus the squared distance summed
+over objects to a goal configuration, the same cost as C-SWM's latent goal cost measured on the true state:
+a planner on it is the "true simulator" baseline of planning toward a goal (``benchmarks/cswm_plan.py``).
+
 Registered ids (importing this module registers them; ``gym:reverie/...`` imports it):
 ``reverie/Shapes-v0`` (100-step episodes; ``width``, ``height``, ``num_objects`` settable as keyword
 arguments), e.g. ``reverie train cswm --env gym:reverie/Shapes-v0``.
@@ -24,6 +30,13 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import torch
+from torch import Tensor
+
+from reverie.models.base import REWARD
+from reverie.models.latent_goal import goals_for
+from reverie.models.state import State
+from reverie.specs import ActionSpec
 
 CELL = 10
 """Pixels per grid cell."""
@@ -128,6 +141,43 @@ class Shapes(gym.Env):
             raise ValueError(f"action must be an integer in [0, {self.action_space.n}), got {action!r}")
         moved = self.push(int(action))
         return self.draw(), 0.0, False, False, {"positions": self.positions.copy(), "moved": moved}
+
+
+def push(positions: Tensor, action: Tensor, width: int, height: int) -> Tensor:
+    """Configurations after one push each: positions ``[N, K, 2]`` (row, column; int64), action ``[N]`` (int64,
+    object ``a // 4`` one cell in direction ``a % 4``) -> ``[N, K, 2]``."""
+    rows = torch.arange(len(action), device=positions.device)
+    obj, direction = action // 4, action % 4
+    offsets = torch.as_tensor(DIRECTIONS, device=positions.device)
+    target = positions[rows, obj] + offsets[direction]                                    # [N, 2]
+    inside = (target[:, 0] >= 0) & (target[:, 0] < height) & (target[:, 1] >= 0) & (target[:, 1] < width)
+    # the mover's own cell is one step away from its target, so only other objects can occupy it
+    occupied = (positions == target[:, None]).all(-1).any(-1)
+    moves = inside & ~occupied
+    out = positions.clone()
+    out[rows[moves], obj[moves]] = target[moves]
+    return out
+
+
+class ShapesGoalDynamics:
+    """The true shapes dynamics with ``reward = -sum_k ||p_k - g_k||^2`` toward ``goal [B, K, 2]`` (one goal per
+    start state; C candidates per start state are rows ``b * C + c``)."""
+
+    def __init__(self, goal: Tensor, width: int = 5, height: int = 5):
+        self.goal, self.width, self.height = goal, width, height
+        self.act_spec = ActionSpec(discrete=True, size=4 * goal.shape[1])
+        self.capabilities = frozenset({REWARD})
+
+    def step(self, state: State, action: Tensor) -> Tensor:
+        """positions ``[N, K, 2]``, one-hot actions ``[N, 4 K]`` -> positions ``[N, K, 2]``."""
+        assert isinstance(state, Tensor)
+        return push(state, action.argmax(-1), self.width, self.height)
+
+    def reward(self, state: State) -> Tensor:
+        assert isinstance(state, Tensor)
+        goal = goals_for(self.goal, len(state))
+        assert isinstance(goal, Tensor)
+        return -(state - goal).pow(2).sum((-2, -1)).float()
 
 
 def register() -> None:

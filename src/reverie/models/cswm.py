@@ -22,9 +22,19 @@ Sizes as the paper's 2D shapes: K = 5, D = 2, hidden 512 (encoder and GNN MLPs),
 sigma 0.5, margin 1. Differences from the reference code: obs and next obs go through the extractor's
 BatchNorm as one batch, not two.
 
+Ablations (config options, the paper's Table 1 rows): ``interactions=False`` (no GNN: each slot moves by
+its own MLP), ``slots=1`` (no factored state: one slot for the whole image) and ``objective="decoder"``
+(no contrastive loss: the same encoder and GNN trained through a decoder in pixel space,
+:class:`SlotDecoder`, as the reference code's ``--decoder``: each slot's embedding passes one MLP to a map at
+the extractor's resolution, the K maps a 1 x 1 and a 10 x 10 / stride 10 transposed convolution back to the
+image; the loss is the binary cross-entropy of the observation decoded from its encoding plus that of the
+next observation decoded from the predicted ``z + T(z, a)``, summed over pixels, averaged over the batch).
+
 State (world-model contract): ``objects [..., K, D]``; ``features`` flattens it to ``[..., K * D]``.
-Capabilities: ``transition`` (the GNN step, deterministic). No reward, cont or decoder: nothing is
-trained for them.
+Capabilities: ``transition`` (the GNN step, deterministic), and ``decoder`` when trained with one. No
+reward or cont: nothing is trained for them. Planning toward a goal observation uses the latent goal cost
+(:meth:`CSWMModel.goal_cost`: the squared distance summed over slots, the paper's energy ``d``; see
+:mod:`reverie.models.latent_goal`).
 """
 
 from __future__ import annotations
@@ -37,12 +47,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reverie.config import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt, check_ranges
-from reverie.models.base import TRANSITION, State, TransitionMap, transition_map
+from reverie.models.base import DECODER, TRANSITION, State, TransitionMap, transition_map
 from reverie.models.codecs import split_keys
 from reverie.models.state import state_entries
 from reverie.specs import ActionSpec, ArraySpec
 
-__all__ = ["CSWMModel", "CSWMModelConfig", "ObjectExtractor", "TransitionGNN", "contrastive_loss", "energy"]
+__all__ = ["CSWMModel", "CSWMModelConfig", "ObjectExtractor", "SlotDecoder", "TransitionGNN", "contrastive_loss",
+           "energy", "goal_distance", "reconstruction_loss"]
 
 #: How much smaller than the image the object maps of each extractor size are
 EXTRACTOR_STRIDE = {"small": 10, "medium": 5, "large": 1}
@@ -70,6 +81,9 @@ class CSWMModelConfig:
     """Energy scale: E = mean over slots of the squared distance / (2 sigma^2)."""
     margin: NonNegativeFloat = 1.0
     """Hinge margin of the negative energy."""
+    objective: Literal["contrastive", "decoder"] = "contrastive"
+    """Training loss: the contrastive hinge (C-SWM) or pixel reconstruction through a decoder from the slots
+    (the reference's ``--decoder`` baseline; small extractor only)."""
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -78,6 +92,12 @@ class CSWMModelConfig:
 def energy(x: Tensor, y: Tensor, sigma: float) -> Tensor:
     """``E(x, y) = mean_k ||x_k - y_k||^2 / (2 sigma^2)`` for slot states ``[..., K, D]`` -> ``[...]``."""
     return (x - y).pow(2).sum(-1).mean(-1) / (2 * sigma ** 2)
+
+
+def goal_distance(x: Tensor, goal: Tensor) -> Tensor:
+    """The latent goal cost ``sum_k ||x_k - g_k||^2`` (the paper's ``d``: squared distance summed over slots) of
+    slot states ``[..., K, D]`` -> ``[...]``."""
+    return (x - goal).pow(2).sum((-2, -1))
 
 
 def contrastive_loss(state: Tensor, predicted: Tensor, next_state: Tensor, negative: Tensor, sigma: float,
@@ -149,10 +169,42 @@ class TransitionGNN(nn.Module):
         return self.node(torch.cat(parts, -1))
 
 
-class CSWMModel(nn.Module):
-    """Implements :class:`reverie.models.base.WorldModel` (capabilities: transition); see the module docstring."""
+class SlotDecoder(nn.Module):
+    """Slot states ``[N, K, D]`` -> image logits ``[N, C, H, W]``: the small extractor run backwards (one MLP
+    shared by the slots to each slot's map ``[H / s, W / s]``, then 1 x 1 and s x s / stride s transposed
+    convolutions from the K maps to the image's channels)."""
 
-    capabilities = frozenset({TRANSITION})
+    def __init__(self, embedding: int, slots: int, hidden: int, channels: int, out_channels: int,
+                 map_shape: tuple[int, int], stride: int):
+        super().__init__()
+        self.slots, self.map_shape = slots, map_shape
+        cells = map_shape[0] * map_shape[1]
+        self.mlp = _mlp(embedding, hidden, cells)
+        self.up = nn.Sequential(nn.ConvTranspose2d(slots, channels, 1), nn.ReLU(),
+                                nn.ConvTranspose2d(channels, out_channels, stride, stride=stride))
+
+    def forward(self, z: Tensor) -> Tensor:
+        lead = z.shape[:-2]
+        maps = self.mlp(z.reshape(-1, *z.shape[-2:]))                           # [N, K, h * w]
+        logits = self.up(maps.reshape(-1, self.slots, *self.map_shape))         # [N, C, H, W]
+        return logits.reshape(*lead, *logits.shape[1:])
+
+
+def reconstruction_loss(logits: Tensor, image: Tensor) -> Tensor:
+    """``sum over pixels of BCE(sigmoid(logits), image / 255)``, averaged over the batch: logits ``[N, C, H, W]``,
+    image ``[N, H, W, C]`` (uint8) -> ``[]``."""
+    target = image.permute(0, 3, 1, 2).to(logits.dtype) / 255.0
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / logits.shape[0]
+
+
+def to_image(logits: Tensor) -> Tensor:
+    """Logits ``[..., C, H, W]`` -> an image ``[..., H, W, C]`` in [0, 255] (float)."""
+    return torch.sigmoid(logits).movedim(-3, -1) * 255.0
+
+
+class CSWMModel(nn.Module):
+    """Implements :class:`reverie.models.base.WorldModel` (capabilities: transition, and decoder with one) and
+    :class:`reverie.models.latent_goal.LatentGoalModel`; see the module docstring."""
 
     def __init__(self, obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, cfg: CSWMModelConfig):
         super().__init__()
@@ -166,6 +218,9 @@ class CSWMModel(nn.Module):
         if height % stride or width % stride:
             raise ConfigError(f"the {cfg.extractor} object extractor makes maps at 1/{stride} of the image, so the "
                               f"image sides must be multiples of {stride}; got {height} x {width} (set run.image_size)")
+        if cfg.objective == "decoder" and cfg.extractor != "small":
+            raise ConfigError(f"model.objective=decoder has a decoder for the small object extractor only (the 2D "
+                              f"shapes worlds), not model.extractor={cfg.extractor}")
         if cfg.action == "factored" and act_spec.size % cfg.slots:
             raise ConfigError(f"factored actions give each of model.slots={cfg.slots} objects its own block of "
                               f"the action, but the environment's actions have {act_spec.size} entries; set "
@@ -179,6 +234,11 @@ class CSWMModel(nn.Module):
         self.extractor = ObjectExtractor(in_channels, cfg.channels, cfg.slots, cfg.extractor)
         self.encoder = _mlp(self.map_size, cfg.hidden, cfg.embedding)
         self.gnn = TransitionGNN(cfg.embedding, self.slot_action, cfg.hidden, cfg.interactions)
+        self.image_channels = [obs_spec[k].shape[2] for k in images]
+        self.decoder = (SlotDecoder(cfg.embedding, cfg.slots, cfg.hidden, cfg.channels, in_channels,
+                                    (height // stride, width // stride), stride)
+                        if cfg.objective == "decoder" else None)
+        self.capabilities = frozenset({TRANSITION} | ({DECODER} if self.decoder is not None else set()))
 
     # -- the networks --------------------------------------------------------------------------
     def object_maps(self, obs: Mapping[str, Tensor]) -> Tensor:
@@ -232,11 +292,31 @@ class CSWMModel(nn.Module):
 
         return self.features(state), transition_map(flat_next, action)
 
+    def decode(self, state: State) -> dict[str, Tensor]:
+        """Predicted observations ``{key: [..., H, W, C]}`` in [0, 255] (only with ``objective="decoder"``)."""
+        if self.decoder is None:
+            raise ConfigError("this C-SWM was trained without a decoder (model.objective=contrastive)")
+        image = to_image(self.decoder(state_entries(state)["objects"]))
+        return dict(zip(self.image_keys, image.split(self.image_channels, -1)))
+
+    # -- planning toward a goal (reverie.models.latent_goal.LatentGoalModel) ---------------------------
+    def goal_state(self, obs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The state of goal observations ``{key: [N, H, W, C]}``: their encodings ``objects [N, K, D]``."""
+        return {"objects": self.encode(obs)}
+
+    def goal_cost(self, state: State, goal: State) -> Tensor:
+        """The energy between states and goals of the same rows: :func:`goal_distance` of their slots ``[N]``."""
+        return goal_distance(state_entries(state)["objects"], state_entries(goal)["objects"])
+
     # -- training ------------------------------------------------------------------------------
     def loss(self, obs: Mapping[str, Tensor], action: Tensor, next_obs: Mapping[str, Tensor],
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The contrastive loss of transitions ``obs {key: [B, H, W, C]}``, ``action [B, A]``, ``next_obs``;
-        negatives are the batch's encoded states shuffled (a permutation drawn from ``generator``)."""
+        negatives are the batch's encoded states shuffled (a permutation drawn from ``generator``). With
+        ``objective="decoder"``: the reconstruction of ``obs`` plus that of ``next_obs`` from the predicted next
+        state (the encoder sees ``obs`` only, as the reference's baseline)."""
+        if self.decoder is not None:
+            return self._decoder_loss(obs, action, next_obs)
         both = self.encode({k: torch.cat([obs[k], next_obs[k]]) for k in self.image_keys})   # one BatchNorm batch
         z, z_next = both.chunk(2)
         perm = torch.randperm(z.shape[0], generator=generator).to(z.device)
@@ -245,3 +325,14 @@ class CSWMModel(nn.Module):
             terms["slot_spread"] = z.std(0).mean()    # collapsed slots (all states alike) read as ~0
         return loss, terms
 
+    def _decoder_loss(self, obs: Mapping[str, Tensor], action: Tensor,
+                      next_obs: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        assert self.decoder is not None
+        z = self.encode(obs)
+        image = torch.cat([obs[k] for k in self.image_keys], -1)
+        next_image = torch.cat([next_obs[k] for k in self.image_keys], -1)
+        now = reconstruction_loss(self.decoder(z), image)
+        ahead = reconstruction_loss(self.decoder(self.next(z, action)), next_image)
+        with torch.no_grad():
+            spread = z.std(0).mean()
+        return now + ahead, {"reconstruction": now, "prediction": ahead, "slot_spread": spread}
