@@ -18,9 +18,8 @@ from typing import Mapping, Protocol, runtime_checkable
 
 from torch import Tensor
 
-from reverie.models.base import REWARD, WorldModel
+from reverie.models.base import REWARD, ModelWithHeads, WorldModel
 from reverie.models.state import State, repeat_state, state_batch
-from reverie.specs import ActionSpec, ArraySpec
 
 __all__ = ["GoalError", "GoalReward", "LatentGoalModel", "goal_model", "goals_for"]
 
@@ -60,31 +59,18 @@ def goal_model(model: WorldModel, agent: str) -> LatentGoalModel:
     return model
 
 
-class GoalReward:
+class GoalReward(ModelWithHeads):
     """``model`` with ``reward(state) = -model.goal_cost(state, goal)``: what a planner maximises to reach
-    ``goal`` (B states, one per start state the planner is called with; see the module docstring)."""
+    ``goal`` (B states, one per start state the planner is called with; see the module docstring). The core
+    passes through as :class:`~reverie.models.base.ModelWithHeads` passes it; the only capability declared
+    is the reward."""
 
     def __init__(self, model: LatentGoalModel, goal: State):
-        self.model, self.goal = model, goal
+        super().__init__(model)
+        self.goal_model, self.goal = model, goal
         self.capabilities = frozenset({REWARD})
-        self.act_spec: ActionSpec = model.act_spec
-        self.obs_spec: Mapping[str, ArraySpec] = model.obs_spec
-        self.feat_size: int = model.feat_size
-
-    def initial(self, batch: int) -> State:
-        return self.model.initial(batch)
-
-    def observe(self, obs: Mapping[str, Tensor], action: Tensor, is_first: Tensor,
-                state: State | None = None) -> tuple[State, State]:
-        return self.model.observe(obs, action, is_first, state)
-
-    def step(self, state: State, action: Tensor) -> State:
-        return self.model.step(state, action)
-
-    def features(self, state: State) -> Tensor:
-        return self.model.features(state)
 
     def reward(self, state: State) -> Tensor:
         """``-goal_cost`` of states ``[B * C]`` (C candidates per goal, rows ``b * C + c``) -> ``[B * C]``."""
         rows, _ = state_batch(state)
-        return -self.model.goal_cost(state, goals_for(self.goal, rows))
+        return -self.goal_model.goal_cost(state, goals_for(self.goal, rows))
