@@ -49,6 +49,11 @@ COLUMNS = ("step", "return", "return_std", "wall_s", "seed")
 
 
 # -- collecting run folders ------------------------------------------------------------------------------
+def _k(steps: int) -> str:
+    """``2500`` -> ``2.5k``, ``15000`` -> ``15k``, ``38402`` -> ``38.4k``, ``600`` -> ``600``."""
+    return f"{round(steps / 1000, 1):g}k" if steps >= 1000 else str(steps)
+
+
 def eval_rows(run_dir: Path, seed: int) -> list[dict]:
     """The evaluations of a run folder with the training wall time at each (logged with the evaluation,
     or, for runs that did not log it, read off the nearest earlier training row's update rate)."""
@@ -199,7 +204,7 @@ def judge(claims: dict[str, Claim]) -> list[Outcome]:
 
 # -- the page --------------------------------------------------------------------------------------------
 def _budget(claim: Claim) -> str:
-    return f"{claim.steps // 1000}k steps" if claim.steps % 1000 == 0 else f"{claim.steps} steps"
+    return f"{_k(claim.steps)} steps"
 
 
 def _cpu(prov: dict) -> str:
@@ -216,7 +221,7 @@ def summary_table(outcomes: list[Outcome], link: bool = True) -> list[str]:
         c = o.claim
         title = f"[{c.id}](BENCHMARKS.md#{c.id})" if link else c.id
         parts = [f"{v:.1f}" for v in o.finals.values()]
-        parts += [f"s{seed}: {v:.1f} at {st // 1000}k (unfinished)" for seed, (st, v) in o.partial.items()]
+        parts += [f"s{seed}: {v:.1f} at {_k(st)} (unfinished)" for seed, (st, v) in o.partial.items()]
         per_seed = ", ".join(parts) or "-"
         anchor = f"{c.anchor.value:g}" if c.anchor else "-"
         status = o.status + (f" ({', '.join(o.flags)})" if o.flags else "")
@@ -250,7 +255,7 @@ def claim_section(o: Outcome) -> list[str]:
         prov = o.meta.get(str(seed), {}).get("provenance", {})
         load = f"{prov.get('load_mean')} / {prov.get('load_max')}" if prov.get("load_mean") is not None else "-"
         lines.append(f"| {seed} | {last['return']:.1f} ± {last['return_std']:.1f} | {best['return']:.1f} at "
-                     f"{best['step'] // 1000}k | {last['step']:,} of {c.steps:,} | {last['wall_s'] / 60:.1f} min | "
+                     f"{_k(best['step'])} | {last['step']:,} of {c.steps:,} | {last['wall_s'] / 60:.1f} min | "
                      f"{_cpu(prov)} | {load} | {', '.join(prov.get('commits', [])) or '-'} |")
     lines.append("")
     return lines
