@@ -1,5 +1,6 @@
 """The page of ``reverie play``: one HTML document with its style and script inline (no network requests).
 
+The empty inline icon keeps the browser from asking for ``/favicon.ico`` (a 404 in its console otherwise).
 The script asks the server (:mod:`reverie.play.server`) for views and draws them: image observations as
 the PNGs it sends, scaled up without smoothing; vector observations as a small plot per dimension over
 the episode (the dream solid, the real environment dashed), drawn on canvases from the JSON numbers.
@@ -63,6 +64,7 @@ function remember(name, side, step) {
 
 function drawSide(name, side, step) {
   const box = document.getElementById(name);
+  if (!box) return;     // a page without the real environment has no box for it
   if (!side) { box.style.display = 'none'; return; }
   box.style.display = '';
   const pics = box.querySelector('.images');
@@ -175,7 +177,8 @@ def render_page(settings: Mapping[str, Any]) -> str:
     real = ("<div class=side id=real><h2>the real environment (same actions)</h2><div class=images></div>"
             "<div class=stats></div><div class='end ended'></div></div>")
     return f"""<!DOCTYPE html>
-<html lang=en><head><meta charset=utf-8><title>{title}</title><style>{_STYLE}</style></head>
+<html lang=en><head><meta charset=utf-8><title>{title}</title>
+<link rel=icon href="data:,"><style>{_STYLE}</style></head>
 <body>
 <h1>{title}: play the dream</h1>
 <div id=sides>
