@@ -18,6 +18,7 @@ from PIL import Image
 from reverie.agents.base import StageWork
 from reverie.agents.latent_action import LatentAction, LatentActionConfig, windows_of
 from reverie.agents.registry import resolve_config
+from reverie.analysis.controllability import controllability_report, delta_psnr, psnr, rollout, rollout_starts
 from reverie.analysis.latent_actions import (code_action_agreement, frame_error, held_out_report, majority_mapping,
                                              nearest_code, pairwise_spread)
 from reverie.models.base import DECODER, capabilities_of
@@ -166,9 +167,21 @@ def test_on_a_toy_world_the_codes_recover_the_actions_and_the_dream_moves_the_do
     reports = finish(agent, chunks)
     assert reports[-1]["lapo/unit"] == 3.0 and "loss/predict" in reports[-1]
     data = agent.data(work(chunks))
-    out = held_out_report(agent.lam, data.frames, data.rows, data.actions, agent.split(len(data)), 5000).metrics("lapo/eval/")
+    train = agent.split(len(data))
+    out = held_out_report(agent.lam, data.frames, data.rows, data.actions, train, 5000,
+                          noop_action=1).metrics("lapo/eval/")
     assert out["lapo/eval/nmi"] > 0.8 and out["lapo/eval/accuracy"] > 0.95, out
     assert out["lapo/eval/effect_accuracy"] > 0.95 and out["lapo/eval/probe"] > 0.95
+    # the decoder from 2.5 % of the training labels (about 58 windows, some 19 an action) names the held-out
+    # actions as well as the majority mapping fitted on every training label, within 3 points: the latents of
+    # the three actions are as separate as the codes are (the codes name them), so a handful a class suffice
+    assert out["lapo/eval/labels"] == round(0.025 * train)
+    assert out["lapo/eval/decoder"] > 0.9 and abs(out["lapo/eval/decoder"] - out["lapo/eval/accuracy"]) <= 0.03, out
+    assert out["lapo/eval/noop"] == pytest.approx(np.mean(data.actions[train:] == 1))
+    # the codes control the dream: rolled under the inferred codes it follows the real strip far better than under
+    # random ones (a random code moves the dot the wrong way two times in three), at every horizon
+    control = controllability_report(agent.lam, data.frames, data.rows, train, horizon=3, limit=200)
+    assert control.windows >= 50 and (control.low > 1.0).all(), control
     # the latent carries the next frame: the baseline (no latent) can only spread the dot over three cells
     assert out["lapo/eval/error"] < 0.05 * out["lapo/eval/error_baseline"]
     assert out["lapo/eval/spread"] > 10 * out["lapo/eval/error"]
@@ -213,6 +226,52 @@ def test_spread_nearest_code_and_frame_error_by_hand():
     assert frame_error(np.array([[0.5, 1.0]]), np.array([[0.0, 0.0]])).tolist() == [1.25]
     with pytest.raises(ValueError, match="K >= 2"):
         pairwise_spread(np.zeros((2, 1, 3)))
+
+
+def test_psnr_and_delta_psnr_by_hand():
+    zeros, half = np.zeros((1, 1, 2, 2)), np.full((1, 1, 2, 2), 0.5)
+    assert psnr(half, zeros).tolist() == pytest.approx([10 * math.log10(4)])      # MSE 1/4: 6.02 dB
+    assert psnr(zeros, zeros).tolist() == [100.0]                                 # exact: the MSE floor 1e-10
+    frames = np.random.default_rng(0).random((6, 3, 1, 2, 2))
+    # the same predictions under both kinds of code (a model that ignores the code): 0 exactly, interval too
+    same = delta_psnr(frames * 0.5, frames * 0.5, frames)
+    assert same.delta.tolist() == [0.0] * 3 and same.low.tolist() == [0.0] * 3 and same.high.tolist() == [0.0] * 3
+    # binary frames; the inferred rollout exact (100 dB), the random one 0.5 everywhere (MSE 1/4, 6.02 dB)
+    binary = np.round(frames)
+    exact = delta_psnr(binary, np.full_like(binary, 0.5), binary)
+    assert exact.delta == pytest.approx([100 - 10 * math.log10(4)] * 3) and (exact.low == exact.delta).all()
+    assert exact.inferred.tolist() == [100.0] * 3 and exact.windows == 6
+    with pytest.raises(ValueError, match="at least 2 starts"):
+        delta_psnr(frames[:1], frames[:1], frames[:1])
+
+
+def test_a_rollout_that_ignores_the_code_has_no_controllability_and_one_that_reads_it_has():
+    # the dot world: a frame [1, 1, W] with one lit cell; code c moves it by c - 1 (clipped at the ends)
+    def moves(window: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        pos = window[:, -1, 0, 0].argmax(-1) + code - 1
+        return torch.nn.functional.one_hot(pos.clamp(0, WIDTH - 1), WIDTH).float()[:, None, None]
+
+    def ignores(window: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        return moves(window, torch.ones_like(code))
+
+    rng = np.random.default_rng(0)
+    past = torch.nn.functional.one_hot(torch.full((40, 1), 4), WIDTH).float()[:, :, None, None]    # [S, L=1, 1, 1, W]
+    true = torch.as_tensor(rng.integers(0, 3, (40, 3)))
+    real = rollout(moves, past, true).numpy()
+    assert real.shape == (40, 3, 1, 1, WIDTH) and (real[:, 0, 0, 0].argmax(-1) == 4 + true[:, 0].numpy() - 1).all()
+    random = torch.as_tensor(rng.integers(0, 3, (40, 3)))
+    blind = delta_psnr(rollout(ignores, past, true).numpy(), rollout(ignores, past, random).numpy(), real)
+    assert blind.delta.tolist() == [0.0] * 3
+    seeing = delta_psnr(real, rollout(moves, past, random).numpy(), real)
+    assert (seeing.delta > 0).all() and (seeing.low > 0).all() and seeing.inferred.tolist() == [100.0] * 3
+
+
+def test_rollout_starts_keep_to_consecutive_steps_of_one_episode():
+    # windows' last rows: 1 2 3 | 5 6 | 8 9 10 11 (episodes start at rows 4 and 7, which end no window)
+    rows = torch.tensor([1, 2, 3, 5, 6, 8, 9, 10, 11])[:, None].repeat(1, 2)
+    assert rollout_starts(rows, 0, 2, 10).tolist() == [0, 3, 5, 7]
+    assert rollout_starts(rows, 1, 3, 10).tolist() == [5]
+    assert rollout_starts(rows, 0, 3, 1).tolist() == [0]
 
 
 # -- the command and the dream played by codes -------------------------------------------------------

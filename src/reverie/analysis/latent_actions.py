@@ -8,6 +8,10 @@ are where they come back, on held-out data, to score what it learned:
   on training windows and scored on held-out ones, beside the accuracy of always naming the most frequent
   action (chance); :func:`probe_accuracy`: a linear probe (logistic regression) from the IDM's continuous
   latent to the action, an upper bound of what the codes could name;
+- decoding latent actions into true ones from a few labels (LAPO's second stage, offline): the same logistic
+  regression on the IDM's continuous latent (before quantisation), fitted on a small random fraction of the
+  training windows' labels (2.5 % by default), and the majority mapping fitted on those same labels, scored on
+  the held-out windows beside chance and the rate of the no-op action;
 - the controllability of the dream: :func:`pairwise_spread` (how far apart the next frames the forward model
   imagines under different codes from one start are), to be read against the model's own error
   (:func:`frame_error`), and :func:`nearest_code` (the code whose imagined frame is nearest the real next
@@ -162,6 +166,15 @@ class LatentActionReport:
     """Mean distance between the frames imagined under different codes from one held-out start."""
     windows: int
     """Held-out windows scored."""
+    decoder: float | None = None
+    """Held-out accuracy of the logistic regression from the IDM's continuous latent to the true action fitted
+    on ``labels`` labelled training windows only."""
+    decoder_mapping: float | None = None
+    """Held-out accuracy of the majority mapping code -> action fitted on those ``labels`` windows."""
+    labels: int = 0
+    """Labelled training windows the decoder was fitted on."""
+    noop: float | None = None
+    """Fraction of held-out windows whose true action is the no-op (an accuracy a decoder must beat)."""
 
     def metrics(self, prefix: str) -> dict[str, float]:
         """The figures as flat metrics ``{prefix + name: value}`` (the mapping as ``map/<code>``)."""
@@ -174,16 +187,23 @@ class LatentActionReport:
                         "used_codes": float(a.used_codes), "probe": self.probe, "effect_nmi": self.effect.nmi,
                         "effect_accuracy": self.effect.accuracy})
             out.update({f"map/{k}": float(v) for k, v in enumerate(a.mapping)})
+        if self.decoder is not None and self.decoder_mapping is not None:
+            out.update({"decoder": self.decoder, "decoder_map": self.decoder_mapping, "labels": float(self.labels)})
+        if self.noop is not None:
+            out["noop"] = self.noop
         return {prefix + k: v for k, v in out.items()}
 
 
 @torch.no_grad()
 def latent_action_report(model: LatentActionModel, train: Tensor, train_actions: np.ndarray | None,
-                         test: Tensor, test_actions: np.ndarray | None, chunk: int = 256) -> LatentActionReport:
+                         test: Tensor, test_actions: np.ndarray | None, chunk: int = 256,
+                         labelled: Tensor | None = None, labelled_actions: np.ndarray | None = None,
+                         noop_action: int | None = None) -> LatentActionReport:
     """Score ``model`` on held-out windows ``test`` (uint8 ``[M, L + 1, H, W, C]``, the last frame the one to
     predict) with their true actions ``test_actions [M]`` (None where the actions are not discrete), the
-    code -> action mapping fitted on ``train [N, L + 1, H, W, C]`` / ``train_actions [N]``. Runs the model in
-    chunks of ``chunk`` windows, in its current mode (call ``eval()`` first)."""
+    code -> action mapping fitted on ``train [N, L + 1, H, W, C]`` / ``train_actions [N]``, the few-label decoder
+    on ``labelled`` / ``labelled_actions`` (when given); ``noop_action``: the index of the no-op (None: no
+    no-op rate). Runs the model in chunks of ``chunk`` windows, in its current mode (call ``eval()`` first)."""
     if len(test) == 0 or len(train) == 0:
         raise ValueError(f"scoring latent actions needs training and held-out windows, got {len(train)} and {len(test)}")
 
@@ -208,7 +228,8 @@ def latent_action_report(model: LatentActionModel, train: Tensor, train_actions:
     error = float(frame_error(held["predicted"], held["target"]).mean())
     baseline = float(frame_error(held["baseline"], held["target"]).mean()) if "baseline" in held else None
     spread = float(pairwise_spread(held["every_code"]).mean()) if model.cfg.codes > 1 else 0.0
-    agreement = effect = probe = None
+    agreement = effect = probe = decoder = decoder_mapping = noop = None
+    labels = 0
     if train_actions is not None and test_actions is not None:
         fitted = run(train)
         k = model.cfg.codes
@@ -216,20 +237,37 @@ def latent_action_report(model: LatentActionModel, train: Tensor, train_actions:
         nearest = nearest_code(held["every_code"], held["target"])
         effect = code_action_agreement(fitted["codes"], train_actions, nearest, test_actions, k)
         probe = probe_accuracy(fitted["latents"], train_actions, held["latents"], test_actions)
-    return LatentActionReport(agreement, probe, effect, error, baseline, spread, len(test))
+        if labelled is not None and labelled_actions is not None:
+            few = run(labelled)
+            decoder = probe_accuracy(few["latents"], labelled_actions, held["latents"], test_actions)
+            decoder_mapping = code_action_agreement(few["codes"], labelled_actions, held["codes"], test_actions,
+                                                    k).accuracy
+            labels = len(labelled)
+        if noop_action is not None:
+            noop = float(np.mean(_labels("test_actions", test_actions) == noop_action))
+    return LatentActionReport(agreement, probe, effect, error, baseline, spread, len(test), decoder, decoder_mapping,
+                              labels, noop)
 
 
 def held_out_report(model: LatentActionModel, frames: Tensor, rows: Tensor, actions: np.ndarray | None, train: int,
-                    limit: int) -> LatentActionReport:
+                    limit: int, labelled: float = 0.025, seed: int = 0,
+                    noop_action: int | None = None) -> LatentActionReport:
     """:func:`latent_action_report` on windows stored as frames ``[F, H, W, C]`` and rows ``[N, L + 1]`` (a
     window's frames, oldest first) with true actions ``[N]`` (None: not discrete): the first ``limit`` windows
     after the first ``train`` (those the model never trained on) are scored, the mapping fitted on ``limit``
-    windows spread evenly over the first ``train``."""
+    windows spread evenly over the first ``train``, the few-label decoder on a ``labelled`` fraction of the
+    ``train`` windows drawn at random (a generator seeded by ``seed``; at least 2 windows)."""
     if not 0 < train < len(rows):
         raise ValueError(f"held-out scoring needs windows on both sides of train={train}, out of {len(rows)}")
+    if not 0 < labelled <= 1:
+        raise ValueError(f"the labelled fraction must be in (0, 1], got {labelled}")
     test = np.arange(train, len(rows))[:limit]
     fit = np.linspace(0, train - 1, min(limit, train)).round().astype(np.int64)
+    few = np.sort(np.random.default_rng([seed, 3]).choice(train, min(train, max(2, round(labelled * train))),
+                                                          replace=False))
     take = lambda idx: frames[rows[torch.as_tensor(idx)]]     # noqa: E731
     model.eval()
-    return latent_action_report(model, take(fit), None if actions is None else actions[fit],
-                                take(test), None if actions is None else actions[test])
+    if actions is None:
+        return latent_action_report(model, take(fit), None, take(test), None)
+    return latent_action_report(model, take(fit), actions[fit], take(test), actions[test], labelled=take(few),
+                                labelled_actions=actions[few], noop_action=noop_action)
