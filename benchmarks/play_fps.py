@@ -42,7 +42,7 @@ def random_action(session: PlaySession, rng: np.random.Generator) -> int | list[
     return rng.uniform(-1, 1, session.action_dims).tolist()
 
 
-def timed(step: Callable[[], bool], reset: Callable[[], None], steps: int) -> float:
+def timed(step: Callable[[], bool], reset: Callable[[], object], steps: int) -> float:
     """Steps a second of ``step`` (which says whether the episode ended: then ``reset``, untimed) over ``steps``
     timed calls after :data:`WARMUP` untimed ones."""
     for _ in range(WARMUP):

@@ -299,9 +299,12 @@ def test_the_command_trains_and_the_evaluation_scores_the_held_out_windows(break
     spec.loader.exec_module(script)
     out = tmp_path / "eval.json"
     capsys.readouterr()
-    assert script.main([str(breakout_run), "--windows", "50", "--json", str(out)]) == 0
-    assert "| breakout | " in capsys.readouterr().out
+    assert script.main([str(breakout_run), "--windows", "50", "--horizon", "2", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| breakout | " in printed and "| breakout | 2 | " in printed and "Delta PSNR [95 % CI]" in printed
     figures = json.loads(out.read_text())["breakout"]
+    assert figures["labels"] >= 2 and 0 <= figures["decoder"] <= 1 and 0 <= figures["noop"] <= 1
+    assert figures["control/dpsnr/2/low"] <= figures["control/dpsnr/2"] <= figures["control/dpsnr/2/high"]
     assert 0 <= figures["nmi"] <= 1 and 20 <= figures["windows"] <= 30    # 10% of the 270-odd windows
     assert figures["error"] > 0 and figures["error_baseline"] > 0 and figures["spread"] >= 0
 
