@@ -27,11 +27,11 @@ Systems:
 The peers run in subprocesses of their own virtualenvs (nothing of theirs is
 installed into reverie's environment):
 
-    python3 -m venv /work/venvs/mctx
-    /work/venvs/mctx/bin/pip install jax jaxlib mctx          # CPU JAX, no torch
+    python3 -m venv ../venvs/mctx
+    ../venvs/mctx/bin/pip install jax jaxlib mctx          # CPU JAX, no torch
 
-    python3 -m venv --system-site-packages /work/venvs/lightzero  # sees the system torch
-    /work/venvs/lightzero/bin/pip install -c constraints.txt --no-deps \\
+    python3 -m venv --system-site-packages ../venvs/lightzero  # sees the system torch
+    ../venvs/lightzero/bin/pip install -c constraints.txt --no-deps \\
         lightzero==0.2.0 DI-engine==0.5.3 DI-toolkit DI-treetensor treevalue hbutils \\
         easydict graphviz deprecation dill URLObject enum-tools tabulate tensorboardX gym==0.25.1
 
@@ -42,7 +42,7 @@ under numpy 2.)
 Run (from the repository root):
 
     OMP_NUM_THREADS=1 python benchmarks/bench_mcts.py \\
-        --mctx-python /work/venvs/mctx/bin/python --lightzero-python /work/venvs/lightzero/bin/python
+        --mctx-python ../venvs/mctx/bin/python --lightzero-python ../venvs/lightzero/bin/python
     # or set REVERIE_MCTX_PYTHON / REVERIE_LIGHTZERO_PYTHON; --quick for a smoke run
 
 A system whose interpreter is not given or missing is skipped with a note.
