@@ -185,9 +185,10 @@ def _bench(args: argparse.Namespace) -> int:
 
     claims = load_suite(args.suite or find_suite())
     if args.list or args.claim is None:
+        width = {"id": max(len(c.id) for c in claims.values()), "env": max(len(c.env) for c in claims.values())}
         for claim in claims.values():
-            print(f"{claim.id:34s} {claim.agent:8s} {claim.env:26s} {claim.steps:>7d} steps  seeds "
-                  f"{','.join(map(str, claim.seeds))}")
+            print(f"{claim.id:{width['id']}s}  {claim.agent:8s} {claim.env:{width['env']}s}  {claim.steps:>7d} steps  "
+                  f"seeds {','.join(map(str, claim.seeds))}")
         return 0
     claim = pick(claims, args.claim)
     seeds = args.seeds if args.seeds else list(claim.seeds)
