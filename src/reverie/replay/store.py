@@ -49,13 +49,12 @@ import numpy as np
 
 from reverie.io import atomic_write_text
 from reverie.replay import chunkfile, selectors
-from reverie.replay.chunkfile import ChunkMeta, ChunkUnreadable
-from reverie.replay.errors import ReplayError, ReplayFormatError
+from reverie.replay.chunkfile import ChunkMeta
+from reverie.replay.reload import CLOCK_FILE, read_folder
+from reverie.replay.errors import ReplayError
 from reverie.replay.slots import Schema, SlotTable
 
 EVICTIONS = ("fifo", "reservoir")
-#: Where :meth:`Replay.flush` records the replay's clock, beside the chunk files.
-CLOCK_FILE = "clock.json"
 SAMPLINGS = ("uniform", "recency")
 
 
@@ -398,53 +397,15 @@ class Replay:
 
     def _load(self, directory: Path) -> None:
         """Load every chunk file in ``directory`` (skipping unreadable ones), then evict down to capacity."""
-        leftovers = sorted(directory.glob(f".*{chunkfile.TEMP_SUFFIX}"))
-        if leftovers and self.owner:   # the only writer: nobody else can be half-way through a write
-            for path in leftovers:
-                path.unlink(missing_ok=True)
-        elif leftovers:
-            warnings.warn(
-                f"{len(leftovers)} temporary file(s) from an interrupted write in {directory} "
-                f"(e.g. {leftovers[0].name}) are ignored and left in place",
-                stacklevel=3,
-            )
-        try:
-            self._clock = max(self._clock, int(json.loads((directory / CLOCK_FILE).read_text())["clock"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass   # none yet (or damaged): the chunk files' own clocks below
-        records: list[tuple[ChunkMeta, dict[str, np.ndarray]]] = []
-        schema_source: tuple[Path, Schema] | None = None
-        for path in sorted(directory.glob("*.npz")):
-            birth = chunkfile.birth_from_name(path.name)
-            if birth is not None:  # never reuse a name on disk, even that of a skipped file
-                self._clock = max(self._clock, birth + 1)
-            try:
-                arrays = chunkfile.read_chunk(path)
-            except ChunkUnreadable as error:
-                warnings.warn(
-                    f"skipping unreadable replay chunk {path} ({error}); the file is left in place",
-                    stacklevel=3,
-                )
-                self._counters["files_skipped"] += 1
-                continue
-            meta, data = chunkfile.split_chunk(path, arrays)
-            schema = chunkfile.schema_of(data, leading=1)
-            if schema_source is None:
-                schema_source = (path, schema)
-            elif schema != schema_source[1]:
-                raise ReplayFormatError(
-                    f"replay chunk files in {directory} disagree: {schema_source[0].name} stores "
-                    f"{chunkfile.describe_schema(schema_source[1])} but {path.name} stores "
-                    f"{chunkfile.describe_schema(schema)}; move the foreign files out of the folder"
-                )
-            records.append((meta, data))
-        if schema_source is None:   # no chunk was read
+        clock, records, schema, skipped = read_folder(directory, self.owner)
+        self._clock = max(self._clock, clock)
+        self._counters["files_skipped"] += skipped
+        if schema is None:   # no chunk was read
             return
         # Everything is validated before anything is placed or evicted, so a foreign
         # file stops the load before a single chunk file is deleted.
-        records.sort(key=lambda record: (record[0].birth, record[0].stream))
         longest = max(next(iter(data.values())).shape[0] for _, data in records)
-        self._allocate(schema_source[1], max(self.chunk_size, longest), extra=len(records))
+        self._allocate(schema, max(self.chunk_size, longest), extra=len(records))
         self._loaded_streams = max(1, records[-1][0].streams)
         records.reverse()
         while records:  # pop as we copy, so the loaded arrays are freed as the slots fill
