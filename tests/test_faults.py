@@ -293,3 +293,24 @@ def test_a_reader_racing_the_writer_does_not_report_damage(tmp_path, monkeypatch
     warnings = []
     state, meta, _ = load_latest(tmp_path, "a", warn=warnings.append)
     assert meta["step"] == 10 and warnings == [] and calls == ["ckpt-000000020.json"] * 2 + ["ckpt-000000010.json"]
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    import yaml
+
+    from reverie import api
+    from reverie.training.run_dir import RunFolder, RunFolderError
+
+    cfg = api.make_config("dreamer", "tiny", [])
+    folder, resuming = RunFolder.prepare(tmp_path / "r", "dreamer", cfg)
+    folder.release()
+    assert not resuming
+    saved = yaml.safe_load(folder.config.read_text())
+    assert saved["model"]["rssm"].pop("r2i") is False     # as an older version wrote it: no such key
+    folder.config.write_text(yaml.safe_dump(saved))
+    folder, resuming = RunFolder.prepare(tmp_path / "r", "dreamer", cfg)
+    folder.release()
+    assert resuming
+    folder.config.write_text(yaml.safe_dump(saved))
+    with pytest.raises(RunFolderError, match=r"model.rssm.r2i: None -> True"):
+        RunFolder.prepare(tmp_path / "r", "dreamer", api.make_config("dreamer", "tiny", ["model.rssm.r2i=true"]))

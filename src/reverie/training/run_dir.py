@@ -144,7 +144,12 @@ class RunFolder:
             except yaml.YAMLError as e:
                 raise RunFolderError(f"{folder.config} is unreadable ({e})") from None
             a, b = _flatten(drop_retired(old)), _flatten(new)
-            changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+            # A setting added after the run was made is absent from its saved config; the run was trained as
+            # that setting's default, so the default resumes it (a non-default value is a change).
+            defaults = _flatten(to_dict(type(cfg)()))
+            added = {k for k in set(b) - set(a) if k in defaults and b[k] == defaults[k]}
+            changed = sorted(k for k in set(a) | set(b)
+                             if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and k not in added)
             if changed:
                 shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in changed[:5])
                 raise RunFolderError(f"{folder.path} was trained with other settings ({shown}); resume with the "
