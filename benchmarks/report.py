@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from reverie.suite import Claim, load_suite  # noqa: E402
 from reverie.training.logger import read_metrics  # noqa: E402
+from reverie.training.measure import read_measure  # noqa: E402
 from reverie.training.provenance import read_provenance  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -91,7 +92,7 @@ def compact_provenance(run_dir: Path) -> dict:
                                                                              "dm-control", "mujoco", "ale-py")},
         "load_mean": round(sum(x[0] * x[2] for x in loads) / n, 2) if n else None,
         "load_max": max((x[1] for x in loads), default=None),
-        "sessions": len(sessions), "started": sessions[0].get("started"),
+        "sessions": len(sessions), "started": sessions[0].get("started"), "end_step": last.get("end_step", 0),
         "process_wall_s": round(sum(s.get("wall_s", 0.0) for s in sessions), 1),
     }
 
@@ -113,6 +114,12 @@ def collect(root: Path, claims: dict[str, Claim]) -> list[str]:
             meta[str(seed)] = {"final_step": new[-1]["step"] if new else 0,
                                "complete": bool(new) and new[-1]["step"] >= claim.steps,
                                "provenance": compact_provenance(path)}
+            if claim.measure is not None:
+                figures = read_measure(claim, path)   # written by `reverie bench` once the seed has finished
+                provenance = meta[str(seed)]["provenance"]
+                meta[str(seed)].update(complete=figures is not None, final_step=provenance.get("end_step", 0))
+                if figures is not None:
+                    meta[str(seed)]["measure"] = {k: round(v, 4) for k, v in figures.items()}
         write_results(claim.id, rows, meta)
         written.append(claim.id)
     return written
@@ -149,8 +156,8 @@ class Outcome:
     """A claim's results, judged."""
 
     claim: Claim
-    finals: dict[int, float] = field(default_factory=dict)      # complete seeds: return at the budget
-    partial: dict[int, tuple[int, float]] = field(default_factory=dict)   # seed -> (last step, last return)
+    finals: dict[int, float] = field(default_factory=dict)      # complete seeds: return (or measure) at the budget
+    partial: dict[int, tuple[int, float | None]] = field(default_factory=dict)   # seed -> (last step, last return)
     rows: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
@@ -191,6 +198,14 @@ def judge(claims: dict[str, Claim]) -> list[Outcome]:
     for claim in claims.values():
         rows, meta = read_results(claim.id)
         o = Outcome(claim, rows=rows, meta=meta)
+        if claim.measure is not None:
+            for seed, m in sorted(meta.items(), key=lambda kv: int(kv[0])):
+                if "measure" in m:
+                    o.finals[int(seed)] = m["measure"][claim.measure.score]
+                else:
+                    o.partial[int(seed)] = (m.get("final_step", 0), None)
+            out.append(o)
+            continue
         for seed in sorted({r["seed"] for r in rows}):
             mine = [r for r in rows if r["seed"] == seed]
             last = mine[-1]
@@ -215,25 +230,32 @@ def _cpu(prov: dict) -> str:
 
 
 def summary_table(outcomes: list[Outcome], link: bool = True) -> list[str]:
-    lines = ["| claim | agent | task | budget | seeds | final return (mean ± std over seeds) | per seed | anchor | aim | status |",
+    lines = ["| claim | agent | task | budget | seeds | final result (mean ± std over seeds) | per seed | anchor | aim | status |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
         c = o.claim
         title = f"[{c.id}](BENCHMARKS.md#{c.id})" if link else c.id
         parts = [f"{v:.1f}" for v in o.finals.values()]
-        parts += [f"s{seed}: {v:.1f} at {_k(st)} (unfinished)" for seed, (st, v) in o.partial.items()]
+        parts += [f"s{seed}: " + (f"{v:.1f} at " if v is not None else "") + f"{_k(st)} (unfinished)"
+                  for seed, (st, v) in o.partial.items()]
         per_seed = ", ".join(parts) or "-"
         anchor = f"{c.anchor.value:g}" if c.anchor else "-"
         status = o.status + (f" ({', '.join(o.flags)})" if o.flags else "")
         lines.append(f"| {title} | {c.agent} | {c.env} | {_budget(c)} | {len(o.finals)}/{len(c.seeds)} | "
-                     f"{o.mean_std()} | {per_seed} | {anchor} | {c.aim.describe()} | {status} |")
+                     f"{o.mean_std()} | {per_seed} | {anchor} | {_aim(c)} | {status} |")
     return lines
+
+
+def _aim(c: Claim) -> str:
+    return c.aim.describe() if c.measure is None else f"{c.measure.label} {c.aim.describe()}"
 
 
 def claim_section(o: Outcome) -> list[str]:
     c = o.claim
-    lines = [f"### {c.id}", "", f"**{c.title}.** Aim: final evaluation return {c.aim.describe()} "
-             f"({c.eval_episodes} greedy episodes per evaluation). Status: **{o.status}**"
+    what = (f"final evaluation return {c.aim.describe()} ({c.eval_episodes} greedy episodes per evaluation)"
+            if c.measure is None else f"{c.measure.label} {c.aim.describe()}, measured on each finished seed by "
+            f"`{c.measure.script}`")
+    lines = [f"### {c.id}", "", f"**{c.title}.** Aim: {what}. Status: **{o.status}**"
              + (f" ({', '.join(o.flags)})" if o.flags else "") + "."]
     if c.notes:
         lines += ["", c.notes]
@@ -243,6 +265,8 @@ def claim_section(o: Outcome) -> list[str]:
                   + (f"; model: {a.model}" if a.model else "") + "."]
     lines += ["", "Run it (each seed resumes if interrupted; `--seeds` picks some):", "", "    reverie bench " + c.id,
               "", "which trains each seed as", "", "    " + c.command(c.seeds[0]).replace(f"--seed {c.seeds[0]}", "--seed S")]
+    if c.measure is not None:
+        return lines + measure_table(o)
     if not o.rows:
         lines += ["", "Not yet measured.", ""]
         return lines
@@ -259,6 +283,25 @@ def claim_section(o: Outcome) -> list[str]:
                      f"{_cpu(prov)} | {load} | {', '.join(prov.get('commits', [])) or '-'} |")
     lines.append("")
     return lines
+
+
+def measure_table(o: Outcome) -> list[str]:
+    c = o.claim
+    assert c.measure is not None
+    if not o.meta:
+        return ["", "Not yet measured.", ""]
+    names = list(c.measure.metrics)
+    lines = ["", f"| seed | {' | '.join(names)} | steps run | wall time (training) | machine | load average (mean / max) | commit |",
+             "|---|" + "---|" * (len(names) + 5)]
+    for seed, m in sorted(o.meta.items(), key=lambda kv: int(kv[0])):
+        prov = m.get("provenance", {})
+        figures = m.get("measure", {})
+        shown = " | ".join(f"{figures[n]:.2f}" if n in figures else "-" for n in names)
+        load = f"{prov.get('load_mean')} / {prov.get('load_max')}" if prov.get("load_mean") is not None else "-"
+        lines.append(f"| {seed} | {shown} | {m.get('final_step', 0):,} of {c.steps:,} | "
+                     f"{prov.get('process_wall_s', 0) / 60:.1f} min | {_cpu(prov)} | {load} | "
+                     f"{', '.join(prov.get('commits', [])) or '-'} |")
+    return lines + [""]
 
 
 def page(outcomes: list[Outcome]) -> str:
@@ -341,7 +384,7 @@ def with_readme_table(text: str, table: str) -> str:
 
 # -- figures ---------------------------------------------------------------------------------------------
 def plot(o: Outcome) -> Path | None:
-    if not o.rows:
+    if not o.rows or o.claim.measure is not None:
         return None
     import matplotlib
     matplotlib.use("Agg")

@@ -110,3 +110,73 @@ def test_bench_of_an_unknown_claim_names_the_closest(tmp_path, capsys):
     suite.write_text(TINY_SUITE)
     assert main(["bench", "tiny-cartpol", "--suite", str(suite)]) == 2
     assert "no claim 'tiny-cartpol' in the suite; did you mean 'tiny-cartpole'?" in capsys.readouterr().err
+
+
+PROBE = """
+import json, sys
+from pathlib import Path
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+with (run / "probe_calls.txt").open("a") as fh:
+    fh.write("x")
+lines = (run / "metrics.jsonl").read_text().splitlines()
+out.write_text(json.dumps({"figures": {"lines": len(lines), "half": 0.5}}))
+"""
+
+
+def test_a_claims_measure_runs_once_on_a_finished_seed_and_is_read_back(tmp_path, capsys):
+    from reverie.training.measure import read_measure
+
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "probe.py").write_text(PROBE)
+    suite = tmp_path / "benchmarks" / "suite.yaml"
+    suite.write_text(TINY_SUITE.replace("seeds: [0, 1]", "seeds: [0]") + """    measure:
+      script: benchmarks/probe.py
+      args: ["{run}", "{out}"]
+      output: probe.json
+      metrics: {lines: figures.lines, half: figures.half}
+      score: half
+      scale: 100
+""")
+    root = tmp_path / "bench"
+    run = root / "tiny-cartpole" / "s0"
+    assert main(["bench", "tiny-cartpole", "--suite", str(suite), "--root", str(root)]) == 0
+    n = len((run / "metrics.jsonl").read_text().splitlines())
+    # the second call finds the run finished and its measure made on the newest checkpoint: it is not run again
+    assert main(["bench", "tiny-cartpole", "--suite", str(suite), "--root", str(root)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [x["measure"]["half"] for x in lines] == [50.0, 50.0]
+    assert (run / "probe_calls.txt").read_text() == "x"
+    assert not (run / "probe.json.part").exists()
+    claim = load_suite(suite)["tiny-cartpole"]
+    assert read_measure(claim, run) == {"lines": 100.0 * n, "half": 50.0}
+
+
+def test_a_failing_measure_is_one_sentence_and_leaves_no_output(tmp_path, capsys):
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "probe.py").write_text("import sys; open(sys.argv[2], 'w').write('{'); sys.exit(3)\n")
+    suite = tmp_path / "benchmarks" / "suite.yaml"
+    suite.write_text(TINY_SUITE.replace("seeds: [0, 1]", "seeds: [0]") + """    measure:
+      script: benchmarks/probe.py
+      args: ["{run}", "{out}"]
+      output: probe.json
+      metrics: {x: x}
+      score: x
+""")
+    assert main(["bench", "tiny-cartpole", "--suite", str(suite), "--root", str(tmp_path / "bench")]) == 2
+    err = capsys.readouterr().err
+    assert "benchmarks/probe.py" in err and "exited with status 3" in err and "Traceback" not in err
+    assert not list((tmp_path / "bench" / "tiny-cartpole" / "s0").glob("probe.json*"))
+
+
+@pytest.mark.parametrize("measure, message", [
+    ("{script: s.py, args: [x], output: o.json, metrics: {a: b}, score: a}", "naming the run folder as {run}"),
+    ("{script: s.py, args: ['{run}'], output: ../o.json, metrics: {a: b}, score: a}", "a file name in the run folder"),
+    ("{script: s.py, args: ['{run}'], output: o.json, metrics: {a: b}, score: c}", "is not one of its metrics"),
+    ("{script: s.py, args: ['{run}'], output: o.json}", "must be a mapping with script, args"),
+])
+def test_a_bad_measure_is_one_sentence(tmp_path, measure, message):
+    path = tmp_path / "suite.yaml"
+    path.write_text("claims: [{id: a, title: t, agent: dreamer, env: gym:CartPole-v1, steps: 10, aim: {value: 1}, "
+                    f"measure: {measure}}}]")
+    with pytest.raises(SuiteError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        load_suite(path)

@@ -90,3 +90,25 @@ def test_collect_keeps_committed_seeds_it_does_not_find(tmp_path, monkeypatch):
     assert [(r["seed"], r["return"]) for r in rows] == [(0, 480.0), (1, 400.0)]
     assert meta["0"]["complete"] and meta["1"]["complete"]
     assert json.loads((tmp_path / "results" / "c.json").read_text())["claim"] == "c"
+
+
+def test_a_measured_claim_is_judged_by_its_figure_and_shown_as_a_table(tmp_path, monkeypatch):
+    from reverie.suite import Measure
+
+    monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    c = claim(aim=Aim(95, "every_seed"), seeds=(0, 1),
+              measure=Measure("benchmarks/x.py", ("{run}",), "x.json", {"hits": "k.h", "mrr": "k.m"}, "hits",
+                              "Hits@1 %", 100.0))
+    for seed, hits in ((0, 0.99), (1, None)):
+        run = tmp_path / "runs" / "c" / f"s{seed}"
+        MetricsLogger(run, tensorboard=False).close()
+        (run / "metrics.jsonl").write_text('{"step": 10}\n')
+        if hits is not None:
+            (run / "x.json").write_text(json.dumps({"k": {"h": hits, "m": 0.995}}))
+    assert report.collect(tmp_path / "runs", {"c": c}) == ["c"]
+    o, = report.judge({"c": c})
+    assert o.finals == {0: 99.0} and o.partial == {1: (0, None)} and o.status == "1 of 2 seeds"
+    section = "\n".join(report.claim_section(o))
+    assert "| 0 | 99.00 | 99.50 |" in section and "| 1 | - | - |" in section and "Hits@1 % >= 95" in section
+    assert "s1: 0 (unfinished)" in "\n".join(report.summary_table([o]))

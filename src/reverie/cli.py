@@ -182,8 +182,10 @@ def _merge(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from reverie import api
     from reverie.suite import claim_overrides, find_suite, load_suite, pick, run_folder
+    from reverie.training.measure import run_measure
 
-    claims = load_suite(args.suite or find_suite())
+    suite = args.suite or find_suite()
+    claims = load_suite(suite)
     if args.list or args.claim is None:
         width = {"id": max(len(c.id) for c in claims.values()), "env": max(len(c.env) for c in claims.values())}
         for claim in claims.values():
@@ -201,9 +203,12 @@ def _bench(args: argparse.Namespace) -> int:
         result = api.train(claim.agent, preset=claim.preset, run_dir=run_dir,
                            overrides=claim_overrides(claim, seed)).result
         assert result is not None, "a run that api.train trained carries its result"
-        print(json.dumps({"claim": claim.id, "seed": seed, "run_dir": str(run_dir), "eval/return": result.eval_return,
-                          "eval/return_std": result.eval_return_std, "env_steps": result.counters.env_steps,
-                          "wall_time_s": round(result.counters.wall_time, 1)}))
+        line = {"claim": claim.id, "seed": seed, "run_dir": str(run_dir), "eval/return": result.eval_return,
+                "eval/return_std": result.eval_return_std, "env_steps": result.counters.env_steps,
+                "wall_time_s": round(result.counters.wall_time, 1)}
+        if claim.measure is not None:
+            line["measure"] = run_measure(claim, run_dir, suite)
+        print(json.dumps(line))
     return 0
 
 

@@ -22,6 +22,14 @@ An entry::
       eval_episodes: 10
       aim: {value: 475, over: every_seed}  # or over: mean (the mean over seeds of the final return)
       anchor: {value: 500, source: "...", seeds: 1, model: "..."}   # optional
+      measure:                             # optional: the aim judges a script's figure, not the return
+        script: benchmarks/cswm_eval.py    # relative to the folder above the suite file's
+        args: ["{run}", "--json", "{out}"] # {run}: the seed's run folder, {out}: its output file
+        output: ranking.json               # the JSON file the script writes into the run folder
+        metrics: {hits1_k10: steps.10.hits_at_1}   # name -> dotted key of that JSON
+        score: hits1_k10                   # the metric the aim judges
+        label: "Hits@1 after 10 steps"     # how the page names it
+        scale: 100                         # shown and judged as value x scale (default 1)
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Aim", "Anchor", "Claim", "SuiteError", "claim_overrides", "find_suite", "load_suite", "run_folder"]
+__all__ = ["Aim", "Anchor", "Claim", "Measure", "SuiteError", "claim_overrides", "find_suite", "load_suite", "run_folder"]
 
 DEFAULT_SEEDS = (0, 1, 2)
 AIM_OVER = ("every_seed", "mean")
@@ -79,6 +87,21 @@ class Anchor:
 
 
 @dataclass(frozen=True)
+class Measure:
+    """A figure of a claim that a script computes from a finished run folder (a ranking, a probe, a fidelity):
+    ``python SCRIPT ARGS`` with ``{run}`` and ``{out}`` filled in writes the JSON file ``output`` in the run
+    folder, and ``metrics`` name the figures to read from it by dotted keys; the aim judges ``score``."""
+
+    script: str
+    args: tuple[str, ...]
+    output: str
+    metrics: dict[str, str]
+    score: str
+    label: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class Claim:
     """One entry of the suite (see the module docstring)."""
 
@@ -94,6 +117,7 @@ class Claim:
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     eval_episodes: int = 10
     anchor: Anchor | None = None
+    measure: Measure | None = None
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -107,7 +131,30 @@ class Claim:
 
 
 _FIELDS = {"id", "title", "agent", "env", "obs", "preset", "overrides", "steps", "seeds", "eval_episodes", "aim",
-           "anchor", "notes"}
+           "anchor", "measure", "notes"}
+_MEASURE_FIELDS = {"script", "args", "output", "metrics", "score", "label", "scale"}
+
+
+def _measure(raw: Any, where: str) -> Measure:
+    if not isinstance(raw, dict) or not {"script", "args", "output", "metrics", "score"} <= set(raw):
+        raise SuiteError(f"{where}: measure must be a mapping with script, args, output, metrics and score")
+    unknown = sorted(set(raw) - _MEASURE_FIELDS)
+    if unknown:
+        raise SuiteError(f"{where}: measure has unknown field '{unknown[0]}'; fields: {', '.join(sorted(_MEASURE_FIELDS))}")
+    args = raw["args"]
+    if not isinstance(args, list) or not any("{run}" in str(a) for a in args):
+        raise SuiteError(f"{where}: measure.args must be a list naming the run folder as {{run}}")
+    output = str(raw["output"])
+    if Path(output).name != output or output in ("", ".", ".."):
+        raise SuiteError(f"{where}: measure.output must be a file name in the run folder, got {output!r}")
+    metrics = raw["metrics"]
+    if not isinstance(metrics, dict) or not metrics:
+        raise SuiteError(f"{where}: measure.metrics must map names to dotted keys of the output")
+    if raw["score"] not in metrics:
+        raise SuiteError(f"{where}: measure.score {raw['score']!r} is not one of its metrics ({', '.join(metrics)})")
+    return Measure(str(raw["script"]), tuple(str(a) for a in args), output,
+                   {str(k): str(v) for k, v in metrics.items()}, str(raw["score"]),
+                   str(raw.get("label", raw["score"])), float(raw.get("scale", 1.0)))
 
 
 def _claim(raw: Any, where: str) -> Claim:
@@ -148,6 +195,7 @@ def _claim(raw: Any, where: str) -> Claim:
         anchor=None if anchor is None else Anchor(
             float(anchor["value"]), str(anchor["source"]), anchor.get("seeds"), anchor.get("model"),
             tuple((float(s), float(v)) for s, v in anchor.get("curve", ()))),
+        measure=None if raw.get("measure") is None else _measure(raw["measure"], where),
         notes=str(raw.get("notes", "")).strip())
 
 
