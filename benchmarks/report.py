@@ -236,7 +236,7 @@ def summary_table(outcomes: list[Outcome], link: bool = True) -> list[str]:
         c = o.claim
         title = f"[{c.id}](BENCHMARKS.md#{c.id})" if link else c.id
         parts = [f"{v:.1f}" for v in o.finals.values()]
-        parts += [f"s{seed}: " + (f"{v:.1f} at " if v is not None else "") + f"{_k(st)} (unfinished)"
+        parts += [f"s{seed}: {v:.1f} at {_k(st)} (unfinished)" if v is not None else f"s{seed}: not yet measured"
                   for seed, (st, v) in o.partial.items()]
         per_seed = ", ".join(parts) or "-"
         anchor = f"{c.anchor.value:g}" if c.anchor else "-"

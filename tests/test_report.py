@@ -111,4 +111,4 @@ def test_a_measured_claim_is_judged_by_its_figure_and_shown_as_a_table(tmp_path,
     assert o.finals == {0: 99.0} and o.partial == {1: (0, None)} and o.status == "1 of 2 seeds"
     section = "\n".join(report.claim_section(o))
     assert "| 0 | 99.00 | 99.50 |" in section and "| 1 | - | - |" in section and "Hits@1 % >= 95" in section
-    assert "s1: 0 (unfinished)" in "\n".join(report.summary_table([o]))
+    assert "s1: not yet measured" in "\n".join(report.summary_table([o]))

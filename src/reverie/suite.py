@@ -123,8 +123,8 @@ class Claim:
 
     def command(self, seed: int) -> str:
         """The ``reverie train`` command line a seed of this claim runs."""
-        parts = ["reverie", "train", self.agent, "--env", self.env, "--obs", self.obs, "--steps", str(self.steps),
-                 "--seed", str(seed)]
+        parts = ["reverie", "train", self.agent, "--env", self.env, *(["--obs", self.obs] if self.obs != "state" else []),
+                 "--steps", str(self.steps), "--seed", str(seed)]
         if self.preset:
             parts += ["--preset", self.preset]
         return " ".join(parts + [f"run.eval_episodes={self.eval_episodes}", *self.overrides])
