@@ -4,8 +4,10 @@ Breakout player, and `reverie record` -> `reverie train lapo --dataset` -> `reve
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,6 +131,7 @@ def test_the_decoder_is_sklearns_logistic_regression_with_the_standardisation_fo
 
 
 WIDTH = 10
+REPO = Path(__file__).resolve().parents[1]
 
 
 def chase_chunks(steps: int, seed: int, by_frame: bool) -> list[dict[str, np.ndarray]]:
@@ -193,6 +196,13 @@ def test_the_scripted_player_moves_to_where_the_ball_lands():
     rising = frame(paddle=4, ball=(4, 1), trail=(5, 2))   # rising: follow the ball's column, 1
     bounced = frame(paddle=4, ball=(8, 4), trail=(8, 3))  # off the paddle, rising: under it already
     assert follow_ball(np.stack([falling_right, rising, bounced])).tolist() == [RIGHT, LEFT, NOOP]
+    # the noisy player: random only with slack (falling_right: 4 rows to go, 3 columns: slack 1; below, 7 rows to
+    # go and 1 column: slack 6), never while the ball rises
+    slack = frame(paddle=7, ball=(2, 0), trail=(1, 1))   # falling left, off the wall at once: lands on 6
+    rng = np.random.default_rng(0)
+    noisy = follow_ball(np.stack([slack, falling_right, rising] * 200), rng, slack=3).reshape(200, 3)
+    assert set(noisy[:, 0].tolist()) == {NOOP, LEFT, RIGHT}
+    assert set(noisy[:, 1].tolist()) == {RIGHT} and set(noisy[:, 2].tolist()) == {LEFT}
 
 
 def test_without_sticky_actions_the_scripted_player_never_loses_the_ball():
@@ -225,10 +235,10 @@ def test_record_train_lapo_on_the_videos_then_clone_decode_and_finetune(tmp_path
     capsys.readouterr()
     settings = ["budgets=(0,300)", "clone_updates=20", "eval_episodes=2", "ppo.envs=2", "ppo.steps=40",
                 "policy.channels=4", "policy.hidden=16"]
-    assert main(["lapo-policy", str(lapo), "--out", str(arms / "lapo"), *settings]) == 0
-    assert main(["lapo-policy", str(lapo), "--out", str(arms / "scratch"), "--scratch", *settings]) == 0
-    pre, scratch = (json.loads((arms / arm / "result.json").read_text()) for arm in ("lapo", "scratch"))
-    assert (arms / "lapo" / "policy.pt").exists() and pre["arm"] == "lapo" and scratch["arm"] == "scratch"
+    assert main(["lapo-policy", str(lapo), "--out", str(arms / "lapo-s0"), *settings]) == 0
+    assert main(["lapo-policy", str(lapo), "--out", str(arms / "scratch-s0"), "--scratch", *settings]) == 0
+    pre, scratch = (json.loads((arms / arm / "result.json").read_text()) for arm in ("lapo-s0", "scratch-s0"))
+    assert (arms / "lapo-s0" / "policy.pt").exists() and pre["arm"] == "lapo" and scratch["arm"] == "scratch"
     assert pre["pretrain"]["labels"] == round(0.025 * pre["pretrain"]["train_windows"])
     assert 0 <= pre["pretrain"]["decoder_accuracy"] <= 1 and scratch["pretrain"] == {}
     for result in (pre, scratch):
@@ -236,3 +246,13 @@ def test_record_train_lapo_on_the_videos_then_clone_decode_and_finetune(tmp_path
         assert steps[0] == 0 and 300 <= steps[1] < 300 + 2 * 40      # the end of the rollout that reached 300
         assert all(e["return_greedy"] >= 0 and e["return_sampled"] >= 0 for e in result["evals"])
     assert main(["lapo-policy", str(videos), "--out", str(arms / "x")]) == 2   # not a run folder
+    # the comparison script reads the arms' results (it trains only what is missing) into flat figures
+    spec = importlib.util.spec_from_file_location("lapo_finetune", REPO / "benchmarks" / "lapo_finetune.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(lapo), "--root", str(arms), "--seeds", "0", "--json", str(tmp_path / "ft.json")]) == 0
+    out = json.loads((tmp_path / "ft.json").read_text())
+    assert out["lapo/300/return_greedy/seeds"] == [pre["evals"][1]["return_greedy"]]
+    assert out["scratch/0/env_steps"] == 0 and out["expert/return_mean"] == record["return_mean"]
+    assert out["pretrain/labels"] == pre["pretrain"]["labels"] and out["ahead/greedy"] in (0.0, 1.0)

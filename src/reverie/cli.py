@@ -333,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_import)
 
     p = sub.add_parser("record", help="record a scripted policy's play as a dataset folder (for --dataset)")
-    p.add_argument("policy", help="scripted policy: breakout-follow-ball (MinAtar Breakout)")
+    p.add_argument("policy", help="scripted policy: breakout-follow-ball or breakout-follow-ball-noisy (MinAtar "
+                                  "Breakout; -noisy: random actions where the paddle has slack)")
     p.add_argument("--out", required=True, help="folder to write replay/ and dataset.json into (a new one)")
     p.add_argument("--steps", type=_at_least(1), default=50_000, help="agent steps to store (default 50,000)")
     p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the first environment (default 0)")

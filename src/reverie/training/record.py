@@ -33,15 +33,18 @@ __all__ = ["POLICIES", "ScriptedPolicy", "record_dataset"]
 
 @dataclass(frozen=True)
 class ScriptedPolicy:
-    """A policy of the observation alone: ``act(obs [B, ...]) -> actions [B]`` for environment ``env``."""
+    """A policy of the observation alone: ``act(obs [B, ...], rng) -> actions [B]`` for environment ``env``."""
 
     env: str
     key: str
-    act: Callable[[np.ndarray], np.ndarray]
+    act: Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
-#: The scripted policies ``reverie record --policy`` plays, by name.
-POLICIES = {"breakout-follow-ball": ScriptedPolicy("minatar:breakout", "image", follow_ball)}
+#: The scripted policies ``reverie record`` plays, by name: the Breakout player
+#: (:mod:`reverie.envs.breakout_expert`), deterministic or with random actions where it has 3 steps of slack.
+POLICIES = {"breakout-follow-ball": ScriptedPolicy("minatar:breakout", "image", lambda image, rng: follow_ball(image)),
+            "breakout-follow-ball-noisy": ScriptedPolicy("minatar:breakout", "image",
+                                                         lambda image, rng: follow_ball(image, rng, slack=3))}
 
 
 def record_dataset(policy: str, out: str | os.PathLike, steps: int, seed: int = 0, envs: int = 8,
@@ -63,6 +66,7 @@ def record_dataset(policy: str, out: str | os.PathLike, steps: int, seed: int = 
                       for i in range(envs)])
     replay = Replay(replay_dir, capacity=steps + envs * chunk, seq_len=1, chunk_size=chunk, seed=seed, owner=True)
     collector = Collector(batch, replay)
+    rng = np.random.default_rng([seed, 5])
     returns: list[float] = []
     lengths: list[int] = []
     transitions = 0
@@ -73,7 +77,7 @@ def record_dataset(policy: str, out: str | os.PathLike, steps: int, seed: int = 
             for ret, length, _ in collector.record(step, {}):
                 returns.append(ret)
                 lengths.append(length)
-            collector.send(scripted.act(step[scripted.key]))
+            collector.send(scripted.act(step[scripted.key], rng))
             collector.receive()
         replay.flush()
     finally:
