@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     torch.set_num_threads(1)
     results = run_arms(args.lapo_run, args.root, args.seeds, args.overrides)
     out = figures(args.lapo_run, results, args.seeds)

@@ -232,6 +232,9 @@ def test_record_train_lapo_on_the_videos_then_clone_decode_and_finetune(tmp_path
     assert record["return_mean"] == pytest.approx(np.mean(record["returns"]))
     assert main(["record", "breakout-follow-ball", "--out", str(videos), "--steps", "10"]) == 2   # not twice
     assert main(["train", "lapo", "--preset", "tiny", "--dataset", str(videos), "--run-dir", str(lapo)]) == 0
+    # the recorded folder names its environment, so the offline run evaluates there (before: no evaluation)
+    metrics = [json.loads(line) for line in (lapo / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/return" in row for row in metrics)
     capsys.readouterr()
     settings = ["budgets=(0,300)", "clone_updates=20", "eval_episodes=2", "ppo.envs=2", "ppo.steps=40",
                 "policy.channels=4", "policy.hidden=16"]

@@ -4,11 +4,12 @@ with a few labels, then fine-tuned online with PPO: ``reverie lapo-policy LAPO_R
 From a trained ``lapo`` run (its IDM; its replay, the videos, e.g. a scripted player's recorded by ``reverie
 record`` and trained on with ``--dataset``):
 
-1. every window's code vector as the IDM infers it (``o_{t-1}, o_t, o_{t+1}`` -> ``e_k``); a
+1. every window's latent action as the IDM infers it (``o_{t-1}, o_t, o_{t+1}`` -> its continuous latent, or
+   with ``target=code`` the code vector ``e_k`` it is quantised to); a
    :class:`~reverie.models.latent_policy.LatentPolicy` regressed onto them from ``o_t`` alone
    (``clone_updates`` Adam steps on the training windows; the held-out windows, the lapo run's, score it);
-2. the decoder: a logistic regression from the IDM's code vectors to the true actions of ``labelled`` (2.5 %)
-   of the training windows, drawn by the seed; the only place the recorded actions are read besides the scores;
+2. the decoder: a logistic regression from the same latents to the true actions of ``labelled`` (2.5 %) of the
+   training windows, drawn by the seed; the only place the recorded actions are read besides the scores;
 3. PPO (:mod:`reverie.behavior.ppo`) on the whole network in the real environment; the policy is evaluated
    (``eval_episodes`` episodes, greedy and sampled actions, the same environment seeds for every policy) at each
    of ``budgets`` environment steps (0: before any fine-tuning; a budget is reached at the end of the first
@@ -29,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -65,6 +66,10 @@ class LapoPolicyConfig:
     """Adam's learning rate for cloning."""
     labelled: Fraction = 0.025
     """Fraction of the training windows whose true actions the decoder is fitted on."""
+    target: Literal["latent", "code"] = "latent"
+    """What the policy is cloned onto and the decoder reads: the IDM's continuous latent before quantisation
+    (``latent``) or the code vector it is quantised to (``code``, LAPO's choice, whose quantiser is far finer than 8
+    codes)."""
     budgets: tuple[int, ...] = (0, 10_000, 25_000, 50_000, 100_000)
     """Environment steps of PPO at which the policy is evaluated (the last one ends the run)."""
     eval_episodes: PositiveInt = 20
@@ -84,20 +89,24 @@ def _frames(data: Windows, rows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def idm_codes(model: LatentActionModel, data: Windows, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """The IDM's code vectors ``[N, D]`` and codes ``[N]`` for every window of ``data``."""
-    vectors, codes = [], []
+def idm_codes(model: LatentActionModel, data: Windows, chunk: int = 1024
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The IDM's continuous latents ``[N, D]``, code vectors ``[N, D]`` and codes ``[N]`` for every window of
+    ``data``."""
+    latents, vectors, codes = [], [], []
     for start in range(0, len(data), chunk):
-        q = model.infer(to_frames(data.frames[data.rows[start:start + chunk]]))
+        z_e = model.idm(to_frames(data.frames[data.rows[start:start + chunk]]))
+        q = model.quantizer(z_e)
+        latents.append(z_e)
         vectors.append(q.latent)
         codes.append(q.codes)
-    return torch.cat(vectors), torch.cat(codes)
+    return torch.cat(latents), torch.cat(vectors), torch.cat(codes)
 
 
 def clone_policy(policy: LatentPolicy, data: Windows, targets: torch.Tensor, codes: torch.Tensor,
                  codebook: torch.Tensor, train: int, cfg: LapoPolicyConfig, num_actions: int) -> dict[str, float]:
-    """Clone ``policy`` onto the code vectors ``targets [N, D]`` (codes ``[N]`` of ``codebook [K, D]``) that an IDM
-    inferred for the windows of ``data``, on the first ``train`` of them; fit its decoder on ``labelled`` of those
+    """Clone ``policy`` onto the latents or code vectors ``targets [N, D]`` (codes ``[N]`` of ``codebook [K, D]``)
+    that an IDM inferred for the windows of ``data``, on the first ``train`` of them; fit its decoder on ``labelled`` of those
     (see the module docstring). Returns the scores on the other windows: ``code_agreement`` (the code nearest the
     policy's latent is the IDM's), ``decoder_accuracy`` (the decoder names the true action from the IDM's code),
     ``policy_accuracy`` (the policy's most probable action is the true one), the cloning losses and counts."""
@@ -245,7 +254,8 @@ def run_lapo_policy(lapo_run: str | os.PathLike, out: str | os.PathLike, cfg: La
                           agent.act_spec.size, cfg.policy)
     pretrain: dict[str, float] = {}
     if not scratch:
-        targets, codes = idm_codes(agent.lam, data)
+        latents, vectors, codes = idm_codes(agent.lam, data)
+        targets = latents if cfg.target == "latent" else vectors
         pretrain = clone_policy(policy, data, targets, codes, agent.lam.quantizer.codebook.detach(), train, cfg,
                                 agent.act_spec.size)
         say(f"cloned: {json.dumps(pretrain)}")
