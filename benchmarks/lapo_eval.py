@@ -44,7 +44,10 @@ def evaluate(run_dir: str, limit: int, labelled: float = 0.025, horizon: int = 1
     if not isinstance(agent, LatentAction):
         raise SystemExit(f"error: {run_dir} is a run of agent '{agent.name}', not of lapo")
     cfg = run.config.run
-    replay = Replay(Path(run_dir) / "replay", capacity=cfg.replay_capacity, seq_len=1, chunk_size=cfg.replay_chunk)
+    record = Path(run_dir) / "dataset.json"   # a run trained on a dataset folder reads that folder's replay
+    elsewhere = json.loads(record.read_text()).get("replay") if record.exists() else None
+    replay = Replay(Path(elsewhere or Path(run_dir) / "replay"), capacity=cfg.replay_capacity, seq_len=1,
+                    chunk_size=cfg.replay_chunk)
     model = agent.lam
     data = windows_of(replay.chunks(overlap=True), model.key, model.cfg.context, agent.act_spec.discrete)
     train = agent.split(len(data))

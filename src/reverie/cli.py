@@ -122,6 +122,27 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(args: argparse.Namespace) -> int:
+    from reverie.training.record import record_dataset
+
+    record = record_dataset(args.policy, args.out, args.steps, seed=args.seed, envs=args.envs,
+                            time_limit=args.time_limit)
+    print(json.dumps({k: record[k] for k in ("source", "env", "policy", "episodes", "transitions", "return_mean",
+                                             "return_std", "length_mean")}))
+    return 0
+
+
+def _lapo_policy(args: argparse.Namespace) -> int:
+    from reverie.config import apply_overrides
+    from reverie.training.lapo_policy import LapoPolicyConfig, run_lapo_policy
+
+    cfg = apply_overrides(LapoPolicyConfig(seed=args.seed), args.overrides)
+    result = run_lapo_policy(args.lapo_run, args.out, cfg, scratch=args.scratch)
+    print(json.dumps({"arm": result["arm"], "seed": result["seed"], "pretrain": result["pretrain"],
+                      "evals": result["evals"], "result": str(Path(args.out) / "result.json")}))
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from reverie import api
     from reverie.agents.planner_policy import PLANNER_CHOICES
@@ -315,6 +336,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="Minari dataset id (local) or folder")
     p.add_argument("--run-dir", required=True, help="folder to write replay/ and dataset.json into")
     p.set_defaults(fn=_import)
+
+    p = sub.add_parser("record", help="record a scripted policy's play as a dataset folder (for --dataset)")
+    p.add_argument("policy", help="scripted policy: breakout-follow-ball or breakout-follow-ball-noisy (MinAtar "
+                                  "Breakout; -noisy: random actions where the paddle has slack)")
+    p.add_argument("--out", required=True, help="folder to write replay/ and dataset.json into (a new one)")
+    p.add_argument("--steps", type=_at_least(1), default=50_000, help="agent steps to store (default 50,000)")
+    p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the first environment (default 0)")
+    p.add_argument("--envs", type=_at_least(1), default=8, help="environments played at once (default 8)")
+    p.add_argument("--time-limit", type=_at_least(1), default=1000,
+                   help="agent steps after which an episode is cut (default 1,000)")
+    p.set_defaults(fn=_record)
+
+    p = sub.add_parser("lapo-policy", help="clone a policy in a lapo run's latent actions, decode it with a few "
+                                           "labels and fine-tune it with PPO (or, --scratch, the same from scratch)")
+    p.add_argument("lapo_run", help="a trained lapo run folder (its IDM and its replay, the videos)")
+    p.add_argument("--out", required=True, help="folder for result.json and policy.pt (a new one)")
+    p.add_argument("--scratch", action="store_true", help="no cloning, no decoder: the same network and PPO from "
+                                                          "initial weights (the baseline)")
+    p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the labels, networks and PPO (default 0)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="settings, e.g. budgets=(0,10000,50000) ppo.lr=1e-4 clone_updates=1000 labelled=0.025")
+    p.set_defaults(fn=_lapo_policy)
 
     p = sub.add_parser("eval", help="evaluate the newest checkpoint of a run")
     p.add_argument("run_dir")

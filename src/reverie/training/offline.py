@@ -326,8 +326,12 @@ def read_dataset(dataset: str | os.PathLike) -> OfflineData:
 
 
 def dataset_run(data: OfflineData, run: RunConfig) -> RunConfig:
-    """``run`` naming the dataset's environment (for evaluation and dreams) where the dataset records one."""
+    """``run`` naming the dataset's environment (for evaluation and dreams) where the dataset records one: a
+    gymnasium spec, or a reverie environment name (``env``, as ``reverie record`` writes, seen through pixels)."""
     if data.record.get("env_spec") is None:
+        if data.record.get("env"):
+            return replace(run, env=str(data.record["env"]), obs="pixels", action_repeat=1,
+                           time_limit=data.record.get("time_limit"))
         return run
     env_id = gym.envs.registration.EnvSpec.from_json(data.record["env_spec"]).id
     return replace(run, env=f"gym:{env_id}", obs="state", action_repeat=1)
@@ -382,6 +386,8 @@ def _eval_factory(record: dict[str, Any], obs_spec: Mapping[str, ArraySpec], act
     """(seed -> Env in the dataset's environment, or None; why not)."""
     from reverie.envs.gym_env import GymEnv
 
+    if record.get("env_spec") is None and record.get("env"):   # a reverie environment (reverie record)
+        return _reverie_env_factory(record, obs_spec, act_spec)
     if record.get("env_spec") is None:
         return None, "the dataset records no environment spec"
     try:
@@ -394,6 +400,23 @@ def _eval_factory(record: dict[str, Any], obs_spec: Mapping[str, ArraySpec], act
     if not same:
         return None, "its environment's spaces differ from the dataset's"
     return functools.partial(_make_eval_env, record["env_spec"]), ""
+
+
+def _reverie_env_factory(record: dict[str, Any], obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec
+                         ) -> tuple[EnvFactory | None, str]:
+    make = functools.partial(_make_reverie_env, str(record["env"]), record.get("time_limit"))
+    probe = make(0)
+    same = (dict(probe.obs_spec), probe.act_spec) == (dict(obs_spec), act_spec)
+    probe.close()
+    if not same:
+        return None, f"its environment {record['env']}'s spaces differ from the dataset's"
+    return make, ""
+
+
+def _make_reverie_env(name: str, time_limit: int | None, seed: int) -> Env:
+    from reverie.envs import make_env
+
+    return make_env(name, "pixels", seed=seed, time_limit=time_limit)
 
 
 def _make_eval_env(spec_json: str, seed: int) -> Env:
