@@ -241,7 +241,10 @@ def test_record_train_lapo_on_the_videos_then_clone_decode_and_finetune(tmp_path
     assert main(["lapo-policy", str(lapo), "--out", str(arms / "lapo-s0"), *settings]) == 0
     assert main(["lapo-policy", str(lapo), "--out", str(arms / "scratch-s0"), "--scratch", *settings]) == 0
     pre, scratch = (json.loads((arms / arm / "result.json").read_text()) for arm in ("lapo-s0", "scratch-s0"))
-    assert (arms / "lapo-s0" / "policy.pt").exists() and pre["arm"] == "lapo" and scratch["arm"] == "scratch"
+    assert pre["arm"] == "lapo" and scratch["arm"] == "scratch"
+    from safetensors.torch import load_file
+    weights = load_file(str(arms / "lapo-s0" / "policy.safetensors"))   # the weights, as safetensors, no pickle
+    assert weights and all(v.dtype == torch.float32 for v in weights.values())
     assert pre["pretrain"]["labels"] == round(0.025 * pre["pretrain"]["train_windows"])
     assert 0 <= pre["pretrain"]["decoder_accuracy"] <= 1 and scratch["pretrain"] == {}
     for result in (pre, scratch):

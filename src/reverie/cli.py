@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lapo-policy", help="clone a policy in a lapo run's latent actions, decode it with a few "
                                            "labels and fine-tune it with PPO (or, --scratch, the same from scratch)")
     p.add_argument("lapo_run", help="a trained lapo run folder (its IDM and its replay, the videos)")
-    p.add_argument("--out", required=True, help="folder for result.json and policy.pt (a new one)")
+    p.add_argument("--out", required=True, help="folder for result.json and policy.safetensors (a new one)")
     p.add_argument("--scratch", action="store_true", help="no cloning, no decoder: the same network and PPO from "
                                                           "initial weights (the baseline)")
     p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the labels, networks and PPO (default 0)")

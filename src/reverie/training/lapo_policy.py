@@ -16,7 +16,7 @@ record`` and trained on with ``--dataset``):
    rollout that reaches it).
 
 ``--scratch`` skips 1 and 2: the same network from its initial weights, the same PPO, the same steps: the
-baseline. Results go to ``DIR/result.json`` (:func:`run_lapo_policy`), the final weights to ``DIR/policy.pt``.
+baseline. Results go to ``DIR/result.json`` (:func:`run_lapo_policy`), the final weights to ``DIR/policy.safetensors``.
 
 Why not a mode of the training driver: the driver's modes feed an agent from a replay, while PPO learns from the
 rollout it has just collected and throws it away; this pipeline writes a folder of its own and does not resume.
@@ -34,6 +34,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from reverie.agents.latent_action import LatentAction, Windows, windows_of
 from reverie.behavior.ppo import PPOConfig, Rollout, gae, ppo_update
@@ -241,7 +242,7 @@ def lapo_run_data(run_dir: str | os.PathLike) -> tuple[LatentAction, EnvFactory,
 def run_lapo_policy(lapo_run: str | os.PathLike, out: str | os.PathLike, cfg: LapoPolicyConfig, scratch: bool,
                     say: Callable[[str], None] = print) -> dict[str, Any]:
     """One arm of the comparison (see the module docstring): ``scratch`` or from the LAPO policy; writes
-    ``out/result.json`` and ``out/policy.pt`` and returns the result."""
+    ``out/result.json`` and ``out/policy.safetensors`` and returns the result."""
     folder = Path(out)
     if (folder / "result.json").exists():
         raise ConfigError(f"{folder} already holds a result; choose a new --out")
@@ -270,9 +271,9 @@ def run_lapo_policy(lapo_run: str | os.PathLike, out: str | os.PathLike, cfg: La
 
     evals = finetune(policy, make_env, cfg, evaluate, say)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "policy.pt.tmp"
-    torch.save(policy.state_dict(), tmp)
-    os.replace(tmp, folder / "policy.pt")
+    tmp = folder / "policy.safetensors.tmp"
+    save_file({k: v.detach().contiguous() for k, v in policy.state_dict().items()}, str(tmp))
+    os.replace(tmp, folder / "policy.safetensors")
     result = {"lapo_run": str(lapo_run), "arm": "scratch" if scratch else "lapo", "seed": cfg.seed,
               "config": to_dict(cfg), "pretrain": pretrain, "evals": evals, "clone_seconds": clone_seconds,
               "seconds": time.perf_counter() - start}
