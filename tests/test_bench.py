@@ -119,7 +119,7 @@ run, out = Path(sys.argv[1]), Path(sys.argv[2])
 with (run / "probe_calls.txt").open("a") as fh:
     fh.write("x")
 lines = (run / "metrics.jsonl").read_text().splitlines()
-out.write_text(json.dumps({"figures": {"lines": len(lines), "half": 0.5}}))
+out.write_text(json.dumps({run.name: {"lines": len(lines), "half": 0.5}}))
 """
 
 
@@ -133,7 +133,7 @@ def test_a_claims_measure_runs_once_on_a_finished_seed_and_is_read_back(tmp_path
       script: benchmarks/probe.py
       args: ["{run}", "{out}"]
       output: probe.json
-      metrics: {lines: figures.lines, half: figures.half}
+      metrics: {lines: "{name}.lines", half: "{name}.half"}
       score: half
       scale: 100
 """)

@@ -26,7 +26,7 @@ An entry::
         script: benchmarks/cswm_eval.py    # relative to the folder above the suite file's
         args: ["{run}", "--json", "{out}"] # {run}: the seed's run folder, {out}: its output file
         output: ranking.json               # the JSON file the script writes into the run folder
-        metrics: {hits1_k10: steps.10.hits_at_1}   # name -> dotted key of that JSON
+        metrics: {hits1_k10: steps.10.hits_at_1}   # name -> dotted key of that JSON ({name}: the folder's name)
         score: hits1_k10                   # the metric the aim judges
         label: "Hits@1 after 10 steps"     # how the page names it
         scale: 100                         # shown and judged as value x scale (default 1)

@@ -91,6 +91,7 @@ def read_measure(claim: Claim, run_dir: str | os.PathLike) -> dict[str, float] |
         raise MeasureError(f"{out} is unreadable ({e}); delete it and run the claim again to measure anew") from None
     figures = {}
     for name, dotted in m.metrics.items():
+        dotted = dotted.replace("{name}", Path(run_dir).name)   # scripts that key their figures by run folder
         try:
             value = _dig(data, dotted)
         except KeyError:
