@@ -117,3 +117,18 @@ def test_the_script_scores_each_channel_of_a_tiny_run(tmp_path, agent, extra):
             assert part["frames"] == result["starts"] and 0 <= part["f1"] <= 1
             assert sum(c["cells_on"] for c in part["channels"].values()) == part["cells_on"]
     assert script.main([str(run), "--episodes", "2", "--horizons", "50"]) == 2
+
+
+def test_the_speed_script_counts_the_denoisers_calls_per_frame(tmp_path):
+    spec = importlib.util.spec_from_file_location("diamond_speed", REPO / "benchmarks" / "diamond_speed.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "speed.json"
+    assert script.main(["--batch", "1", "--horizon", "2", "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    calls = {r["name"]: r["calls_per_frame"] for r in rows}
+    assert calls == {"DIAMOND EDM, 3 Euler steps": 3, "DIAMOND EDM, 10 Euler steps": 10, "DIAMOND DDPM, 3 steps": 3,
+                     "Dreamer latent steps": None, "Dreamer steps with decoded frames": None,
+                     "real minatar:breakout (random actions)": None}
+    assert all(r["per_second"] > 0 and r["threads"] == 1 for r in rows)
