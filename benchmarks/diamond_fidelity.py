@@ -6,7 +6,8 @@ uniform action held for 1 to ``--hold`` steps: longer runs of one action) or ``a
 agent, sampling its actions as in training). From every ``--stride``-th step of each episode that has
 ``max(--horizons)`` real steps after it and is at least 3 steps in (a complete frame window for DIAMOND's
 4 frames of context, ``model.context - 1`` for another context; the same starts for every run of a
-context of at most 4, so a Dreamer run and a DIAMOND run are scored on the same frames), the model filters the real frames up to that step and imagines with the actions really taken
+context of at most 4, so a Dreamer run and a DIAMOND run are scored on the same frames), the model
+filters the real frames up to that step and imagines with the actions really taken
 (:func:`reverie.analysis.object_fidelity.open_loop_frames`; a Dreamer run's frames are its decoder's).
 Each imagined frame is binarised (a channel is on above 127) and scored against the real one per cell:
 precision, recall and F1 of the cells that are on, over all channels and per MinAtar object channel

@@ -1,7 +1,7 @@
 """Layers, distributions and transforms shared by every model family."""
 
-from reverie.nn.distributions import (Bernoulli, BoundedNormal, ImageBernoulli, ImageMSE, OneHotDist, SymlogMSE, TanhNormal,
-                                      TwoHotDist, categorical_kl)
+from reverie.nn.distributions import (Bernoulli, BoundedNormal, ImageBernoulli, ImageMSE, OneHotDist, SymlogMSE,
+                                      TanhNormal, TwoHotDist, categorical_kl)
 from reverie.nn.functional import lambda_returns, polyak_update, simnorm, symexp, symlog, symlog_bins, twohot
 from reverie.nn.layers import (MLP, ChannelNorm, ConvDecoder, ConvEncoder, GRUCell, ResidualBlock, ResidualTower,
                                SimNorm)
