@@ -1,17 +1,28 @@
-"""Next-frame fidelity of a trained DIAMOND run on held-out MinAtar episodes.
+"""Per-object open-loop fidelity of a trained DIAMOND or Dreamer run on held-out MinAtar episodes.
 
-Plays ``--episodes`` episodes of the run's MinAtar game with uniformly random actions, on environment seeds
-the run never trained on (10,000 and up); from every ``--stride``-th step of each episode whose frame
-window is complete (at least ``model.context - 1`` steps in) and that has ``max(--horizons)`` real steps
-after it, the model filters the real frames up to that step and then imagines with the actions really
-taken. Each imagined frame is binarised (a channel is on above 127) and scored against the real one per
-cell and object channel: precision, recall and F1 of the cells that are on (summed over every cell,
-channel and start), the share of frames exactly right, and the same F1 for copying the last real frame
-(the baseline a model must beat where objects move).
+Plays ``--episodes`` episodes of the run's MinAtar game on environment seeds the run never trained on
+(10,000 + ``--seed`` and up) under ``--policy``: ``random`` (a uniform action every step), ``held`` (a
+uniform action held for 1 to ``--hold`` steps: longer runs of one action) or ``agent`` (the run's own
+agent, sampling its actions as in training). From every ``--stride``-th step of each episode that has
+``max(--horizons)`` real steps after it and is at least 3 steps in (a complete frame window for DIAMOND's
+4 frames of context, ``model.context - 1`` for another context; the same starts for every run of a
+context of at most 4, so a Dreamer run and a DIAMOND run are scored on the same frames), the model
+filters the real frames up to that step and imagines with the actions really taken
+(:func:`reverie.analysis.object_fidelity.open_loop_frames`; a Dreamer run's frames are its decoder's).
+Each imagined frame is binarised (a channel is on above 127) and scored against the real one per cell:
+precision, recall and F1 of the cells that are on, over all channels and per MinAtar object channel
+(Breakout: paddle, ball, trail, brick), the share of frames exactly right, and the same scores for copying
+the last real frame (the baseline a model must beat where objects move).
 
     OMP_NUM_THREADS=1 python benchmarks/diamond_fidelity.py RUN [--episodes 100] [--horizons 1 5 15]
+        [--policy random|held|agent] [--sampler-steps N] [--json PATH]
 
-Prints a Markdown table and writes ``--out`` (default RUN/diamond_fidelity.json).
+Prints Markdown tables and writes the figures as JSON to ``--json`` (default RUN/diamond_fidelity.json):
+``{run, agent, env, channels, policy, hold, episodes, seed, episode_length_mean, starts, process,
+sampler_steps, calls_per_frame, horizons: {H: {model, copy_last_frame}}}``; ``model`` and
+``copy_last_frame`` each hold ``precision, recall, f1, cells_on, frames, exact_frames`` and ``channels:
+{name: {precision, recall, f1, cells_on}}``. ``process``, ``sampler_steps`` and ``calls_per_frame`` are null
+for a Dreamer run.
 """
 
 from __future__ import annotations
@@ -25,39 +36,62 @@ import numpy as np
 import torch
 
 import reverie
-from reverie.agents.diamond import Diamond
+from reverie.analysis.object_fidelity import binarise, cell_counts, exact_frames, open_loop_frames, scores
 from reverie.envs import make_env
-from reverie.models.base import imagine
-from reverie.models.state import stack_states, state_entries
+from reverie.envs.minatar_env import MinAtarEnv
+from reverie.envs.random_actions import HeldRandomActions
+from reverie.models.base import DECODER, has
+from reverie.models.diffusion import DiffusionWorldModel
+from reverie.training.evaluate import run_episodes
+
+Episode = tuple[np.ndarray, np.ndarray]     # images [T, H, W, C] uint8, one-hot actions [T, A] (action[t] into t)
 
 
-def play(env, episodes: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``episodes`` random-action episodes: (images ``[T, H, W, C]``, action indices ``[T]``, action[t] into t)."""
+def play_fixed(env: MinAtarEnv, episodes: int, hold: tuple[int, int], rng: np.random.Generator) -> list[Episode]:
+    """``episodes`` episodes of uniform random actions, each held for ``hold = (low, high)`` steps (``(1, 1)``:
+    a new action every step, drawn as ``rng.integers``)."""
+    size = env.act_spec.size
     out = []
     for _ in range(episodes):
-        step, frames, actions = env.reset(), [], [0]
+        policy = HeldRandomActions(env.act_spec, 1, hold, rng) if hold != (1, 1) else None
+        step, frames, actions = env.reset(), [], [np.zeros(size, np.float32)]
         while True:
             frames.append(step["image"])
             if step["is_last"]:
                 break
-            actions.append(int(rng.integers(env.act_spec.size)))
-            step = env.step(actions[-1])
-        out.append((np.stack(frames), np.asarray(actions)))
+            index = int(rng.integers(size)) if policy is None else int(policy()[0])
+            actions.append(np.eye(size, dtype=np.float32)[index])
+            step = env.step(index)
+        out.append((np.stack(frames), np.stack(actions)))
     return out
 
 
-def counts(pred: np.ndarray, real: np.ndarray) -> np.ndarray:
-    """[tp, fp, fn, frames, exact frames] of binary frames ``[N, H, W, C]``."""
-    tp, fp, fn = (pred & real).sum(), (pred & ~real).sum(), (~pred & real).sum()
-    exact = (pred == real).reshape(len(pred), -1).all(1).sum()
-    return np.array([tp, fp, fn, len(pred), exact], dtype=np.int64)
+def play_agent(run: reverie.Run, episodes: int, seed: int) -> list[Episode]:
+    """``episodes`` episodes of the run's own agent (sampling its actions), one environment seed each."""
+    env_name = run.config.run.env
+    out = []
+    for i in range(episodes):
+        _, recorded = run_episodes(run.agent, [lambda: make_env(env_name, obs="pixels", seed=seed + i)],
+                                   explore=True, record=True)
+        assert recorded is not None                                   # record=True returns the episodes
+        out.append((recorded[0]["image"], recorded[0]["action"].astype(np.float32)))
+    return out
 
 
-def scores(c: np.ndarray) -> dict:
-    tp, fp, fn, frames, exact = (int(x) for x in c)
-    precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-    return {"precision": precision, "recall": recall, "f1": 2 * tp / max(2 * tp + fp + fn, 1),
-            "frames": frames, "exact_frames": exact / max(frames, 1)}
+def table(result: dict, channels: list[str]) -> str:
+    """The result as Markdown: the totals, then the F1 of each channel."""
+    lines = ["| horizon | frames | model F1 | precision | recall | exact frames | copy-last-frame F1 |",
+             "|---|---|---|---|---|---|---|"]
+    for h, r in result["horizons"].items():
+        m, c = r["model"], r["copy_last_frame"]
+        lines.append(f"| {h} | {m['frames']} | {m['f1']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
+                     f"{m['exact_frames']:.3f} | {c['f1']:.3f} |")
+    lines += ["", "| horizon | " + " | ".join(f"{n} F1 (copy)" for n in channels) + " |",
+              "|---|" + "---|" * len(channels)]
+    for h, r in result["horizons"].items():
+        m, c = r["model"]["channels"], r["copy_last_frame"]["channels"]
+        lines.append(f"| {h} | " + " | ".join(f"{m[n]['f1']:.3f} ({c[n]['f1']:.3f})" for n in channels) + " |")
+    return "\n".join(lines)
 
 
 @torch.no_grad()
@@ -67,54 +101,73 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--horizons", type=int, nargs="+", default=[1, 5, 15])
     p.add_argument("--stride", type=int, default=2, help="steps between imagination starts in an episode")
-    p.add_argument("--seed", type=int, default=0, help="seeds the actions and the sampler's noise")
-    p.add_argument("--out", default=None)
+    p.add_argument("--seed", type=int, default=0, help="seeds the episodes, the actions and the sampler's noise")
+    p.add_argument("--policy", choices=("random", "held", "agent"), default="random")
+    p.add_argument("--hold", type=int, default=10, help="--policy held: the longest hold, in steps")
+    p.add_argument("--sampler-steps", type=int, default=None,
+                   help="a DIAMOND run: denoising steps per imagined frame (default: the run's own)")
+    p.add_argument("--json", "--out", dest="json", default=None, help="where to write the figures as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     run = reverie.load(args.run_dir)
-    agent = run.agent
-    if not isinstance(agent, Diamond):
-        print(f"error: {args.run_dir} is a {agent.name} run, not a diamond run", file=sys.stderr)
+    wm, env_name = run.agent.wm, run.config.run.env
+    images = sorted(k for k, s in wm.obs_spec.items() if s.is_image)
+    if not env_name.startswith("minatar:") or images != ["image"] or not has(wm, DECODER):
+        print(f"error: {args.run_dir} is not a run on a MinAtar game's images with a decoder (env {env_name}, "
+              f"observations {sorted(wm.obs_spec)}); train one with --obs pixels", file=sys.stderr)
         return 2
-    wm, cfg = agent.wm, run.config
+    diffusion = wm if isinstance(wm, DiffusionWorldModel) else None
+    if args.sampler_steps is not None:
+        if diffusion is None:
+            print(f"error: --sampler-steps is a setting of a diamond run, not of {run.agent.name}", file=sys.stderr)
+            return 2
+        diffusion.set_sampler_steps(args.sampler_steps)
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
-    horizon = max(args.horizons)
-    model_c = {h: np.zeros(5, np.int64) for h in args.horizons}
-    copy_c = {h: np.zeros(5, np.int64) for h in args.horizons}
-    lengths = []
-    for i, (images, actions) in enumerate(play(make_env(cfg.run.env, obs="pixels", seed=10_000 + args.seed),
-                                               args.episodes, rng)):
-        steps = len(images)
-        lengths.append(steps)
-        onehot = torch.eye(wm.act_spec.size)[torch.as_tensor(actions)]                 # [T, A]
-        is_first = torch.zeros(1, steps, dtype=torch.bool)
-        is_first[0, 0] = True
-        states, _ = wm.observe({wm.key: torch.as_tensor(images)[None]}, onehot[None], is_first)
-        starts = list(range(wm.cfg.context - 1, steps - horizon, args.stride))
+    env = make_env(env_name, obs="pixels", seed=10_000 + args.seed)
+    assert isinstance(env, MinAtarEnv)                                  # a minatar: name makes one
+    channels = list(env.channel_names)
+    if args.policy == "agent":
+        episodes = play_agent(run, args.episodes, 10_000 + args.seed)
+    else:
+        episodes = play_fixed(env, args.episodes, (1, args.hold if args.policy == "held" else 1), rng)
+    horizon, first = max(args.horizons), max(3, diffusion.cfg.context - 1 if diffusion is not None else 0)
+    model_c = {h: np.zeros((len(channels), 3), np.int64) for h in args.horizons}
+    copy_c = {h: np.zeros((len(channels), 3), np.int64) for h in args.horizons}
+    exact = {h: np.zeros(2, np.int64) for h in args.horizons}          # model's, copy's exact frames
+    total = 0
+    for i, (frames, actions) in enumerate(episodes):
+        starts = list(range(first, len(frames) - horizon, args.stride))
         if not starts:
             continue
-        start = {k: v[0, starts] for k, v in state_entries(states).items()}           # [N]
-        future = torch.stack([onehot[s + 1:s + 1 + horizon] for s in starts])          # [N, H, A]
-        dreamt = wm.decode(stack_states([imagine(wm, start, future)], 0))[wm.key][0]   # [N, H, h, w, C]
-        pred = dreamt.numpy() > 127
+        total += len(starts)
+        pred = binarise(open_loop_frames(wm, "image", torch.as_tensor(frames), torch.as_tensor(actions), starts,
+                                         horizon).numpy())                 # [N, horizon, H, W, C]
+        last = binarise(frames[starts])
         for h in args.horizons:
-            real = np.stack([images[s + h] for s in starts]) > 127
-            model_c[h] += counts(pred[:, h - 1], real)
-            copy_c[h] += counts(np.stack([images[s] for s in starts]) > 127, real)
-        print(f"episode {i + 1}/{args.episodes}: {steps} steps, {len(starts)} starts", file=sys.stderr)
-    result = {"run": str(args.run_dir), "env": cfg.run.env, "episodes": args.episodes, "seed": args.seed,
-              "episode_length_mean": float(np.mean(lengths)), "process": wm.cfg.process,
-              "sampler_steps": wm.cfg.edm.steps if wm.cfg.process == "edm" else wm.cfg.ddpm.steps,
-              "horizons": {h: {"model": scores(model_c[h]), "copy_last_frame": scores(copy_c[h])}
+            real = binarise(frames[[s + h for s in starts]])
+            model_c[h] += cell_counts(pred[:, h - 1], real)
+            copy_c[h] += cell_counts(last, real)
+            exact[h] += [exact_frames(pred[:, h - 1], real), exact_frames(last, real)]
+        print(f"episode {i + 1}/{len(episodes)}: {len(frames)} steps, {len(starts)} starts", file=sys.stderr)
+    if total == 0:
+        print(f"error: no episode of {args.episodes} is longer than {first + horizon} steps; play more episodes "
+              f"or score shorter horizons", file=sys.stderr)
+        return 2
+    result = {"run": str(args.run_dir), "agent": run.agent.name, "env": env_name, "channels": channels,
+              "policy": args.policy, "hold": args.hold if args.policy == "held" else None,
+              "episodes": len(episodes), "seed": args.seed,
+              "episode_length_mean": float(np.mean([len(f) for f, _ in episodes])), "starts": total,
+              "process": diffusion.cfg.process if diffusion is not None else None,
+              "sampler_steps": (diffusion.process.cfg.steps if diffusion is not None else None),
+              "calls_per_frame": diffusion.calls_per_frame if diffusion is not None else None,
+              "horizons": {h: {"model": {**scores(model_c[h], channels), "frames": total,
+                                         "exact_frames": int(exact[h][0]) / total},
+                               "copy_last_frame": {**scores(copy_c[h], channels), "frames": total,
+                                                   "exact_frames": int(exact[h][1]) / total}}
                            for h in args.horizons}}
-    print("| horizon | frames | model F1 | precision | recall | exact frames | copy-last-frame F1 |")
-    print("|---|---|---|---|---|---|---|")
-    for h in args.horizons:
-        m, c = result["horizons"][h]["model"], result["horizons"][h]["copy_last_frame"]
-        print(f"| {h} | {m['frames']} | {m['f1']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-              f"{m['exact_frames']:.3f} | {c['f1']:.3f} |")
-    out = Path(args.out) if args.out else Path(args.run_dir) / "diamond_fidelity.json"
+    print(table(result, channels))
+    out = Path(args.json) if args.json else Path(args.run_dir) / "diamond_fidelity.json"
     out.write_text(json.dumps(result, indent=1))
     return 0
 

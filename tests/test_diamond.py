@@ -46,12 +46,24 @@ def test_the_cli_trains_resumes_evaluates_plans_and_dreams_with_diamond(tmp_path
     (["run.seq_len=2"], r"DIAMOND conditions each frame on model.context=2 frames before it, so it needs "
                         r"run.seq_len >= 3; got 2"),
     (["run.time_limit=2"], r"model.context=2 frames is longer than any episode \(run.time_limit=2 steps\)"),
+    (["--env", "minatar:brekout"], r"^error: MinAtar has no game 'brekout'; did you mean 'breakout'\?$"),
+    (["--env", "atari:NoSuchGame"], r"^error: ale-py has no Atari game 'NoSuchGame'; did you mean 'NameThisGame'\?$"),
 ])
 def test_bad_input_is_one_sentence(tmp_path, capsys, args, sentence):
     assert main(["train", "diamond", "--preset", "tiny", "--run-dir", str(tmp_path / "x"), "--steps", "40", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert __import__("re").search(sentence, err), err
+
+
+def test_an_atari_game_whose_rom_is_absent_is_one_sentence(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ALE_ROMS_DIR", str(tmp_path))                  # a ROM folder without pong.bin
+    assert main(["train", "diamond", "--preset", "tiny", "--run-dir", str(tmp_path / "x"), "--steps", "40",
+                 "--env", "atari:Pong"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error: ale-py cannot load the ROM of atari:Pong (") and "pong.bin" in err, err
+    assert err.endswith("reinstall ale-py, whose wheel ships every ROM, or point ALE_ROMS_DIR at a folder holding it")
 
 
 def test_the_diffusion_dream_is_a_gymnasium_env_deterministic_under_a_seed():

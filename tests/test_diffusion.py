@@ -165,3 +165,21 @@ def test_a_model_of_vector_observations_is_refused_in_one_sentence():
     with pytest.raises(ConfigError, match=r"^DIAMOND's diffusion model needs images: .*vectors \['vector'\]; use "
                                           r"--obs pixels or an image environment$"):
         DiffusionWorldModel({"vector": ArraySpec((4,), np.dtype(np.float32))}, ACT, DiffusionModelConfig(**SMALL))
+
+
+@pytest.mark.parametrize("process", ["edm", "ddpm"])
+def test_the_sampler_steps_are_a_setting_of_imagination_counted_in_network_calls(process):
+    model = small(process=process)
+    calls = []
+    model.denoiser.register_forward_hook(lambda *_: calls.append(1))
+    state = model.initial(2)
+    weights = [p.clone() for p in model.parameters()]
+    for steps in (3, 10):
+        model.set_sampler_steps(steps)
+        calls.clear()
+        with torch.no_grad():
+            imagine(model, state, torch.eye(3)[[0, 1]][:, None].expand(-1, 4, -1))
+        assert len(calls) == 4 * steps == 4 * model.calls_per_frame     # one batched call per step per frame
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
+    with pytest.raises(ConfigError, match="at least one denoising step, got 0"):
+        model.set_sampler_steps(0)

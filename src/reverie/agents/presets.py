@@ -39,6 +39,13 @@ DREAMER_PRESETS: dict[str, list[str]] = {
         "model.cnn_depth=48", "behavior.units=640", "behavior.layers=3",
     ],
 }
+# MinAtar's object channels as images (``[10, 10, C]``, read by :mod:`reverie.nn.grid`'s codec) decoded as a
+# Bernoulli per cell and channel, with `default`'s sizes and DIAMOND's `default` prefill and evaluation schedule,
+# so a Dreamer run and a DIAMOND run see the same data budget (docs/notes/diamond.md)
+DREAMER_PRESETS["minatar"] = [
+    *DREAMER_PRESETS["default"], "run.env=minatar:breakout", "run.obs=pixels", "model.image_loss=bernoulli",
+    "run.prefill=2000", "run.eval_every=5000", "run.eval_episodes=10", "run.checkpoint_every=5000",
+]
 # The tiny model with the sequence dynamics of reverie.models.ssm / transformer_dynamics; any other preset
 # takes ``model.dynamics=ssm`` or ``model.dynamics=transformer`` as an override.
 DREAMER_PRESETS["tiny-ssm"] = [*DREAMER_PRESETS["tiny"], "model.dynamics=ssm", "model.ssm.layers=1"]

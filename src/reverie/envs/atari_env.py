@@ -86,14 +86,18 @@ def make_atari(
             f"; known games include {', '.join(games[:8])}, ..."
         )
         raise EnvError(f"ale-py has no Atari game {game!r}{hint}")
-    env = gym.make(
-        f"ALE/{canonical}-v5",
-        obs_type="rgb",
-        frameskip=frameskip,
-        repeat_action_probability=sticky,
-        full_action_space=False,
-        render_mode="rgb_array",
-    )
+    try:
+        env = gym.make(
+            f"ALE/{canonical}-v5",
+            obs_type="rgb",
+            frameskip=frameskip,
+            repeat_action_probability=sticky,
+            full_action_space=False,
+            render_mode="rgb_array",
+        )
+    except OSError as err:   # ale-py reads the ROM file at make: absent (ALE_ROMS_DIR elsewhere) or corrupt
+        raise EnvError(f"ale-py cannot load the ROM of atari:{canonical} ({err}); reinstall ale-py, whose wheel "
+                       "ships every ROM, or point ALE_ROMS_DIR at a folder holding it") from None
     timing = Timing(frameskip / ATARI_FPS, f"{frameskip} frames at {ATARI_FPS:g} Hz")
     adapter = GymEnv(env, obs="state", seed=seed, image_size=size, timing=timing)
     adapter.name = f"atari:{canonical}"

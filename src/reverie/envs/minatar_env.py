@@ -81,6 +81,9 @@ class MinAtarEnv:
         self._env.seed(seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0]))
         self._actions = list(self._env.minimal_action_set())
         height, width, self.channels = (int(s) for s in self._env.state_shape())
+        by_index = {int(i): str(name) for name, i in self._env.env.channels.items()}
+        #: The object channels' names in channel order (MinAtar's own: Breakout's paddle, ball, trail, brick).
+        self.channel_names = tuple(by_index.get(i, f"channel{i}") for i in range(self.channels))
         self._pixels = obs == "pixels"
         if self._pixels:
             self.obs_spec = {"image": ArraySpec((height, width, self.channels), np.dtype(np.uint8))}

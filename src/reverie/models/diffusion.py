@@ -24,7 +24,7 @@ noise). ``features`` are the reward model's ``h`` and the newest frame, flattene
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Mapping, NamedTuple
 
 import torch
@@ -145,6 +145,23 @@ class DiffusionWorldModel(nn.Module):
         def net(x_in: Tensor, noise: Tensor) -> Tensor:
             return self.denoiser(x_in, noise, frames, actions)
         return self.process.loss(net, target, generator)
+
+    def set_sampler_steps(self, steps: int) -> None:
+        """Sample every next frame with ``steps`` denoising steps from now on (a setting of imagination alone:
+        the trained denoiser is unchanged, so a run trained at 3 steps can be imagined with 10)."""
+        if steps < 1:
+            raise ConfigError(f"the sampler needs at least one denoising step, got {steps}")
+        if self.cfg.process == "edm":
+            self.cfg = replace(self.cfg, edm=replace(self.cfg.edm, steps=steps))
+            self.process = EDM(self.cfg.edm)
+        else:
+            self.cfg = replace(self.cfg, ddpm=replace(self.cfg.ddpm, steps=steps))
+            self.process = DDPM(self.cfg.ddpm)
+
+    @property
+    def calls_per_frame(self) -> int:
+        """Denoiser network calls per generated frame."""
+        return self.process.calls_per_sample
 
     # -- the contract ----------------------------------------------------------------------------
     def initial(self, batch: int) -> State:

@@ -5,8 +5,8 @@ the next observation's embedding from the prior (``objective=latent``: no decode
 JEPA line of work), or by both.
 
 Losses follow DreamerV3: reconstruction (symlog MSE for vectors, MSE for
-images), reward as a symlog two-hot distribution, continuation as a
-Bernoulli, and the KL between posterior and prior split into a dynamics term
+images, or a Bernoulli per cell for binary images), reward as a symlog two-hot distribution, continuation
+as a Bernoulli, and the KL between posterior and prior split into a dynamics term
 (trains the prior) and a representation term (trains the posterior), each
 clipped from below at ``free_nats``. :meth:`RSSMWorldModel.loss` returns the
 terms unweighted; the agent that trains the model weighs them
@@ -71,6 +71,9 @@ class WorldModelConfig:
     """Hidden layers of the encoder, decoder and head MLPs."""
     cnn_depth: int = 32
     """Channels of the first convolution (doubling per stage) for image observations."""
+    image_loss: Literal["mse", "bernoulli"] = "mse"
+    """How decoded images are scored: DreamerV3's squared error, or a Bernoulli per cell and channel for
+    binary images (MinAtar's 0/255 object channels), whose decoded frame is then exactly 0 or 255."""
     reward_bins: int = 255
     """Bins of the symlog two-hot reward head."""
     free_nats: float = 1.0
@@ -145,7 +148,7 @@ class RSSMWorldModel(nn.Module):
         feat = self.rssm.feat_dim
         self.decoder: MultiDecoder | None = None
         if cfg.objective != "latent":
-            self.decoder = MultiDecoder(obs_spec, feat, cfg.units, cfg.layers, cfg.cnn_depth)
+            self.decoder = MultiDecoder(obs_spec, feat, cfg.units, cfg.layers, cfg.cnn_depth, cfg.image_loss)
         else:
             caps.discard(DECODER)
         self.predictor: MLP | None = None

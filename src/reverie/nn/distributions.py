@@ -119,6 +119,22 @@ class ImageMSE:
         return ((self.pred - target.float()) ** 2).sum((-3, -2, -1))
 
 
+class ImageBernoulli:
+    """Binary images (each cell and channel off or on, as MinAtar's 0/255 object channels) from logits
+    ``[..., H, W, C]``, in :class:`ImageMSE`'s range: ``mode`` is -0.5 (off) or 0.5 (on), ``loss`` takes a
+    target in [-0.5, 0.5] and is the binary cross-entropy summed over H, W, C."""
+
+    def __init__(self, logits: Tensor):
+        self.logits = logits.float()
+
+    def mode(self) -> Tensor:
+        return (self.logits > 0).float() - 0.5
+
+    def loss(self, target: Tensor) -> Tensor:
+        bce = F.binary_cross_entropy_with_logits(self.logits, target.float() + 0.5, reduction="none")
+        return bce.sum((-3, -2, -1))
+
+
 class Bernoulli:
     """Binary outcome from a logit ``[...]``; ``mode`` is the probability-thresholded value."""
 
