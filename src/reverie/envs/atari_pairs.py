@@ -66,7 +66,9 @@ class AtariPairs(gym.Env):
                             full_action_space=False)
         frame = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
         self.observation_space = gym.spaces.Dict({"image": frame, "previous": frame})
-        self.action_space = self.ale.action_space
+        actions = self.ale.action_space
+        assert isinstance(actions, gym.spaces.Discrete)     # ALE's minimal action set
+        self.action_space, self.actions = actions, int(actions.n)
         self._screen = np.zeros((210, 160, 3), np.uint8)
         self._frame = np.zeros((size, size, 3), np.uint8)
 
@@ -79,7 +81,7 @@ class AtariPairs(gym.Env):
         super().reset(seed=seed)
         screen, info = self.ale.reset(seed=None if seed is None else int(self.np_random.integers(2**31)))
         for _ in range(self.warmstart):
-            screen, _, terminated, truncated, info = self.ale.step(int(self.np_random.integers(self.action_space.n)))
+            screen, _, terminated, truncated, info = self.ale.step(int(self.np_random.integers(self.actions)))
             if terminated or truncated:
                 raise EnvError(f"{self.game} ended during the {self.warmstart} warm-start steps; lower warmstart")
         self._observe(screen)
