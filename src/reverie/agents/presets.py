@@ -194,6 +194,23 @@ CSWM_PRESETS: dict[str, list[str]] = {
     # no contrastive loss: the same encoder and GNN trained through a decoder in pixel space (the reference
     # code's --decoder baseline)
     "default-ae": ["model.hidden=128", "model.channels=16", "epochs=30", "model.objective=decoder"],
+    # the 3D cubes world with the paper's encoder for it (the large extractor: four 3 x 3 convolutions at the
+    # image's full 50 x 50 resolution) and its data set (1,000 random episodes of 100 steps); sized for one CPU
+    # core in about 20 minutes: 8 extractor channels (the reference: 32), MLPs of 128 (512), bf16 autocast,
+    # batches of 128 (1,024) and 2 epochs (100) (docs/notes/cswm.md)
+    "cubes": ["run.env=gym:reverie/Cubes-v0", "model.extractor=large", "model.channels=8", "model.hidden=128",
+              "run.precision=bf16", "run.batch_size=128", "epochs=2"],
+    # Atari Pong as the paper records it (envs/atari_pairs.py: 1,000 random episodes of 10 steps after a random
+    # warm start, two stacked 50 x 50 frames) with its model (the medium extractor, K = 3 slots of D = 4, the
+    # action copied to every slot); sized for one CPU core in about 20 minutes: 16 extractor channels (the
+    # reference: 32), MLPs of 128 (512), bf16 autocast, batches of 128 (1,024) and 15 epochs (200)
+    "pong": ["run.env=gym:reverie/PongCSWM-v0", "run.prefill=11000", "model.extractor=medium", "model.slots=3",
+             "model.embedding=4", "model.action=copy", "model.channels=16", "model.hidden=128",
+             "run.precision=bf16", "run.batch_size=128", "epochs=15"],
+    # Space Invaders the same way (its warm start: 50 random steps)
+    "spaceinvaders": ["run.env=gym:reverie/SpaceInvadersCSWM-v0", "run.prefill=11000", "model.extractor=medium",
+                      "model.slots=3", "model.embedding=4", "model.action=copy", "model.channels=16",
+                      "model.hidden=128", "run.precision=bf16", "run.batch_size=128", "epochs=15"],
     # the paper's 2D shapes run (the dataclass defaults): 1,000 episodes of 100 steps, hidden 512, batches of
     # 1,024, 100 epochs (about 3 hours on one CPU core)
     "paper": [],

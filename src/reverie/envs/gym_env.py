@@ -133,6 +133,7 @@ def find_gym_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     if name.startswith("reverie/"):
         importlib.import_module("reverie.envs.memory")  # registers reverie's own ids (the memory suite)
         importlib.import_module("reverie.envs.shapes")  # and the block-pushing worlds
+        importlib.import_module("reverie.envs.atari_pairs")  # and C-SWM's Atari episodes
     try:
         return gym.spec(name)
     except gym.error.Error:

@@ -23,7 +23,8 @@ a planner on it is the "true simulator" baseline of planning toward a goal (``be
 
 Registered ids (importing this module registers them; ``gym:reverie/...`` imports it):
 ``reverie/Shapes-v0`` (100-step episodes; ``width``, ``height``, ``num_objects`` settable as keyword
-arguments), e.g. ``reverie train cswm --env gym:reverie/Shapes-v0``.
+arguments), e.g. ``reverie train cswm --env gym:reverie/Shapes-v0``, and ``reverie/Cubes-v0``, the same world
+drawn in 3D (:mod:`reverie.envs.cubes`).
 """
 
 from __future__ import annotations
@@ -184,6 +185,8 @@ def register() -> None:
     """Register the block-pushing ids with gymnasium (idempotent)."""
     if "reverie/Shapes-v0" not in gym.registry:
         gym.register("reverie/Shapes-v0", entry_point=f"{__name__}:Shapes", max_episode_steps=EPISODE_STEPS)
+    if "reverie/Cubes-v0" not in gym.registry:   # the same world drawn in 3D (envs/cubes.py, imported when made)
+        gym.register("reverie/Cubes-v0", entry_point="reverie.envs.cubes:Cubes", max_episode_steps=EPISODE_STEPS)
 
 
 register()
