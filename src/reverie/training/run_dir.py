@@ -33,7 +33,7 @@ RESUMABLE_CHANGES = ("run.steps", "run.eval_every", "run.eval_episodes", "run.lo
 
 #: Config keys earlier versions wrote that no longer exist; a saved config's values for them are ignored.
 #: ``planner.action_size`` and ``planner.discrete``: planners read both from the model's action spec
-#: since the world-model contract (session 4).
+#: since the world-model contract.
 RETIRED_KEYS = ("planner.action_size", "planner.discrete")
 
 
