@@ -38,6 +38,9 @@ def test_the_projects_suite_file_is_valid_and_names_the_headline_claims():
     for claim in claims.values():
         cfg = resolve_config(claim.agent, claim.preset, claim_overrides(claim, claim.seeds[0]))
         assert cfg.run.steps == claim.steps and cfg.run.env == claim.env
+        # a claim that names no observation keeps its agent's own: frames for the latent-action model
+        assert cfg.run.obs == (claim.obs or resolve_config(claim.agent, claim.preset, []).run.obs)
+    assert resolve_config("lapo", "default", claim_overrides(claims["lapo-breakout"], 0)).run.obs == "pixels"
 
 
 def test_aims_hold_over_every_seed_or_the_mean():

@@ -14,7 +14,7 @@ An entry::
       title: The quick start               # one line shown on the results page
       agent: dreamer
       env: gym:CartPole-v1
-      obs: state                           # default state
+      obs: pixels                          # default: the agent's own (run.obs of its preset)
       preset: default                      # default: the agent's default preset
       overrides: [run.eval_every=2500]     # config overrides, as on the command line
       steps: 15000                         # environment steps
@@ -111,7 +111,7 @@ class Claim:
     env: str
     steps: int
     aim: Aim
-    obs: str = "state"
+    obs: str | None = None
     preset: str | None = None
     overrides: tuple[str, ...] = ()
     seeds: tuple[int, ...] = DEFAULT_SEEDS
@@ -123,7 +123,7 @@ class Claim:
 
     def command(self, seed: int) -> str:
         """The ``reverie train`` command line a seed of this claim runs."""
-        parts = ["reverie", "train", self.agent, "--env", self.env, *(["--obs", self.obs] if self.obs != "state" else []),
+        parts = ["reverie", "train", self.agent, "--env", self.env, *(["--obs", self.obs] if self.obs else []),
                  "--steps", str(self.steps), "--seed", str(seed)]
         if self.preset:
             parts += ["--preset", self.preset]
@@ -189,7 +189,7 @@ def _claim(raw: Any, where: str) -> Claim:
     return Claim(
         id=cid, title=str(raw["title"]), agent=str(raw["agent"]), env=str(raw["env"]), steps=steps,
         aim=Aim(float(aim["value"]), str(aim.get("over", "every_seed")), bool(aim.get("below", False))),
-        obs=str(raw.get("obs", "state")), preset=raw.get("preset"),
+        obs=None if raw.get("obs") is None else str(raw["obs"]), preset=raw.get("preset"),
         overrides=tuple(str(o) for o in raw.get("overrides", ())), seeds=seeds,
         eval_episodes=int(raw.get("eval_episodes", 10)),
         anchor=None if anchor is None else Anchor(
@@ -243,8 +243,8 @@ def pick(claims: dict[str, Claim], cid: str) -> Claim:
 
 def claim_overrides(claim: Claim, seed: int) -> list[str]:
     """The config overrides of one seed of ``claim`` (the claim's own last, so they win)."""
-    return [f"run.env={claim.env}", f"run.obs={claim.obs}", f"run.steps={claim.steps}", f"run.seed={seed}",
-            f"run.eval_episodes={claim.eval_episodes}", *claim.overrides]
+    return [f"run.env={claim.env}", *([f"run.obs={claim.obs}"] if claim.obs else []), f"run.steps={claim.steps}",
+            f"run.seed={seed}", f"run.eval_episodes={claim.eval_episodes}", *claim.overrides]
 
 
 def run_folder(root: str | os.PathLike, claim: Claim, seed: int) -> Path:
