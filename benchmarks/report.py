@@ -454,11 +454,10 @@ def main() -> int:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         return 1 if problems else 0
-    for o in outcomes:
-        plot(o)
+    figures = [path for path in map(plot, outcomes) if path is not None]
     PAGE.write_text(text)
     README.write_text(readme)
-    print(f"wrote {PAGE.name}, README.md's results table and {sum(1 for o in outcomes if o.rows)} figure(s)")
+    print(f"wrote {PAGE.name}, README.md's results table and {len(figures)} figure(s)")
     return 0
 
 
