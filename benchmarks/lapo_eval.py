@@ -30,6 +30,7 @@ from reverie.agents.latent_action import LatentAction, windows_of
 from reverie.analysis.controllability import controllability_report
 from reverie.analysis.latent_actions import held_out_report
 from reverie.replay import Replay
+from reverie.training.offline import learned_replay
 
 COLUMNS = ("nmi", "ami", "accuracy", "chance", "probe", "effect_accuracy", "error", "error_baseline", "spread",
            "used_codes", "windows")
@@ -44,10 +45,7 @@ def evaluate(run_dir: str, limit: int, labelled: float = 0.025, horizon: int = 1
     if not isinstance(agent, LatentAction):
         raise SystemExit(f"error: {run_dir} is a run of agent '{agent.name}', not of lapo")
     cfg = run.config.run
-    record = Path(run_dir) / "dataset.json"   # a run trained on a dataset folder reads that folder's replay
-    elsewhere = json.loads(record.read_text()).get("replay") if record.exists() else None
-    replay = Replay(Path(elsewhere or Path(run_dir) / "replay"), capacity=cfg.replay_capacity, seq_len=1,
-                    chunk_size=cfg.replay_chunk)
+    replay = Replay(learned_replay(run_dir), capacity=cfg.replay_capacity, seq_len=1, chunk_size=cfg.replay_chunk)
     model = agent.lam
     data = windows_of(replay.chunks(overlap=True), model.key, model.cfg.context, agent.act_spec.discrete)
     train = agent.split(len(data))

@@ -44,6 +44,7 @@ from reverie.models.latent_action import LatentActionModel, to_frames
 from reverie.models.latent_policy import LatentPolicy, LatentPolicyConfig, fit_linear_decoder, nearest_codes
 from reverie.replay import Replay
 from reverie.training.env_factory import EnvFactory
+from reverie.training.offline import learned_replay
 from reverie.training.run_dir import atomic_write_text
 from reverie.training.session import load_run
 
@@ -231,10 +232,7 @@ def lapo_run_data(run_dir: str | os.PathLike) -> tuple[LatentAction, EnvFactory,
         raise ConfigError(f"{run_dir} is a run of agent '{agent.name}'; reverie lapo-policy starts from a lapo run")
     if not agent.act_spec.discrete:
         raise ConfigError(f"{run_dir}'s environment has continuous actions; the latent policy decodes discrete ones")
-    record_path = Path(run_dir) / "dataset.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
-    replay_dir = Path(record.get("replay") or Path(run_dir) / "replay")
-    replay = Replay(replay_dir, capacity=cfg.run.replay_capacity, seq_len=1, chunk_size=cfg.run.replay_chunk)
+    replay = Replay(learned_replay(run_dir), capacity=cfg.run.replay_capacity, seq_len=1, chunk_size=cfg.run.replay_chunk)
     data = windows_of(replay.chunks(overlap=True), agent.lam.key, agent.lam.cfg.context, True)
     return agent, make_env, data, agent.split(len(data))
 

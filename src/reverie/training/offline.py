@@ -381,6 +381,12 @@ def _read_record(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def learned_replay(run_dir: str | os.PathLike) -> Path:
+    """The replay folder a run learned from: its dataset's, for a run trained on a dataset folder, else its own."""
+    record = _read_record(Path(run_dir)) or {}
+    return Path(record.get("replay") or Path(run_dir) / "replay")
+
+
 def _eval_factory(record: dict[str, Any], obs_spec: Mapping[str, ArraySpec], act_spec: ActionSpec, seed_base: int
                   ) -> tuple[EnvFactory | None, str]:
     """(seed -> Env in the dataset's environment, or None; why not)."""
